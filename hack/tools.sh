@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Builds (once) and caches the external tools ganforge's one-machine cluster and tests need:
+# the Kubernetes control plane and kubectl, etcd and helm from the Go module proxy, plus a few
+# Debian packages. Idempotent: a second run finds everything cached and returns in seconds.
+#
+# Binaries land in ${GANFORGE_TOOLS_CACHE:-~/.cache/ganforge/tools}/<tool>-<version>/ and are
+# written under a temporary name first, so an interrupted build never leaves a broken binary.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck disable=SC1091
+source <(grep -E '^[A-Z_]+=' "$here/../ganforge/local/tool_versions.env")
+
+cache="${GANFORGE_TOOLS_CACHE:-$HOME/.cache/ganforge/tools}"
+mkdir -p "$cache"
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+need_go() {
+  command -v go >/dev/null || { log "ERROR: 'go' is not on PATH; Go >= 1.24 is needed to build the control plane"; exit 2; }
+}
+
+# Kubernetes is published as k8s.io/kubernetes, whose go.mod replaces its staging modules with
+# local directories; a dependent module must replace them with the published v0.Y.Z tags instead.
+write_kubernetes_wrapper() {
+  local dir="$1" version="$2"
+  local staging_version="v0.${version#v1.}"
+  mkdir -p "$dir"
+  if [[ ! -f "$dir/go.mod" ]]; then
+    log "fetching the module list of k8s.io/kubernetes $version"
+    local upstream_mod
+    local gomod_path
+    gomod_path="$(cd "$dir" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$version" \
+      | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' || true)"
+    if [[ -z "$gomod_path" ]]; then
+      log "ERROR: could not download k8s.io/kubernetes@$version from the Go module proxy"
+      (cd "$dir" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$version" | grep '"Error"' >&2) || true
+      exit 2
+    fi
+    upstream_mod="$(cat "$gomod_path")"
+    {
+      echo "module ganforge.local/kubernetes-build"
+      echo
+      echo "go 1.24.0"
+      echo
+      echo "godebug default=go1.24"
+      echo
+      echo "require k8s.io/kubernetes $version"
+      echo
+      echo "replace ("
+      grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' <<<"$upstream_mod" | awk '{print $1}' | sort -u \
+        | while read -r module; do echo "	$module => $module $staging_version"; done
+      echo ")"
+    } >"$dir/go.mod.tmp"
+    mv "$dir/go.mod.tmp" "$dir/go.mod"
+  fi
+}
+
+version_ldflags() {
+  local version="$1" major minor
+  major="${version#v}"; major="${major%%.*}"
+  minor="${version#v*.}"; minor="${minor%%.*}"
+  local flags="-s -w"
+  local pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+
+# go_build MODULE_DIR OUTPUT PACKAGE [LDFLAGS]: one binary at a time bounds peak memory.
+go_build() {
+  local moddir="$1" out="$2" pkg="$3" ldflags="${4:--s -w}"
+  if [[ -x "$out" ]]; then
+    log "cached   $(basename "$out") ($out)"
+    return
+  fi
+  log "building $(basename "$out") from $pkg (first run only; several minutes)"
+  local start=$SECONDS
+  (cd "$moddir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$out.partial" "$pkg")
+  mv "$out.partial" "$out"
+  log "built    $(basename "$out") in $((SECONDS - start))s"
+}
+
+build_kubernetes() {
+  local version="$KUBERNETES_VERSION"
+  local bin="$cache/kubernetes-$version" src="$cache/src/kubernetes-$version"
+  mkdir -p "$bin"
+  local missing=0 name
+  for name in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    [[ -x "$bin/$name" ]] || missing=1
+  done
+  if [[ $missing == 1 ]]; then
+    need_go
+    write_kubernetes_wrapper "$src" "$version"
+  fi
+  local ldflags
+  ldflags="$(version_ldflags "$version")"
+  for name in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    go_build "$src" "$bin/$name" "k8s.io/kubernetes/cmd/$name" "$ldflags"
+  done
+}
+
+build_etcd() {
+  local version="$ETCD_VERSION"
+  local bin="$cache/etcd-$version" src="$cache/src/etcd-$version"
+  mkdir -p "$bin"
+  if [[ ! -x "$bin/etcd" ]]; then
+    need_go
+    mkdir -p "$src"
+    [[ -f "$src/go.mod" ]] || printf 'module ganforge.local/etcd-build\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$version" >"$src/go.mod"
+  fi
+  go_build "$src" "$bin/etcd" "go.etcd.io/etcd/server/v3" \
+    "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$version"
+}
+
+build_helm() {
+  local version="$HELM_VERSION"
+  local bin="$cache/helm-$version" src="$cache/src/helm-$version"
+  mkdir -p "$bin"
+  if [[ ! -x "$bin/helm" ]]; then
+    need_go
+    mkdir -p "$src"
+    [[ -f "$src/go.mod" ]] || printf 'module ganforge.local/helm-build\n\ngo 1.24.0\n\nrequire helm.sh/helm/v3 %s\n' "$version" >"$src/go.mod"
+  fi
+  go_build "$src" "$bin/helm" "helm.sh/helm/v3/cmd/helm" \
+    "-s -w -X helm.sh/helm/v3/internal/version.version=$version"
+}
+
+# Debian packages used later on: promtool (prometheus), the real Fashion-MNIST, `ip netns`.
+install_debian_packages() {
+  local wanted=(prometheus dataset-fashion-mnist iproute2) missing=() pkg
+  for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if ((${#missing[@]} == 0)); then
+    log "cached   debian packages: ${wanted[*]}"
+    return
+  fi
+  if [[ $(id -u) != 0 ]]; then
+    log "ERROR: Debian packages missing (${missing[*]}) and not running as root to apt-get install them"
+    exit 2
+  fi
+  log "installing debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # --no-install-recommends keeps the prometheus package from pulling a whole monitoring stack.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+start=$SECONDS
+targets=("${@:-all}")
+for target in "${targets[@]}"; do
+  case "$target" in
+    all) install_debian_packages; build_etcd; build_kubernetes; build_helm ;;
+    debian) install_debian_packages ;;
+    etcd) build_etcd ;;
+    kubernetes) build_kubernetes ;;
+    helm) build_helm ;;
+    *) log "ERROR: unknown target '$target' (all, debian, etcd, kubernetes, helm)"; exit 2 ;;
+  esac
+done
+log "tools ready under $cache in $((SECONDS - start))s"
