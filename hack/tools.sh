@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the external tools ganforge's one-machine cluster and tests need:
-# the Kubernetes control plane and kubectl, etcd and helm from the Go module proxy, plus a few
-# Debian packages. Idempotent: a second run finds everything cached and returns in seconds.
+# the Kubernetes control plane, kube-proxy and kubectl, etcd, CoreDNS and helm from the Go module
+# proxy, plus a few Debian packages. Idempotent: a second run finds everything cached and returns
+# in seconds.
 #
 # Binaries land in ${GANFORGE_TOOLS_CACHE:-~/.cache/ganforge/tools}/<tool>-<version>/ and are
 # written under a temporary name first, so an interrupted build never leaves a broken binary.
@@ -83,12 +84,14 @@ go_build() {
   log "built    $(basename "$out") in $((SECONDS - start))s"
 }
 
+kubernetes_binaries=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl)
+
 build_kubernetes() {
   local version="$KUBERNETES_VERSION"
   local bin="$cache/kubernetes-$version" src="$cache/src/kubernetes-$version"
   mkdir -p "$bin"
   local missing=0 name
-  for name in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for name in "${kubernetes_binaries[@]}"; do
     [[ -x "$bin/$name" ]] || missing=1
   done
   if [[ $missing == 1 ]]; then
@@ -97,7 +100,7 @@ build_kubernetes() {
   fi
   local ldflags
   ldflags="$(version_ldflags "$version")"
-  for name in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for name in "${kubernetes_binaries[@]}"; do
     go_build "$src" "$bin/$name" "k8s.io/kubernetes/cmd/$name" "$ldflags"
   done
 }
@@ -128,9 +131,28 @@ build_helm() {
     "-s -w -X helm.sh/helm/v3/internal/version.version=$version"
 }
 
-# Debian packages used later on: promtool (prometheus), the real Fashion-MNIST, `ip netns`.
+# CoreDNS from our own main package (hack/coredns/main.go), which compiles in only the plugins
+# the local cluster's Corefile uses. The copy of main.go next to the generated go.mod records what
+# the cached binary was built from: editing hack/coredns/main.go triggers a rebuild.
+build_coredns() {
+  local version="$COREDNS_VERSION"
+  local bin="$cache/coredns-$version" src="$cache/src/coredns-$version"
+  mkdir -p "$bin" "$src"
+  if ! cmp -s "$here/coredns/main.go" "$src/main.go"; then
+    rm -f "$bin/coredns"
+  fi
+  if [[ ! -x "$bin/coredns" ]]; then
+    need_go
+    [[ -f "$src/go.mod" ]] || printf 'module ganforge.local/coredns-build\n\ngo 1.24.0\n\nrequire github.com/coredns/coredns %s\n' "$version" >"$src/go.mod"
+    cp "$here/coredns/main.go" "$src/main.go"
+  fi
+  go_build "$src" "$bin/coredns" "." "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$version"
+}
+
+# Debian packages used later on: promtool (prometheus), the real Fashion-MNIST, `ip netns`, and
+# the netfilter tools kube-proxy drives (iptables, nft) or that help inspect it (conntrack).
 install_debian_packages() {
-  local wanted=(prometheus dataset-fashion-mnist iproute2) missing=() pkg
+  local wanted=(prometheus dataset-fashion-mnist iproute2 iptables nftables conntrack) missing=() pkg
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
@@ -153,12 +175,13 @@ start=$SECONDS
 targets=("${@:-all}")
 for target in "${targets[@]}"; do
   case "$target" in
-    all) install_debian_packages; build_etcd; build_kubernetes; build_helm ;;
+    all) install_debian_packages; build_etcd; build_kubernetes; build_coredns; build_helm ;;
     debian) install_debian_packages ;;
     etcd) build_etcd ;;
     kubernetes) build_kubernetes ;;
+    coredns) build_coredns ;;
     helm) build_helm ;;
-    *) log "ERROR: unknown target '$target' (all, debian, etcd, kubernetes, helm)"; exit 2 ;;
+    *) log "ERROR: unknown target '$target' (all, debian, etcd, kubernetes, coredns, helm)"; exit 2 ;;
   esac
 done
 log "tools ready under $cache in $((SECONDS - start))s"

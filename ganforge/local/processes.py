@@ -34,7 +34,7 @@ def die_with_parent(argv: Sequence[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
-@dataclass
+@dataclass(eq=False)
 class ManagedProcess:
     """A long-running child in its own process group, with its output in a log file."""
 

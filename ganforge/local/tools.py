@@ -14,8 +14,10 @@ _TOOL_HOMES: dict[str, tuple[str, str]] = {
     "kube-apiserver": ("kubernetes", "KUBERNETES_VERSION"),
     "kube-controller-manager": ("kubernetes", "KUBERNETES_VERSION"),
     "kube-scheduler": ("kubernetes", "KUBERNETES_VERSION"),
+    "kube-proxy": ("kubernetes", "KUBERNETES_VERSION"),
     "kubectl": ("kubernetes", "KUBERNETES_VERSION"),
     "etcd": ("etcd", "ETCD_VERSION"),
+    "coredns": ("coredns", "COREDNS_VERSION"),
     "helm": ("helm", "HELM_VERSION"),
 }
 
@@ -29,6 +31,7 @@ class ToolVersions:
     kubernetes: str
     etcd: str
     helm: str
+    coredns: str
 
 
 @cache
@@ -45,7 +48,10 @@ def _read_versions() -> dict[str, str]:
 def versions() -> ToolVersions:
     raw = _read_versions()
     return ToolVersions(
-        kubernetes=raw["KUBERNETES_VERSION"], etcd=raw["ETCD_VERSION"], helm=raw["HELM_VERSION"]
+        kubernetes=raw["KUBERNETES_VERSION"],
+        etcd=raw["ETCD_VERSION"],
+        helm=raw["HELM_VERSION"],
+        coredns=raw["COREDNS_VERSION"],
     )
 
 

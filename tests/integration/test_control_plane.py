@@ -152,7 +152,9 @@ def service_account_client(control_plane: ControlPlane, kube_api: ApiClient, nam
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
     token = core.create_namespaced_service_account_token(
-        name, namespace, client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+        name,
+        namespace,
+        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)),
     ).status.token
     configuration = client.Configuration()
     configuration.host = control_plane.server_url
