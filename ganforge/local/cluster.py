@@ -1,0 +1,158 @@
+"""The one-machine cluster: the control plane plus node agents, supervised together.
+
+`LocalCluster` is what `ganforge local up` runs in the background and what the test fixtures run
+in-process. It restarts a node agent that dies (as systemd restarts kubelet), except while a node
+is being reclaimed, and on stop it removes every process, network namespace and veth it made.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ganforge.local import tools
+from ganforge.local.control_plane import ControlPlane
+from ganforge.local.node.agent import NodeConfig
+from ganforge.local.node.network import teardown_pod_network
+from ganforge.local.processes import MARKER_ENV, ManagedProcess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    spot: bool = False
+    cpu: str = "4"
+    memory: str = "16Gi"
+    gpus: int = 0
+
+
+DEFAULT_NODES = (NodeSpec("ondemand-1"), NodeSpec("spot-1", spot=True, gpus=2))
+
+
+@dataclass(eq=False)
+class LocalNode:
+    spec: NodeSpec
+    config_path: Path
+    process: ManagedProcess
+    state_dir: Path
+    reclaiming: bool = False
+
+
+@dataclass
+class LocalCluster:
+    workdir: Path
+    nodes: tuple[NodeSpec, ...] = DEFAULT_NODES
+    plane: ControlPlane = field(init=False)
+    agents: dict[str, LocalNode] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.plane = ControlPlane(self.workdir / "control-plane")
+        self._stop = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.plane.admin_kubeconfig
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.plane.start()
+        try:
+            for index, spec in enumerate(self.nodes, start=1):
+                self._add_node(index, spec)
+            self._supervisor = threading.Thread(target=self._supervise, name="node-supervisor", daemon=True)
+            self._supervisor.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _add_node(self, index: int, spec: NodeSpec) -> None:
+        state_dir = self.workdir / "nodes" / spec.name
+        state_dir.mkdir(parents=True, exist_ok=True)
+        kubeconfig = self.plane.issue_client_kubeconfig(
+            f"node-{spec.name}", f"system:node:{spec.name}", ("system:nodes",)
+        )
+        cfg = NodeConfig(
+            name=spec.name, index=index, kubeconfig=str(kubeconfig), state_dir=str(state_dir),
+            host_ip=self.plane.advertise_address, kubelet_version=tools.versions().kubernetes,
+            cpu=spec.cpu, memory=spec.memory, gpus=spec.gpus, spot=spec.spot,
+            env={MARKER_ENV: self.plane.cluster_id, "GANFORGE_NODE": spec.name},
+        )
+        config_path = state_dir / "node.json"
+        cfg.write(config_path)
+        process = self._agent_process(spec.name, config_path)
+        process.start()
+        self.agents[spec.name] = LocalNode(spec, config_path, process, state_dir)
+
+    def _agent_process(self, name: str, config_path: Path) -> ManagedProcess:
+        import sys
+
+        env = self.plane._env()
+        return ManagedProcess(
+            f"node-{name}",
+            [sys.executable, "-m", "ganforge.local.node.agent", "--config", str(config_path)],
+            self.plane.workdir / "logs" / f"node-{name}.log",
+            env,
+        )
+
+    def restart_agent(self, name: str) -> None:
+        """Kill the agent outright and start a new one; its containers keep running."""
+        with self._lock:
+            node = self.agents[name]
+            node.process.stop(grace_seconds=0)
+            node.process = self._agent_process(name, node.config_path)
+            node.process.start()
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                for name, node in self.agents.items():
+                    if not node.reclaiming and not node.process.alive():
+                        log.warning("node agent %s exited; restarting it", name)
+                        node.process = self._agent_process(name, node.config_path)
+                        node.process.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+        for node in self.agents.values():
+            node.process.stop(grace_seconds=5)
+        # Containers are detached from their agents on purpose; the marker finds every one.
+        self.plane.stop()
+        for node in self.agents.values():
+            remove_node_sandboxes(node.state_dir)
+
+
+def remove_node_sandboxes(state_dir: Path) -> None:
+    """Delete the network namespaces and veths of every pod a node's state still records."""
+    pods = state_dir / "pods"
+    if pods.is_dir():
+        for pod_dir in pods.iterdir():
+            teardown_pod_network(pod_dir.name)
+        shutil.rmtree(pods, ignore_errors=True)
+    shutil.rmtree(state_dir / "ipam", ignore_errors=True)
+
+
+def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)

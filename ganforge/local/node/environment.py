@@ -1,0 +1,140 @@
+"""A container's environment and argv, resolved the way kubelet resolves them.
+
+Pods are handled as the raw JSON the API serves (camelCase), the same shape users write.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Pod = dict[str, Any]
+# (kind, namespace, name) -> data, for configMapKeyRef / secretKeyRef / envFrom lookups.
+ObjectData = Callable[[str, str, str], Mapping[str, str] | None]
+
+KUBERNETES_SERVICE_HOST = "10.96.0.1"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class ContainerConfigError(ValueError):
+    """A reference in env/envFrom cannot be resolved (kubelet's CreateContainerConfigError)."""
+
+
+def field_ref(pod: Pod, path: str) -> str:
+    """Resolve a downward-API fieldPath such as `metadata.labels['app']` or `status.podIP`."""
+    metadata, spec, status = pod["metadata"], pod["spec"], pod.get("status", {})
+    simple = {
+        "metadata.name": metadata.get("name", ""),
+        "metadata.namespace": metadata.get("namespace", ""),
+        "metadata.uid": metadata.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "status.hostIP": status.get("hostIP", ""),
+        "status.podIP": status.get("podIP", ""),
+    }
+    if path in simple:
+        return str(simple[path])
+    match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+    if match:
+        return str(metadata.get(match.group(1), {}).get(match.group(2), ""))
+    if path in {"metadata.labels", "metadata.annotations"}:
+        items = metadata.get(path.split(".")[1], {})
+        return "\n".join(f'{key}="{value}"' for key, value in sorted(items.items()))
+    raise ContainerConfigError(f"unsupported fieldPath {path!r}")
+
+
+_QUANTITY_SUFFIXES = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "m": 10**-3,
+}
+
+
+def parse_quantity(value: str) -> float:
+    for suffix in sorted(_QUANTITY_SUFFIXES, key=len, reverse=True):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
+    return float(value)
+
+
+def _resource_field(container: Mapping[str, Any], selector: Mapping[str, Any]) -> str:
+    kind, _, resource = selector["resource"].partition(".")
+    value = container.get("resources", {}).get(kind, {}).get(resource)
+    if value is None:
+        return "0"
+    divisor = parse_quantity(str(selector.get("divisor", "1")))
+    quantity = parse_quantity(str(value)) / divisor
+    # kubelet rounds up: a 500m cpu limit with divisor 1 reads as "1".
+    return str(int(-(-quantity // 1)))
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion: `$$` escapes, unknown references stay as written."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", replace, text)
+
+
+def container_environment(
+    pod: Pod,
+    container: Mapping[str, Any],
+    lookup: ObjectData,
+    base: Mapping[str, str],
+) -> dict[str, str]:
+    namespace = pod["metadata"]["namespace"]
+    env: dict[str, str] = dict(base)
+    env.setdefault("PATH", DEFAULT_PATH)
+    env["HOSTNAME"] = pod["spec"].get("hostname") or pod["metadata"]["name"]
+    env["KUBERNETES_SERVICE_HOST"] = KUBERNETES_SERVICE_HOST
+    env["KUBERNETES_SERVICE_PORT"] = "443"
+    env["KUBERNETES_SERVICE_PORT_HTTPS"] = "443"
+    env["KUBERNETES_PORT"] = f"tcp://{KUBERNETES_SERVICE_HOST}:443"
+
+    for source in container.get("envFrom", []):
+        kind, ref = ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
+        data = lookup(kind, namespace, ref["name"])
+        if data is None:
+            if ref.get("optional"):
+                continue
+            raise ContainerConfigError(f"envFrom: {kind.lower()} {ref['name']!r} not found")
+        env.update({source.get("prefix", "") + key: value for key, value in data.items()})
+
+    for item in container.get("env", []):
+        name = item["name"]
+        if "valueFrom" not in item:
+            env[name] = _expand(item.get("value", ""), env)
+            continue
+        source = item["valueFrom"]
+        if "fieldRef" in source:
+            env[name] = field_ref(pod, source["fieldRef"]["fieldPath"])
+        elif "resourceFieldRef" in source:
+            env[name] = _resource_field(container, source["resourceFieldRef"])
+        else:
+            kind, ref = (
+                ("ConfigMap", source["configMapKeyRef"]) if "configMapKeyRef" in source else ("Secret", source["secretKeyRef"])
+            )
+            data = lookup(kind, namespace, ref["name"])
+            if data is None or ref["key"] not in data:
+                if ref.get("optional"):
+                    continue
+                raise ContainerConfigError(f"env {name}: key {ref['key']!r} of {kind.lower()} {ref['name']!r} not found")
+            env[name] = data[ref["key"]]
+    return env
+
+
+def container_argv(container: Mapping[str, Any], entrypoint: tuple[str, ...], env: Mapping[str, str]) -> list[str]:
+    """command replaces the image entrypoint; args alone are appended to it, as in Kubernetes."""
+    command = container.get("command") or list(entrypoint)
+    argv = [*command, *container.get("args", [])]
+    if not argv:
+        raise ContainerConfigError(f"container {container['name']!r} has no command and its image no entrypoint")
+    return [_expand(part, env) for part in argv]
+
+
+def decode_secret(data: Mapping[str, str]) -> dict[str, str]:
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}

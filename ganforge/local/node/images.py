@@ -1,0 +1,72 @@
+"""The explicit image -> local executable table of the one-machine node runtime.
+
+There is no container registry here, so an image name is a promise about *which programs* a
+container sees, not a filesystem. Each known image maps to a directory prepended to PATH (so the
+pod's `command` resolves the way it would inside the image) and the image's default entrypoint.
+Anything not in the table fails the pod with reason `ImageNotInLocalTable`, naming the table.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    pattern: str
+    """fnmatch pattern over the full image reference (registry/name:tag)."""
+    description: str
+    bin_dir: Path
+    entrypoint: tuple[str, ...] = ()
+
+
+class UnknownImageError(LookupError):
+    pass
+
+
+def _venv_bin() -> Path:
+    # The interpreter running the node agent is the project's virtualenv.
+    return Path(sys.executable).parent
+
+
+def _tritonserver_bin() -> Path | None:
+    found = shutil.which("tritonserver", path=str(_venv_bin()))
+    if found:
+        return Path(found).parent
+    try:
+        import pytriton  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    candidate = Path(pytriton.__file__).parent / "tritonserver" / "bin"
+    return candidate if candidate.is_dir() else None
+
+
+def default_table() -> list[LocalImage]:
+    table = [
+        LocalImage("*ganforge/ganforge*", "ganforge's own image: the project's virtualenv", _venv_bin()),
+        LocalImage("*ganforge/trainer*", "ganforge trainer image: the project's virtualenv", _venv_bin(),
+                   ("ganforge", "train")),
+        LocalImage("*ganforge/operator*", "ganforge operator image: the project's virtualenv", _venv_bin(),
+                   ("ganforge", "operator")),
+        # Plain Python images run the same interpreter; tests and small tools use them.
+        LocalImage("python:3*", "python:3.x: the project's virtualenv interpreter", _venv_bin(), ("python3",)),
+        LocalImage("*/python:3*", "python:3.x: the project's virtualenv interpreter", _venv_bin(), ("python3",)),
+        LocalImage("busybox*", "busybox: the host's /bin utilities", Path("/bin"), ("sh",)),
+    ]
+    triton = _tritonserver_bin()
+    if triton is not None:
+        table.append(LocalImage("*tritonserver*", "NVIDIA Triton: tritonserver from nvidia-pytriton", triton,
+                                ("tritonserver",)))
+    return table
+
+
+def resolve(image: str, table: list[LocalImage] | None = None) -> LocalImage:
+    for entry in table if table is not None else default_table():
+        if fnmatch.fnmatchcase(image, entry.pattern):
+            return entry
+    known = ", ".join(entry.pattern for entry in (table if table is not None else default_table()))
+    raise UnknownImageError(f"image {image!r} is not in the local image table (known patterns: {known})")
