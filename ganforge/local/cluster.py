@@ -18,7 +18,8 @@ from ganforge.local import tools
 from ganforge.local.control_plane import ControlPlane
 from ganforge.local.node.agent import NodeConfig
 from ganforge.local.node.network import teardown_pod_network
-from ganforge.local.processes import MARKER_ENV, ManagedProcess
+from ganforge.local.processes import MARKER_ENV, ManagedProcess, kill_marked
+from ganforge.local.reclaim import delete_node, evict_node_pods, taint_for_reclaim, wait_until_drained
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,34 @@ class LocalCluster:
             node.process.stop(grace_seconds=0)
             node.process = self._agent_process(name, node.config_path)
             node.process.start()
+
+    def reclaim_node(self, name: str, grace_seconds: int = 30) -> None:
+        """What a cloud spot reclaim does to a node: taint, evict with a grace, then the machine
+        disappears (agent and every container killed, Node deleted) and a fresh one joins."""
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        core = client.CoreV1Api(api)
+        try:
+            taint_for_reclaim(core, name)
+            evict_node_pods(core, name, grace_seconds)
+            wait_until_drained(core, name, timeout=grace_seconds + 5)
+            with self._lock:
+                node = self.agents[name]
+                node.reclaiming = True
+                node.process.stop(grace_seconds=0)
+            kill_marked(self.plane.cluster_id, also={"GANFORGE_NODE": name})
+            remove_node_sandboxes(node.state_dir)
+            delete_node(core, name)
+            log.info("node %s reclaimed; a replacement joins", name)
+        finally:
+            api.close()
+            with self._lock:
+                node = self.agents[name]
+                if node.reclaiming:
+                    node.reclaiming = False
+                    node.process = self._agent_process(name, node.config_path)
+                    node.process.start()
 
     def _supervise(self) -> None:
         while not self._stop.wait(1.0):

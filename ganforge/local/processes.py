@@ -98,9 +98,13 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-def processes_with_marker(value: str) -> list[int]:
-    """PIDs of live processes whose environment has MARKER_ENV=value (zombies excluded)."""
-    needle = f"{MARKER_ENV}={value}".encode()
+def processes_with_marker(value: str, also: dict[str, str] | None = None) -> list[int]:
+    """PIDs of live processes whose environment has MARKER_ENV=value (zombies excluded).
+
+    `also` narrows the match to processes that carry these variables too (a node's name).
+    """
+    needles = {f"{MARKER_ENV}={value}".encode()}
+    needles |= {f"{key}={val}".encode() for key, val in (also or {}).items()}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -110,20 +114,20 @@ def processes_with_marker(value: str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        if state != "Z" and needle in environ.split(b"\0"):
+        if state != "Z" and needles <= set(environ.split(b"\0")):
             found.append(int(entry.name))
     return found
 
 
-def kill_marked(value: str, timeout: float = 10.0) -> list[int]:
+def kill_marked(value: str, timeout: float = 10.0, also: dict[str, str] | None = None) -> list[int]:
     """SIGKILL every process carrying the marker; returns the PIDs that had to be killed."""
-    leaked = processes_with_marker(value)
+    leaked = processes_with_marker(value, also)
     for pid in leaked:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout
-    while processes_with_marker(value) and time.monotonic() < deadline:
+    while processes_with_marker(value, also) and time.monotonic() < deadline:
         time.sleep(0.1)
     return leaked

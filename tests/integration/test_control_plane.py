@@ -9,8 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import pytest
 from kubernetes import client
@@ -20,8 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from ganforge.local import tools
 from ganforge.local.control_plane import ControlPlane
 from ganforge.local.processes import processes_with_marker
-
-T = TypeVar("T")
+from tests.helpers import eventually
 
 WIDGET_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -50,17 +47,6 @@ spec:
                 - rule: "self.replicas <= self.maxReplicas"
                   message: "spec.replicas must not exceed spec.maxReplicas"
 """
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def widget(namespace: str, name: str, replicas: int, max_replicas: int) -> str:

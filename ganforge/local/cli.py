@@ -1,0 +1,207 @@
+"""`ganforge local up | down | status | logs | preempt`: the one-machine cluster from the shell.
+
+`up` starts a detached supervisor (`ganforge local serve`) that owns the cluster, waits until
+the nodes are Ready and prints how to point kubectl at it. `down` asks the supervisor to stop and
+then removes anything that could be left (processes by marker, pod network namespaces).
+Everything lives under one state directory (default ~/.local/share/ganforge/local, or
+$GANFORGE_LOCAL_DIR); the kubeconfig is always `<state>/kubeconfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ganforge.local.cluster import LocalCluster, remove_node_sandboxes
+from ganforge.local.processes import kill_marked, processes_with_marker
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def state_dir() -> Path:
+    configured = os.environ.get("GANFORGE_LOCAL_DIR")
+    return Path(configured) if configured else Path.home() / ".local" / "share" / "ganforge" / "local"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _read_json(path: Path) -> dict[str, object] | None:
+    try:
+        value: dict[str, object] = json.loads(path.read_text())
+        return value
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def serve(root: Path) -> int:
+    """Run the cluster in the foreground until SIGTERM; `up` starts this detached."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cluster = LocalCluster(root / "cluster")
+    stop = False
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    cluster.start()
+    try:
+        (root / "kubeconfig").write_bytes(cluster.kubeconfig.read_bytes())
+        (root / "kubeconfig").chmod(0o600)
+        (root / "cluster.json").write_text(json.dumps({"clusterId": cluster.plane.cluster_id,
+                                                       "nodes": list(cluster.agents)}))
+        (root / "ready").touch()
+        while not stop:
+            for request in (root / "cluster" / "nodes").glob("*/reclaim-request.json"):
+                spec = json.loads(request.read_text())
+                request.unlink()
+                cluster.reclaim_node(request.parent.name, int(spec["grace"]))
+                (request.parent / "reclaim-done").touch()
+            time.sleep(0.5)
+    finally:
+        (root / "ready").unlink(missing_ok=True)
+        cluster.stop()
+    return EXIT_OK
+
+
+def up(root: Path, timeout: float) -> int:
+    pid_info = _read_json(root / "supervisor.json")
+    if pid_info and _pid_alive(int(str(pid_info["pid"]))) and (root / "ready").exists():
+        print(f"already up; export KUBECONFIG={root / 'kubeconfig'}")
+        return EXIT_OK
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "ready").unlink(missing_ok=True)
+    with open(root / "supervisor.log", "ab") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "ganforge.local.cli", "serve"],
+                                   stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, env={**os.environ, "GANFORGE_LOCAL_DIR": str(root)})
+    (root / "supervisor.json").write_text(json.dumps({"pid": process.pid}))
+    deadline = time.monotonic() + timeout
+    while not (root / "ready").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            print(f"ganforge local: the cluster did not come up; see {root / 'supervisor.log'}", file=sys.stderr)
+            down(root)
+            return EXIT_FAILED
+        time.sleep(0.5)
+    print("ganforge local cluster is up.")
+    print(f"Point kubectl at it with:  export KUBECONFIG={root / 'kubeconfig'}")
+    return EXIT_OK
+
+
+def down(root: Path) -> int:
+    pid_info = _read_json(root / "supervisor.json")
+    if pid_info:
+        pid = int(str(pid_info["pid"]))
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    # Whatever the supervisor could not stop (it may have been killed) is found by its marker.
+    info = _read_json(root / "cluster.json")
+    if info:
+        kill_marked(str(info["clusterId"]))
+    for node_dir in (root / "cluster" / "nodes").glob("*"):
+        remove_node_sandboxes(node_dir)
+    for name in ("ready", "supervisor.json", "cluster.json"):
+        (root / name).unlink(missing_ok=True)
+    print("ganforge local cluster is down.")
+    return EXIT_OK
+
+
+def status(root: Path) -> int:
+    info = _read_json(root / "cluster.json")
+    if not info or not (root / "ready").exists():
+        print("ganforge local cluster is not running.")
+        return EXIT_FAILED
+    processes = processes_with_marker(str(info["clusterId"]))
+    print(f"ganforge local cluster {info['clusterId']} is up ({len(processes)} processes)")
+    nodes = info.get("nodes")
+    if isinstance(nodes, list):
+        print("nodes: " + ", ".join(map(str, nodes)))
+    print(f"export KUBECONFIG={root / 'kubeconfig'}")
+    return EXIT_OK
+
+
+def logs(root: Path, pod: str, namespace: str, container: str | None) -> int:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=str(root / "kubeconfig"))
+    found = client.CoreV1Api(api).read_namespaced_pod(pod, namespace)
+    uid = found.metadata.uid
+    name = container or found.spec.containers[0].name
+    for pod_dir in (root / "cluster" / "nodes").glob(f"*/pods/{uid}"):
+        files = sorted((pod_dir / "logs" / name).glob("*.log"), key=lambda p: int(p.stem))
+        if files:
+            sys.stdout.write(files[-1].read_text(errors="replace"))
+            return EXIT_OK
+    print(f"no logs for container {name!r} of pod {namespace}/{pod} on this machine", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def preempt(root: Path, node: str, grace: int, timeout: float) -> int:
+    node_dir = root / "cluster" / "nodes" / node
+    if not node_dir.is_dir():
+        print(f"ganforge local: no node named {node!r}", file=sys.stderr)
+        return EXIT_USAGE
+    (node_dir / "reclaim-done").unlink(missing_ok=True)
+    (node_dir / "reclaim-request.json").write_text(json.dumps({"grace": grace}))
+    deadline = time.monotonic() + timeout
+    while not (node_dir / "reclaim-done").exists():
+        if time.monotonic() > deadline:
+            print("ganforge local: the reclaim did not finish in time", file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(0.3)
+    print(f"node {node} reclaimed (grace {grace}s) and replaced")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ganforge local", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_cmd = commands.add_parser("up", help="start the cluster in the background")
+    up_cmd.add_argument("--timeout", type=float, default=180)
+    commands.add_parser("down", help="stop the cluster and remove everything it made")
+    commands.add_parser("status", help="is it up, and where is the kubeconfig")
+    commands.add_parser("serve", help="run the cluster in the foreground (what `up` starts)")
+    logs_cmd = commands.add_parser("logs", help="print a pod's container log")
+    logs_cmd.add_argument("pod")
+    logs_cmd.add_argument("-n", "--namespace", default="default")
+    logs_cmd.add_argument("-c", "--container")
+    preempt_cmd = commands.add_parser("preempt", help="spot reclaim drill on a node")
+    preempt_cmd.add_argument("node")
+    preempt_cmd.add_argument("--grace", type=int, default=30, help="seconds between eviction and node loss")
+    preempt_cmd.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args(argv)
+    root = state_dir()
+    if args.command == "up":
+        return up(root, args.timeout)
+    if args.command == "down":
+        return down(root)
+    if args.command == "status":
+        return status(root)
+    if args.command == "serve":
+        return serve(root)
+    if args.command == "logs":
+        return logs(root, args.pod, args.namespace, args.container)
+    return preempt(root, args.node, args.grace, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

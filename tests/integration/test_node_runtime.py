@@ -1,0 +1,351 @@
+"""The node runtime runs real pods as real processes, scheduled by the real control plane."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, watch
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from ganforge.local.cluster import LocalCluster, NodeSpec
+from ganforge.local.node.agent import CAPACITY_TYPE_LABEL, SPOT_TAINT_KEY
+from ganforge.local.node.network import host_veth_name, list_host_veths, list_netns, netns_name
+from ganforge.local.processes import processes_with_marker
+from tests.helpers import eventually
+
+SPOT_TOLERATION = {"key": SPOT_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def python_pod(name: str, script: str, restart: str = "Never", **spec: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": "python:3.11", "command": ["python", "-c", textwrap.dedent(script)]}
+    container.update(spec.pop("container", {}))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": restart, "containers": [container], **spec},
+    }
+
+
+def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Pod | None:
+    try:
+        return core.read_namespaced_pod(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def phase_is(core: client.CoreV1Api, namespace: str, name: str, *phases: str):  # type: ignore[no-untyped-def]
+    def probe() -> client.V1Pod | None:
+        pod = read_pod(core, namespace, name)
+        return pod if pod is not None and pod.status.phase in phases else None
+
+    return probe
+
+
+def test_nodes_register_with_capacity_labels_and_spot_taint(local_core: client.CoreV1Api) -> None:
+    nodes = {node.metadata.name: node for node in local_core.list_node().items}
+    assert set(nodes) == {"ondemand-1", "spot-1"}
+    spot = nodes["spot-1"]
+    assert spot.metadata.labels[CAPACITY_TYPE_LABEL] == "spot"
+    assert [(t.key, t.effect) for t in spot.spec.taints] == [(SPOT_TAINT_KEY, "NoSchedule")]
+    assert spot.status.capacity["nvidia.com/gpu"] == "2"
+    assert nodes["ondemand-1"].metadata.labels[CAPACITY_TYPE_LABEL] == "on-demand"
+    assert not nodes["ondemand-1"].spec.taints
+    for node in nodes.values():
+        ready = next(c for c in node.status.conditions if c.type == "Ready")
+        assert ready.status == "True"
+
+
+def test_exit_code_is_reported_and_on_failure_restarts(local_core: client.CoreV1Api, local_namespace: str) -> None:
+    core, ns = local_core, local_namespace
+    core.create_namespaced_pod(ns, python_pod("exits-3", "import sys; sys.exit(3)"))
+    pod = eventually(phase_is(core, ns, "exits-3", "Failed"), timeout=60, what="pod Failed")
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 3
+    assert pod.status.container_statuses[0].restart_count == 0
+
+    core.create_namespaced_pod(ns, python_pod("restarts", "import sys; sys.exit(3)", restart="OnFailure"))
+
+    def restarted_twice() -> bool:
+        pod = read_pod(core, ns, "restarts")
+        return bool(pod and pod.status.container_statuses and pod.status.container_statuses[0].restart_count >= 2)
+
+    eventually(restarted_twice, timeout=60, what="restartCount >= 2 under OnFailure")
+    pod = read_pod(core, ns, "restarts")
+    assert pod is not None
+    assert pod.status.container_statuses[0].last_state.terminated.exit_code == 3
+
+
+def test_env_downward_api_configmap_volume_and_working_dir(
+    local_core: client.CoreV1Api, local_namespace: str, tmp_path: Path
+) -> None:
+    core, ns = local_core, local_namespace
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="settings"),
+                                                             data={"greeting": "hello"}))
+    script = """
+        import os, pathlib
+        out = pathlib.Path(os.environ["OUT"])
+        lines = [os.environ["POD_NAME"], os.environ["POD_NS"], os.environ["POD_IP"], os.environ["NODE"],
+                 os.environ["GREETING"], pathlib.Path("/etc/settings/greeting").read_text(), os.getcwd(),
+                 os.environ["KUBERNETES_SERVICE_HOST"],
+                 str(pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/token").stat().st_size > 0)]
+        out.write_text("\\n".join(lines))
+    """
+    out = tmp_path / "env.txt"
+    field = lambda path: {"valueFrom": {"fieldRef": {"fieldPath": path}}}  # noqa: E731
+    pod = python_pod("env", script, container={
+        "env": [{"name": "OUT", "value": str(out)}, {"name": "POD_NAME", **field("metadata.name")},
+                {"name": "POD_NS", **field("metadata.namespace")}, {"name": "POD_IP", **field("status.podIP")},
+                {"name": "NODE", **field("spec.nodeName")},
+                {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}}],
+        "volumeMounts": [{"name": "settings", "mountPath": "/etc/settings", "readOnly": True}],
+        "workingDir": str(tmp_path),
+    }, volumes=[{"name": "settings", "configMap": {"name": "settings"}}])
+    core.create_namespaced_pod(ns, pod)
+    done = eventually(phase_is(core, ns, "env", "Succeeded", "Failed"), timeout=60, what="pod to finish")
+    assert done.status.phase == "Succeeded", done.status
+    name, namespace, pod_ip, node, greeting, mounted, cwd, service_host, token = out.read_text().split("\n")
+    assert (name, namespace, greeting, mounted, cwd) == ("env", ns, "hello", "hello", str(tmp_path))
+    assert pod_ip == done.status.pod_ip and pod_ip.startswith("10.244.")
+    assert node == done.spec.node_name == "ondemand-1"
+    assert service_host == "10.96.0.1"
+    assert token == "True"
+
+
+def test_unknown_image_fails_the_pod_with_a_clear_reason(local_core: client.CoreV1Api, local_namespace: str) -> None:
+    pod = python_pod("mystery", "pass")
+    pod["spec"]["containers"][0]["image"] = "example.com/not-in-the-table:1"
+    local_core.create_namespaced_pod(local_namespace, pod)
+    failed = eventually(phase_is(local_core, local_namespace, "mystery", "Failed"), timeout=60, what="Failed")
+    assert failed.status.reason == "ImageNotInLocalTable"
+    assert "example.com/not-in-the-table:1" in failed.status.message
+
+
+def test_probes_drive_readiness_and_liveness(local_core: client.CoreV1Api, local_namespace: str,
+                                             tmp_path: Path) -> None:
+    core, ns = local_core, local_namespace
+    healthy = tmp_path / "healthy"
+    healthy.touch()
+    server = """
+        import http.server, os, pathlib
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                ok = pathlib.Path(os.environ["HEALTHY"]).exists()
+                self.send_response(200 if ok else 500); self.end_headers()
+            def log_message(self, *args): pass
+        http.server.HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+    """
+    probe = {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1, "failureThreshold": 2}
+    pod = python_pod("probed", server, restart="Always", container={
+        "env": [{"name": "HEALTHY", "value": str(healthy)}],
+        "readinessProbe": probe, "livenessProbe": {**probe, "failureThreshold": 3},
+    })
+    core.create_namespaced_pod(ns, pod)
+
+    def ready() -> bool:
+        found = read_pod(core, ns, "probed")
+        return bool(found and found.status.container_statuses and found.status.container_statuses[0].ready)
+
+    eventually(ready, timeout=60, what="readiness probe to pass")
+    healthy.unlink()
+    eventually(lambda: not ready(), timeout=30, what="readiness probe to fail")
+
+    def restarted() -> bool:
+        found = read_pod(core, ns, "probed")
+        return bool(found and found.status.container_statuses[0].restart_count >= 1)
+
+    eventually(restarted, timeout=60, what="liveness failure to restart the container")
+    healthy.touch()
+    eventually(ready, timeout=60, what="ready again after the restart")
+
+
+HANDLER = """
+    import os, pathlib, signal, sys, time
+    marker = pathlib.Path("/data/marker")
+    def on_term(signum, frame):
+        time.sleep(float(os.environ["HANDLER_SECONDS"]))
+        marker.write_text("terminated gracefully")
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, on_term)
+    pathlib.Path("/data/started").write_text("yes")
+    while True:
+        time.sleep(0.1)
+"""
+
+
+def claim_with_volume(core: client.CoreV1Api, namespace: str, directory: Path) -> None:
+    directory.mkdir(parents=True)
+    volume_name = f"pv-{namespace}"
+    core.create_persistent_volume({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume_name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                 "hostPath": {"path": str(directory)}, "persistentVolumeReclaimPolicy": "Retain",
+                 "claimRef": {"namespace": namespace, "name": "data"}},
+    })
+    core.create_namespaced_persistent_volume_claim(namespace, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": volume_name,
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    })
+
+
+@pytest.mark.parametrize(("grace", "handler_seconds", "graceful"), [(10, 1, True), (1, 6, False)])
+def test_eviction_sends_sigterm_and_respects_the_grace_period(
+    local_core: client.CoreV1Api, local_namespace: str, tmp_path: Path,
+    grace: int, handler_seconds: int, graceful: bool,
+) -> None:
+    core, ns = local_core, local_namespace
+    claim_with_volume(core, ns, tmp_path / "pvc")
+    pod = python_pod("evictee", HANDLER, restart="Always", container={
+        "env": [{"name": "HANDLER_SECONDS", "value": str(handler_seconds)}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }, volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+        terminationGracePeriodSeconds=grace)
+    core.create_namespaced_pod(ns, pod)
+    eventually(lambda: (tmp_path / "pvc" / "started").exists(), timeout=60, what="the pod to start")
+
+    eviction = client.V1Eviction(metadata=client.V1ObjectMeta(name="evictee", namespace=ns))
+    core.create_namespaced_pod_eviction("evictee", ns, eviction)
+    conditions = {c.type: c for c in (read_pod(core, ns, "evictee").status.conditions or [])}
+    assert conditions["DisruptionTarget"].reason == "EvictionByEvictionAPI"
+
+    started = time.monotonic()
+    eventually(lambda: read_pod(core, ns, "evictee") is None, timeout=grace + 30, what="the pod to be gone")
+    assert time.monotonic() - started < grace + 10
+    marker = tmp_path / "pvc" / "marker"
+    if graceful:
+        assert marker.read_text() == "terminated gracefully"
+    else:
+        assert not marker.exists(), "the handler outlived the grace period: it should have been SIGKILLed"
+
+
+def test_agent_restart_neither_orphans_nor_duplicates(
+    local_cluster: LocalCluster, local_core: client.CoreV1Api, local_namespace: str, tmp_path: Path
+) -> None:
+    core, ns = local_core, local_namespace
+    pidfile = tmp_path / "pids"
+    script = f"""
+        import os, time
+        with open({str(pidfile)!r}, "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+        time.sleep(3600)
+    """
+    core.create_namespaced_pod(ns, python_pod("long", script, restart="Always"))
+    eventually(phase_is(core, ns, "long", "Running"), timeout=60, what="Running")
+    eventually(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=30, what="pid written")
+    local_cluster.restart_agent("ondemand-1")
+    time.sleep(5)  # several sync periods of the new agent
+    pids = pidfile.read_text().split()
+    assert len(pids) == 1, f"the container was started again: {pids}"
+    os.kill(int(pids[0]), 0)  # still alive
+    pod = read_pod(core, ns, "long")
+    assert pod is not None and pod.status.container_statuses[0].restart_count == 0
+
+    # The adopted container is still managed: deleting the pod stops it.
+    core.delete_namespaced_pod("long", ns, grace_period_seconds=2)
+    eventually(lambda: read_pod(core, ns, "long") is None, timeout=30, what="pod deletion")
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pids[0]), 0)
+
+
+def test_preempt_drill_disrupts_every_pod_on_the_spot_node(
+    local_cluster: LocalCluster, local_core: client.CoreV1Api, local_namespace: str
+) -> None:
+    core, ns = local_core, local_namespace
+    names = ["spot-a", "spot-b"]
+    for name in names:
+        core.create_namespaced_pod(ns, python_pod(name, "import time; time.sleep(3600)", restart="Always",
+                                                  nodeSelector={CAPACITY_TYPE_LABEL: "spot"},
+                                                  tolerations=[SPOT_TOLERATION]))
+    for name in names:
+        eventually(phase_is(core, ns, name, "Running"), timeout=60, what=f"{name} Running")
+    cluster_id = local_cluster.plane.cluster_id
+    assert processes_with_marker(cluster_id, {"GANFORGE_NODE": "spot-1"})
+
+    seen: dict[str, set[str]] = {name: set() for name in names}
+    stop = threading.Event()
+
+    def record_conditions() -> None:
+        # A watch sees every intermediate state; polling can miss a pod that is gone in a blink.
+        version = core.list_namespaced_pod(ns).metadata.resource_version
+        while not stop.is_set():
+            for event in watch.Watch().stream(core.list_namespaced_pod, ns, resource_version=version,
+                                              timeout_seconds=1):
+                pod = event["object"]
+                version = pod.metadata.resource_version
+                seen[pod.metadata.name] |= {c.type for c in pod.status.conditions or [] if c.status == "True"}
+
+    watcher = threading.Thread(target=record_conditions, daemon=True)
+    watcher.start()
+    try:
+        local_cluster.reclaim_node("spot-1", grace_seconds=3)
+    finally:
+        stop.set()
+        watcher.join()
+    assert all("DisruptionTarget" in seen[name] for name in names), seen
+    assert not processes_with_marker(cluster_id, {"GANFORGE_NODE": "spot-1", "HOSTNAME": names[0]})
+    assert all(read_pod(core, ns, name) is None for name in names)
+    # The replacement node joins again, spot-labelled and Ready.
+    eventually(lambda: any(c.type == "Ready" and c.status == "True"
+                           for c in (read_pod_node(core, "spot-1") or [])), timeout=60, what="spot-1 back")
+
+
+def read_pod_node(core: client.CoreV1Api, name: str) -> list[Any] | None:
+    try:
+        return list(core.read_node(name).status.conditions or [])
+    except ApiException:
+        return None
+
+
+def test_teardown_leaves_no_process_namespace_or_mount(tmp_path: Path) -> None:
+    workdir = tmp_path / "cluster"
+    cluster = LocalCluster(workdir, nodes=(NodeSpec("solo"),))
+    cluster.start()
+    try:
+        core = client.CoreV1Api(kube_client(cluster))
+        eventually(lambda: core.list_namespaced_service_account("default").items, timeout=60, what="default SA")
+        core.create_namespaced_pod("default", python_pod("sleeper", "import time; time.sleep(3600)", "Always"))
+        running = eventually(phase_is(core, "default", "sleeper", "Running"), timeout=60, what="Running")
+        uid = running.metadata.uid
+        assert netns_name(uid) in list_netns() and host_veth_name(uid) in list_host_veths()
+    finally:
+        cluster.stop()
+    assert not processes_with_marker(cluster.plane.cluster_id)
+    assert netns_name(uid) not in list_netns()
+    assert host_veth_name(uid) not in list_host_veths()
+    assert not list((workdir / "nodes" / "solo" / "pods").glob("*"))
+    assert str(workdir) not in Path("/proc/self/mountinfo").read_text()
+
+
+def kube_client(cluster: LocalCluster) -> ApiClient:
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+
+def test_cli_down_removes_everything(tmp_path: Path) -> None:
+    env = {**os.environ, "GANFORGE_LOCAL_DIR": str(tmp_path / "state")}
+    up = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "up"], env=env, capture_output=True,
+                        text=True, timeout=240)
+    assert up.returncode == 0, up.stderr
+    assert f"export KUBECONFIG={tmp_path / 'state' / 'kubeconfig'}" in up.stdout
+    status = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "status"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "is up" in status.stdout
+    cluster_id = (tmp_path / "state" / "cluster.json").read_text().split('"clusterId": "')[1].split('"')[0]
+    assert processes_with_marker(cluster_id)
+    down = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "down"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not processes_with_marker(cluster_id)
