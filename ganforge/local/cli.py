@@ -46,10 +46,10 @@ def _read_json(path: Path) -> dict[str, object] | None:
         return None
 
 
-def serve(root: Path) -> int:
+def serve(root: Path, with_services: bool) -> int:
     """Run the cluster in the foreground until SIGTERM; `up` starts this detached."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    cluster = LocalCluster(root / "cluster")
+    cluster = LocalCluster(root / "cluster", with_services=with_services)
     stop = False
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -78,7 +78,7 @@ def serve(root: Path) -> int:
     return EXIT_OK
 
 
-def up(root: Path, timeout: float) -> int:
+def up(root: Path, timeout: float, with_services: bool) -> int:
     pid_info = _read_json(root / "supervisor.json")
     if pid_info and _pid_alive(int(str(pid_info["pid"]))) and (root / "ready").exists():
         print(f"already up; export KUBECONFIG={root / 'kubeconfig'}")
@@ -86,7 +86,8 @@ def up(root: Path, timeout: float) -> int:
     root.mkdir(parents=True, exist_ok=True)
     (root / "ready").unlink(missing_ok=True)
     with open(root / "supervisor.log", "ab") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "ganforge.local.cli", "serve"],
+        serve_args = ["serve"] if with_services else ["serve", "--without-services"]
+        process = subprocess.Popen([sys.executable, "-m", "ganforge.local.cli", *serve_args],
                                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env={**os.environ, "GANFORGE_LOCAL_DIR": str(root)})
     (root / "supervisor.json").write_text(json.dumps({"pid": process.pid}))
@@ -179,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     up_cmd.add_argument("--timeout", type=float, default=180)
     commands.add_parser("down", help="stop the cluster and remove everything it made")
     commands.add_parser("status", help="is it up, and where is the kubeconfig")
-    commands.add_parser("serve", help="run the cluster in the foreground (what `up` starts)")
+    serve_cmd = commands.add_parser("serve", help="run the cluster in the foreground (what `up` starts)")
+    for command in (up_cmd, serve_cmd):
+        command.add_argument("--without-services", action="store_true",
+                             help="no kube-proxy, CoreDNS or volume provisioner (they are machine-wide: "
+                                  "use this when another cluster on this machine has them)")
     logs_cmd = commands.add_parser("logs", help="print a pod's container log")
     logs_cmd.add_argument("pod")
     logs_cmd.add_argument("-n", "--namespace", default="default")
@@ -191,13 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = state_dir()
     if args.command == "up":
-        return up(root, args.timeout)
+        return up(root, args.timeout, not args.without_services)
     if args.command == "down":
         return down(root)
     if args.command == "status":
         return status(root)
     if args.command == "serve":
-        return serve(root)
+        return serve(root, not args.without_services)
     if args.command == "logs":
         return logs(root, args.pod, args.namespace, args.container)
     return preempt(root, args.node, args.grace, args.timeout)

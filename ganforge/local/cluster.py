@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ganforge.local import tools
+from ganforge.local.cluster_services import ClusterNetwork
 from ganforge.local.control_plane import ControlPlane
+from ganforge.local.provisioner import LocalStorage
 from ganforge.local.node.agent import NodeConfig
 from ganforge.local.node.network import teardown_pod_network
 from ganforge.local.processes import MARKER_ENV, ManagedProcess, kill_marked
@@ -49,6 +51,9 @@ class LocalNode:
 class LocalCluster:
     workdir: Path
     nodes: tuple[NodeSpec, ...] = DEFAULT_NODES
+    with_services: bool = True
+    """kube-proxy, CoreDNS and the volume provisioner. Service rules are machine-wide, so only one
+    cluster on a machine can have them; a second one (a test of start/stop) runs without."""
     plane: ControlPlane = field(init=False)
     agents: dict[str, LocalNode] = field(default_factory=dict, init=False)
 
@@ -57,6 +62,8 @@ class LocalCluster:
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._lock = threading.RLock()
+        self.network: ClusterNetwork | None = None
+        self.storage: LocalStorage | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -76,6 +83,13 @@ class LocalCluster:
                 self._add_node(index, spec)
             self._supervisor = threading.Thread(target=self._supervise, name="node-supervisor", daemon=True)
             self._supervisor.start()
+            if not self.with_services:
+                return
+            # kube-proxy reports as the first node; one proxy serves every node on this machine.
+            self.network = ClusterNetwork(self.plane, node_name=self.nodes[0].name)
+            self.network.start()
+            self.storage = LocalStorage(self.plane)
+            self.storage.start()
         except BaseException:
             self.stop()
             raise
@@ -158,6 +172,9 @@ class LocalCluster:
         self._stop.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
+        for service in (self.storage, self.network):
+            if service is not None:
+                service.stop()
         for node in self.agents.values():
             node.process.stop(grace_seconds=5)
         # Containers are detached from their agents on purpose; the marker finds every one.

@@ -310,7 +310,7 @@ def read_pod_node(core: client.CoreV1Api, name: str) -> list[Any] | None:
 
 def test_teardown_leaves_no_process_namespace_or_mount(tmp_path: Path) -> None:
     workdir = tmp_path / "cluster"
-    cluster = LocalCluster(workdir, nodes=(NodeSpec("solo"),))
+    cluster = LocalCluster(workdir, nodes=(NodeSpec("solo"),), with_services=False)
     cluster.start()
     try:
         core = client.CoreV1Api(kube_client(cluster))
@@ -336,7 +336,8 @@ def kube_client(cluster: LocalCluster) -> ApiClient:
 
 def test_cli_down_removes_everything(tmp_path: Path) -> None:
     env = {**os.environ, "GANFORGE_LOCAL_DIR": str(tmp_path / "state")}
-    up = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "up"], env=env, capture_output=True,
+    # The session's cluster owns the machine-wide service rules, so this one runs without them.
+    up = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "up", "--without-services"], env=env, capture_output=True,
                         text=True, timeout=240)
     assert up.returncode == 0, up.stderr
     assert f"export KUBECONFIG={tmp_path / 'state' / 'kubeconfig'}" in up.stdout

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ganforge.local.network import CLUSTER_DNS_IP, CLUSTER_DOMAIN
 from ganforge.local.node import images
 from ganforge.local.node.containers import Attempt, attempts
 from ganforge.local.node.environment import ContainerConfigError, Pod, container_argv, container_environment
@@ -29,7 +30,7 @@ from ganforge.local.node.pod_status import (
     will_restart,
 )
 from ganforge.local.node.probes import ProbeState, run_probe
-from ganforge.local.node.shim import ContainerSpec, now_rfc3339
+from ganforge.local.node.shim import ContainerSpec, MountSpec, now_rfc3339
 from ganforge.local.node.volumes import PodVolumes, VolumeNotReady, VolumeSourceReader
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class PodWorker:
                                                "hostIP": self.services.host_ip}}
             env = container_environment(pod_view, container, self.services.object_data, base)
             argv = container_argv(container, image.entrypoint, env)
-            mounts = self.volumes.mounts_for(container)
+            mounts = self.volumes.mounts_for(container) + self._name_resolution_mounts()
         except (ContainerConfigError, VolumeNotReady) as error:
             self.pending_reason = ("CreateContainerConfigError", str(error))
             return
@@ -188,6 +189,22 @@ class PodWorker:
         spec = ContainerSpec(argv, env, str(log_path), container.get("workingDir"), mounts)
         attempt.launch(spec, self.network.netns, dict(self.services.base_env))
         log.info("pod %s: started container %s (attempt %d)", self.name, name, number)
+
+    def _name_resolution_mounts(self) -> list[MountSpec]:
+        """/etc/resolv.conf and /etc/hosts of the pod, as kubelet writes them for ClusterFirst."""
+        assert self.network is not None
+        metadata = self.pod["metadata"]
+        hostname = self.pod["spec"].get("hostname") or metadata["name"]
+        hosts = self.dir / "etc-hosts"
+        hosts.write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{self.network.ip}\t{hostname}\n")
+        mounts = [MountSpec(str(hosts), "/etc/hosts", read_only=True, is_file=True)]
+        if self.pod["spec"].get("dnsPolicy", "ClusterFirst") in ("ClusterFirst", "ClusterFirstWithHostNet"):
+            namespace = metadata["namespace"]
+            search = f"{namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
+            resolv = self.dir / "resolv.conf"
+            resolv.write_text(f"nameserver {CLUSTER_DNS_IP}\nsearch {search}\noptions ndots:5\n")
+            mounts.append(MountSpec(str(resolv), "/etc/resolv.conf", read_only=True, is_file=True))
+        return mounts
 
     # -- probes ---------------------------------------------------------------------------------
 
