@@ -175,9 +175,10 @@ class LocalCluster:
         for service in (self.storage, self.network):
             if service is not None:
                 service.stop()
-        for node in self.agents.values():
+        for name, node in self.agents.items():
             node.process.stop(grace_seconds=5)
-        # Containers are detached from their agents on purpose; the marker finds every one.
+            # Containers are detached from their agents on purpose; the markers find every one.
+            kill_marked(self.plane.cluster_id, also={"GANFORGE_NODE": name})
         self.plane.stop()
         for node in self.agents.values():
             remove_node_sandboxes(node.state_dir)
