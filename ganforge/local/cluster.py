@@ -17,10 +17,10 @@ from pathlib import Path
 from ganforge.local import tools
 from ganforge.local.cluster_services import ClusterNetwork
 from ganforge.local.control_plane import ControlPlane
-from ganforge.local.provisioner import LocalStorage
 from ganforge.local.node.agent import NodeConfig
 from ganforge.local.node.network import teardown_pod_network
 from ganforge.local.processes import MARKER_ENV, ManagedProcess, kill_marked
+from ganforge.local.provisioner import LocalStorage
 from ganforge.local.reclaim import delete_node, evict_node_pods, taint_for_reclaim, wait_until_drained
 
 log = logging.getLogger(__name__)

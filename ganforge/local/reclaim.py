@@ -23,7 +23,8 @@ def taint_for_reclaim(core: client.CoreV1Api, node_name: str) -> None:
     taints = list(node.spec.taints or [])
     if not any(t.key == RECLAIM_TAINT_KEY for t in taints):
         taints.append(client.V1Taint(key=RECLAIM_TAINT_KEY, value="true", effect="NoSchedule"))
-        core.patch_node(node_name, {"spec": {"taints": [core.api_client.sanitize_for_serialization(t) for t in taints]}})
+        serialized = [core.api_client.sanitize_for_serialization(taint) for taint in taints]
+        core.patch_node(node_name, {"spec": {"taints": serialized}})
 
 
 def pods_on(core: client.CoreV1Api, node_name: str) -> list[client.V1Pod]:

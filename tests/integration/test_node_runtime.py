@@ -337,8 +337,8 @@ def kube_client(cluster: LocalCluster) -> ApiClient:
 def test_cli_down_removes_everything(tmp_path: Path) -> None:
     env = {**os.environ, "GANFORGE_LOCAL_DIR": str(tmp_path / "state")}
     # The session's cluster owns the machine-wide service rules, so this one runs without them.
-    up = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "up", "--without-services"], env=env, capture_output=True,
-                        text=True, timeout=240)
+    up = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "up", "--without-services"], env=env,
+                        capture_output=True, text=True, timeout=240)
     assert up.returncode == 0, up.stderr
     assert f"export KUBECONFIG={tmp_path / 'state' / 'kubeconfig'}" in up.stdout
     status = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "status"], env=env,

@@ -96,7 +96,10 @@ def container_environment(
     env["KUBERNETES_PORT"] = f"tcp://{KUBERNETES_SERVICE_HOST}:443"
 
     for source in container.get("envFrom", []):
-        kind, ref = ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
+        if "configMapRef" in source:
+            kind, ref = "ConfigMap", source["configMapRef"]
+        else:
+            kind, ref = "Secret", source["secretRef"]
         data = lookup(kind, namespace, ref["name"])
         if data is None:
             if ref.get("optional"):
@@ -115,14 +118,17 @@ def container_environment(
         elif "resourceFieldRef" in source:
             env[name] = _resource_field(container, source["resourceFieldRef"])
         else:
-            kind, ref = (
-                ("ConfigMap", source["configMapKeyRef"]) if "configMapKeyRef" in source else ("Secret", source["secretKeyRef"])
-            )
+            if "configMapKeyRef" in source:
+                kind, ref = "ConfigMap", source["configMapKeyRef"]
+            else:
+                kind, ref = "Secret", source["secretKeyRef"]
             data = lookup(kind, namespace, ref["name"])
             if data is None or ref["key"] not in data:
                 if ref.get("optional"):
                     continue
-                raise ContainerConfigError(f"env {name}: key {ref['key']!r} of {kind.lower()} {ref['name']!r} not found")
+                raise ContainerConfigError(
+                    f"env {name}: key {ref['key']!r} of {kind.lower()} {ref['name']!r} not found"
+                )
             env[name] = data[ref["key"]]
     return env
 

@@ -324,7 +324,8 @@ class PodWorker:
                     current_started=started_record["startedAt"] if started_record else None,
                     previous_exit=previous.finished() if previous else None,
                     previous_started=(previous.started() or {}).get("startedAt") if previous else None,
-                    will_restart=bool(exit_record) and will_restart(policy, int(exit_record["exitCode"]))
+                    will_restart=exit_record is not None
+                    and will_restart(policy, int(exit_record["exitCode"]))
                     and not self.pod["metadata"].get("deletionTimestamp"),
                     waiting_reason=waiting[0] if waiting else None,
                     waiting_message=waiting[1] if waiting else "",
