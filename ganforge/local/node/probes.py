@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 _HTTP_CHECK = """
@@ -69,15 +69,14 @@ class ProbeState:
     probe: Mapping[str, Any]
     started_at: float
     healthy: bool = False
-    last_run: float = 0.0
+    last_run: float | None = None
     successes: int = 0
     failures: int = 0
-    history: list[bool] = field(default_factory=list)
 
     def due(self, now: float) -> bool:
         if now - self.started_at < float(self.probe.get("initialDelaySeconds", 0)):
             return False
-        return now - self.last_run >= float(self.probe.get("periodSeconds", 10))
+        return self.last_run is None or now - self.last_run >= float(self.probe.get("periodSeconds", 10))
 
     def record(self, success: bool, now: float | None = None) -> None:
         self.last_run = time.monotonic() if now is None else now
