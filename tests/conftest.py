@@ -46,10 +46,14 @@ def kube_api(control_plane: ControlPlane) -> Iterator[ApiClient]:
 
 @pytest.fixture
 def namespace(kube_api: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from _fresh_namespace(kube_api, request)
+
+
+def _fresh_namespace(api: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace whose `default` ServiceAccount exists, so Pods are admitted at once."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
     name = f"{slug}-{uuid.uuid4().hex[:5]}"
-    core = client.CoreV1Api(kube_api)
+    core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     deadline = time.monotonic() + 30
     while True:
@@ -93,3 +97,89 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             plane.stop()
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             print(f"\nERROR: processes of cluster {plane.cluster_id} ({MARKER_ENV}) outlived the run: {leftover}")
+
+
+# -- cluster services: kube-proxy, CoreDNS, the local volume provisioner -----------------------
+
+from ganforge.local.cluster_services import ClusterNetwork  # noqa: E402 - appended section
+from ganforge.local.provisioner import LocalStorage  # noqa: E402 - appended section
+
+# The Node name kube-proxy reports as. No node agent runs in these fixtures, so kube-proxy waits
+# its upstream 30 s for this Node before carrying on; that wait is part of the fixture's start-up.
+SERVICE_PROXY_NODE = "ganforge-node-0"
+
+
+# Module-scoped, not session-scoped: kube-proxy's rules are machine-wide, so only one cluster per
+# machine may run it (ganforge.local.service_proxy), and the `local_cluster` fixture's cluster runs
+# its own. Ending this one with the module that used it lets both appear in one pytest run.
+@pytest.fixture(scope="module")
+def cluster_network(control_plane: ControlPlane) -> Iterator[ClusterNetwork]:
+    """kube-proxy and CoreDNS (kube-dns at 10.96.0.10) on top of the session's control plane."""
+    for name in ("kube-proxy", "coredns"):
+        try:
+            tools.tool_path(name)
+        except tools.ToolMissingError as error:
+            pytest.fail(str(error), pytrace=False)
+    network = ClusterNetwork(control_plane, node_name=SERVICE_PROXY_NODE)
+    with network:
+        yield network
+
+
+@pytest.fixture(scope="session")
+def local_storage(control_plane: ControlPlane) -> Iterator[LocalStorage]:
+    """The `ganforge-local` default StorageClass and its provisioner, volumes under the cluster dir."""
+    storage = LocalStorage(control_plane)
+    storage.start()
+    try:
+        yield storage
+    finally:
+        storage.stop()
+
+
+# -- the one-machine cluster with node agents -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Control plane + an on-demand and a spot node agent running real pods."""
+    from ganforge.local.cluster import LocalCluster
+
+    try:
+        tools.tool_path("kube-apiserver")
+    except tools.ToolMissingError as error:
+        pytest.fail(str(error), pytrace=False)
+    cluster = LocalCluster(tmp_path_factory.mktemp("local-cluster"))
+    _started.append(cluster.plane)
+    with cluster:
+        core = client.CoreV1Api(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
+        deadline = time.monotonic() + 60
+        while len([n for n in core.list_node().items if _node_ready(n)]) < len(cluster.nodes):
+            if time.monotonic() > deadline:
+                raise TimeoutError("local cluster nodes did not become Ready")
+            time.sleep(0.3)
+        yield cluster
+
+
+def _node_ready(node: client.V1Node) -> bool:
+    # The node lifecycle controller lifts the not-ready taint a moment after Ready turns True;
+    # until then nothing without a toleration can be scheduled there.
+    not_ready_taint = any(t.key == "node.kubernetes.io/not-ready" for t in node.spec.taints or [])
+    ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+    return ready and not not_ready_taint
+
+
+@pytest.fixture(scope="session")
+def local_api(local_cluster) -> Iterator[ApiClient]:  # type: ignore[no-untyped-def]
+    api = config.new_client_from_config(config_file=str(local_cluster.kubeconfig))
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def local_core(local_api: ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(local_api)
+
+
+@pytest.fixture
+def local_namespace(local_api: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from _fresh_namespace(local_api, request)
