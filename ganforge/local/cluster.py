@@ -115,7 +115,7 @@ class LocalCluster:
     def _agent_process(self, name: str, config_path: Path) -> ManagedProcess:
         import sys
 
-        env = self.plane._env()
+        env = self.plane.child_env()
         return ManagedProcess(
             f"node-{name}",
             [sys.executable, "-m", "ganforge.local.node.agent", "--config", str(config_path)],

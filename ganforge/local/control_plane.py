@@ -122,7 +122,9 @@ class ControlPlane:
     def pki_dir(self) -> Path:
         return self.workdir / "pki"
 
-    def _env(self) -> dict[str, str]:
+    def child_env(self) -> dict[str, str]:
+        """The environment for processes of this cluster: its marker, and no KUBE* variables
+        that could point a client at another cluster."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
         env[MARKER_ENV] = self.cluster_id
         return env
@@ -216,7 +218,7 @@ class ControlPlane:
     # -- components --------------------------------------------------------------------------
 
     def _launch(self, name: str, argv: list[str]) -> ManagedProcess:
-        process = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log", self._env())
+        process = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log", self.child_env())
         process.start()
         self.processes.append(process)
         return process

@@ -158,7 +158,7 @@ class ServiceProxy:
         # `--cleanup` removes iptables, ipvs and nftables rules of every mode, then exits.
         result = subprocess.run(
             [str(binary), "--cleanup", "--v=1"],
-            capture_output=True, text=True, timeout=60, env=self.plane._env(), check=False,
+            capture_output=True, text=True, timeout=60, env=self.plane.child_env(), check=False,
         )
         if result.returncode != 0:
             raise ServiceProxyError(f"kube-proxy --cleanup failed ({result.returncode}):\n{result.stderr}")

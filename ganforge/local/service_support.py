@@ -24,9 +24,7 @@ from ganforge.local.processes import ManagedProcess
 
 def launch(plane: ControlPlane, name: str, argv: list[str]) -> ManagedProcess:
     """Start `argv` with the cluster's marker and a log next to the control plane's logs."""
-    # _env() is the control plane's own child environment: the marker plus nothing KUBE*-prefixed
-    # that could point a client at another cluster.
-    process = ManagedProcess(name, argv, plane.workdir / "logs" / f"{name}.log", plane._env())
+    process = ManagedProcess(name, argv, plane.workdir / "logs" / f"{name}.log", plane.child_env())
     process.start()
     return process
 
