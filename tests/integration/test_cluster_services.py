@@ -286,7 +286,8 @@ def test_a_second_kube_proxy_on_the_machine_is_refused(
         ServiceProxy(control_plane, node_name="another-node").launch()
     # The refused one neither started a process nor cleaned the running one's rules away.
     assert len(service_processes(control_plane)) == 2
-    assert proxy_rules_present() == rules_before
+    # (The running kube-proxy may still be adding chains, e.g. for IPv6, so compare as subsets.)
+    assert set(rules_before) <= set(proxy_rules_present())
 
 
 def test_stopping_the_provisioner_leaves_no_process(local_storage: LocalStorage) -> None:
