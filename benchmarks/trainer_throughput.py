@@ -1,0 +1,161 @@
+"""Trainer throughput vs a plain single-file DCGAN loop, and checkpoint stall (background vs sync).
+
+    python benchmarks/trainer_throughput.py [--steps 200] [--batch 64] [--threads 2] [--rounds 2]
+
+The baseline is written here in the style of the PyTorch DCGAN example (DataLoader over an
+in-memory dataset, BCE-with-logits, per-step .item() for logging). Both loops train the same
+ganforge DCGAN modules at the same batch size, resolution and device; rounds alternate so that
+background load hits both alike. The ganforge figure is the trainer's own img/s (stats.jsonl),
+with evaluation off and checkpoints out of the timed window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ganforge.api.training_job import GANTrainingJobSpec, ModelSpec
+from ganforge.trainer.checkpoint import CheckpointManager, LocalStorage, to_host
+from ganforge.trainer.config import RuntimeOptions, TrainingOptions
+from ganforge.trainer.data import load_dataset
+from ganforge.trainer.loop import train
+from ganforge.trainer.models import build_models
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def _spec(args: argparse.Namespace, steps: int) -> GANTrainingJobSpec:
+    return GANTrainingJobSpec.model_validate({
+        "dataset": {"uri": f"file://{FASHION_MNIST}", "format": "idx", "resolution": 32},
+        "model": {"architecture": "dcgan", "latentDim": 100, "width": 64},
+        "training": {"totalKimg": steps * args.batch / 1000, "batchSize": args.batch,
+                     "reportIntervalKimg": args.warmup * args.batch / 1000, "sampleIntervalKimg": 0,
+                     "optimizer": {"betas": [0.5, 0.999]}},
+        "resources": {"workers": 1, "gpusPerWorker": 0},
+        "checkpoint": {"intervalKimg": 1e6},
+        "evaluation": {"metrics": []},
+    })
+
+
+def baseline(args: argparse.Namespace, images: torch.Tensor) -> float:
+    """The PyTorch-examples DCGAN loop; returns img/s over the timed steps."""
+    torch.manual_seed(0)
+    net_g, net_d = build_models(ModelSpec(architecture="dcgan", latent_dim=100, width=64), 32, 1, 0)
+    dataset = torch.utils.data.TensorDataset(images.float().div(127.5).sub(1))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True)
+    criterion = nn.BCEWithLogitsLoss()
+    opt_d = torch.optim.Adam(net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    step, start = 0, 0.0
+    total = args.warmup + args.steps
+    while step < total:
+        for (real,) in loader:
+            if step == args.warmup:
+                start = time.perf_counter()
+            b = real.size(0)
+            net_d.zero_grad()
+            output = net_d(real)
+            err_d_real = criterion(output, torch.ones(b))
+            err_d_real.backward()
+            d_x = output.mean().item()
+            noise = torch.randn(b, 100)
+            fake = net_g(noise)
+            output = net_d(fake.detach())
+            err_d_fake = criterion(output, torch.zeros(b))
+            err_d_fake.backward()
+            d_g_z1 = output.mean().item()
+            opt_d.step()
+            net_g.zero_grad()
+            output = net_d(fake)
+            err_g = criterion(output, torch.ones(b))
+            err_g.backward()
+            d_g_z2 = output.mean().item()
+            opt_g.step()
+            _ = (err_d_real.item() + err_d_fake.item(), err_g.item(), d_x, d_g_z1, d_g_z2)
+            step += 1
+            if step >= total:
+                break
+    return args.steps * args.batch / (time.perf_counter() - start)
+
+
+def ganforge_loop(args: argparse.Namespace, workdir: Path) -> float:
+    run_dir = workdir / f"run-{time.monotonic_ns()}"
+    options = TrainingOptions(_spec(args, args.warmup + args.steps),
+                              RuntimeOptions(run_dir=str(run_dir), cache_dir=str(workdir / "cache"),
+                                             device="cpu", threads=args.threads, tensorboard=False))
+    train(options)
+    records = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    timed = records[1:]  # the first report covers the warm-up steps
+    seconds = sum(r["timing/step_seconds"] * (args.steps / len(timed)) for r in timed)
+    return args.steps * args.batch / seconds
+
+
+def checkpoint_stall(args: argparse.Namespace, workdir: Path, background: bool) -> tuple[float, float]:
+    """(mean stall seconds, mean write seconds) for the DCGAN state with Adam moments."""
+    torch.manual_seed(0)
+    g, d = build_models(ModelSpec(architecture="dcgan", latent_dim=100, width=64), 32, 1, 0)
+    opts = [torch.optim.Adam(m.parameters()) for m in (g, d)]
+    for m, opt in zip((g, d), opts, strict=True):
+        for p in m.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+    manager = CheckpointManager(LocalStorage(workdir / f"ckpt-{background}"), keep_last=2)
+    stalls, writes = [], []
+    for i in range(args.checkpoints):
+        start = time.perf_counter()
+        manager.wait()
+        state = to_host({"G": g.state_dict(), "D": d.state_dict(), "G_ema": g.state_dict(),
+                         "opt_g": opts[0].state_dict(), "opt_d": opts[1].state_dict()})
+        manager.save(state, {"nimg": (i + 1) * 1000, "step": i}, {}, background=background)
+        stalls.append(time.perf_counter() - start)
+        if background:
+            time.sleep(1.0)  # training continues meanwhile
+        outcome = manager.wait()
+        assert outcome is not None and outcome.info is not None
+        writes.append(outcome.info.write_seconds)
+    return statistics.mean(stalls), statistics.mean(writes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--checkpoints", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    images = load_dataset(_spec(args, 1).dataset).images
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        base, ours = [], []
+        for _ in range(args.rounds):
+            base.append(baseline(args, images))
+            ours.append(ganforge_loop(args, workdir))
+        torch.set_num_threads(args.threads)
+        bg = checkpoint_stall(args, workdir, background=True)
+        sync = checkpoint_stall(args, workdir, background=False)
+    result = {
+        "device": "cpu", "threads": args.threads, "batch": args.batch, "steps": args.steps,
+        "load_average": os.getloadavg()[0],
+        "baseline_img_per_s": [round(v, 1) for v in base], "ganforge_img_per_s": [round(v, 1) for v in ours],
+        "ratio_median": round(statistics.median(ours) / statistics.median(base), 3),
+        "checkpoint_stall_background_s": round(bg[0], 4), "checkpoint_stall_sync_s": round(sync[0], 4),
+        "checkpoint_write_s": round(bg[1], 4),
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

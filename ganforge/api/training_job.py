@@ -1,0 +1,312 @@
+"""`GANTrainingJob`: the one source of truth for the job spec.
+
+The trainer validates its config file with these models and the CRD's OpenAPI schema is generated
+from them, so types stay simple (str/int/float/bool/Literal/lists/nested models) and every field
+carries a description. Field names are snake_case in Python and camelCase on the wire.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "ganforge.io"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "GANTrainingJob"
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON/YAML form: camelCase keys, enums as strings."""
+        return self.model_dump(by_alias=True, mode="json")
+
+
+DatasetFormat = Literal["idx", "image-folder", "npz", "fake"]
+ResizeMode = Literal["pad", "interpolate"]
+Architecture = Literal["dcgan", "sngan-resnet"]
+LossKind = Literal["nonsaturating", "hinge", "wgan-gp"]
+Precision = Literal["fp32", "bf16", "fp16"]
+MetricName = Literal["fd", "kid", "precision_recall", "mode_collapse", "memorization"]
+FeatureExtractorName = Literal["effnetlite0", "domain", "torchscript"]
+
+
+class DatasetSpec(ApiModel):
+    uri: str = Field(
+        description="Where the data lives: a plain path, file:///path, pvc://claim/path (mapped to the "
+        "claim's mount by the operator) or fake://name?n=1024&classes=10 for smoke tests.",
+        min_length=1,
+    )
+    format: DatasetFormat = Field(
+        "idx",
+        description="idx: a directory with (t10k|train)-(images-idx3|labels-idx1)-ubyte[.gz] files; "
+        "image-folder: one sub-directory per class; npz: arrays `images` and optional `labels`; "
+        "fake: synthetic shapes for smoke tests only.",
+    )
+    resolution: int = Field(32, ge=8, le=1024, description="Square training resolution; a power of two.")
+    channels: Literal[1, 3] = Field(1, description="Image channels (1 grayscale, 3 RGB).")
+    resize: ResizeMode = Field(
+        "pad",
+        description="How images reach `resolution`: pad (centred zero padding; only when the source "
+        "is not larger, e.g. 28->32 keeps every pixel) or interpolate (centre-crop to square, then "
+        "antialiased bilinear resampling).",
+    )
+    conditional: bool = Field(False, description="Train a class-conditional model on the labels.")
+    num_classes: int | None = Field(
+        None, ge=2, le=10000, description="Number of classes; inferred from the labels when omitted."
+    )
+
+    @field_validator("resolution")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"must be a power of two, got {value}")
+        return value
+
+
+class RegularizationSpec(ApiModel):
+    spectral_norm: bool | None = Field(
+        None,
+        description="Spectral normalisation on every discriminator layer (replaces its BatchNorm); "
+        "null = the architecture's default (off for dcgan, on for sngan-resnet).",
+    )
+    r1_gamma: float = Field(0.0, ge=0.0, le=1000.0, description="R1 penalty weight on real images; 0 = off.")
+    gp_lambda: float = Field(10.0, ge=0.0, le=1000.0, description="Gradient-penalty weight for wgan-gp.")
+
+
+class EmaSpec(ApiModel):
+    half_life_kimg: float = Field(
+        10.0, ge=0.0, le=10000.0, description="Half-life of the generator EMA in thousands of images; 0 = off."
+    )
+    rampup: float | None = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Early in training the half-life is at most `rampup` x images seen, so the EMA does "
+        "not lag behind a fast-moving generator; null disables the ramp-up.",
+    )
+
+
+class ModelSpec(ApiModel):
+    architecture: Architecture = Field("dcgan", description="Generator/discriminator family.")
+    latent_dim: int = Field(128, ge=1, le=4096, description="Size of the latent vector z.")
+    width: int = Field(
+        64, ge=4, le=1024, description="Channel width of the highest-resolution layer (DCGAN's ngf/ndf)."
+    )
+    loss: LossKind = Field("nonsaturating", description="Adversarial loss.")
+    regularization: RegularizationSpec = Field(
+        default_factory=RegularizationSpec, description="Discriminator regularisation."
+    )
+    ema: EmaSpec = Field(default_factory=EmaSpec, description="Exponential moving average of G.")
+
+
+class OptimizerSpec(ApiModel):
+    g_lr: float = Field(2e-4, gt=0.0, le=1.0, description="Generator Adam learning rate (TTUR: may differ).")
+    d_lr: float = Field(2e-4, gt=0.0, le=1.0, description="Discriminator Adam learning rate.")
+    betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.5, 0.999], min_length=2, max_length=2, description="Adam betas."
+    )
+    eps: float = Field(1e-8, gt=0.0, le=1.0, description="Adam epsilon.")
+
+
+class TrainingSpec(ApiModel):
+    total_kimg: float = Field(200.0, gt=0.0, le=1e7, description="Stop after this many thousand real images.")
+    batch_size: int = Field(64, ge=1, le=65536, description="Global batch size (all workers together).")
+    d_steps_per_g: int = Field(1, ge=1, le=16, description="Discriminator updates per generator update.")
+    precision: Precision = Field(
+        "fp32", description="Autocast precision; fp16 adds a GradScaler per network."
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Base seed; each rank derives its own.")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Adam settings.")
+    channels_last: bool = Field(False, description="Use the channels_last memory format (GPU).")
+    compile: bool = Field(False, description="Wrap G and D in torch.compile.")
+    report_interval_kimg: float = Field(
+        1.0, gt=0.0, le=1e6, description="Log/metrics/progress cadence in thousand images."
+    )
+    sample_interval_kimg: float = Field(
+        10.0, ge=0.0, le=1e6, description="Sample-grid cadence in thousand images; 0 = only at the end."
+    )
+
+
+class ResourcesSpec(ApiModel):
+    workers: int = Field(1, ge=1, le=1024, description="Number of trainer pods (ranks).")
+    gpus_per_worker: int = Field(1, ge=0, le=16, description="GPUs per pod; 0 trains on CPU.")
+    cpu: str = Field("4", description="CPU request per worker (Kubernetes quantity).")
+    memory: str = Field("16Gi", description="Memory request per worker (Kubernetes quantity).")
+    spot: bool = Field(True, description="Schedule on spot/preemptible nodes.")
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not _QUANTITY.match(value):
+            raise ValueError(f"not a Kubernetes quantity: {value!r}")
+        return value
+
+
+class CheckpointSpec(ApiModel):
+    uri: str | None = Field(
+        None,
+        description="Checkpoint directory: path, file://, pvc://claim/path or any fsspec URI; "
+        "default <runDir>/checkpoints.",
+    )
+    interval_kimg: float = Field(10.0, gt=0.0, le=1e6, description="Periodic checkpoint cadence.")
+    keep_last: int = Field(3, ge=1, le=1000, description="How many verified checkpoints to keep.")
+    background: bool = Field(
+        True, description="Serialise and write in a background thread (training stalls only for the copy)."
+    )
+
+
+class CustomExtractorSpec(ApiModel):
+    path: str = Field(description="TorchScript file mapping float [N,3,R,R] in [0,1] to features [N,D].")
+    name: str = Field(
+        "custom",
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="Metric suffix, e.g. `inception` gives fd_inception.",
+    )
+    resolution: int = Field(299, ge=16, le=1024, description="Input resolution the extractor expects.")
+
+
+class EvaluationSpec(ApiModel):
+    interval_kimg: float = Field(
+        20.0, ge=0.0, le=1e6, description="Evaluation cadence; 0 = only at start and end."
+    )
+    num_samples: int = Field(10000, ge=64, le=200000, description="Generated (and reference) images used.")
+    metrics: list[MetricName] = Field(
+        default_factory=lambda: ["fd", "kid", "precision_recall", "mode_collapse", "memorization"],
+        description="Metrics to compute.",
+    )
+    feature_extractors: list[FeatureExtractorName] = Field(
+        default_factory=lambda: ["effnetlite0", "domain"],
+        description="Feature spaces; each metric is reported once per extractor (fd_effnetlite0, fd_domain).",
+    )
+    effnet_resolution: int = Field(
+        224, ge=32, le=512, description="Input resolution of EfficientNet-Lite0 (ImageNet-trained at 224)."
+    )
+    custom_extractor: CustomExtractorSpec | None = Field(
+        None, description="User-supplied TorchScript extractor (e.g. Inception weights)."
+    )
+    at_start: bool = Field(True, description="Also evaluate the untrained generator (a baseline).")
+
+    @model_validator(mode="after")
+    def _extractor_config(self) -> EvaluationSpec:
+        if "torchscript" in self.feature_extractors and self.custom_extractor is None:
+            raise ValueError("featureExtractors contains torchscript but customExtractor is not set")
+        return self
+
+
+class ExportSpec(ApiModel):
+    onnx_opset: int = Field(17, ge=13, le=22, description="ONNX opset of the exported generator.")
+    precision: Literal["fp32", "fp16"] = Field("fp32", description="Precision of the exported generator.")
+
+
+class RolloutGates(ApiModel):
+    max_fd: float | None = Field(None, ge=0.0, description="Absolute FD ceiling for the canary.")
+    max_fd_regression: float = Field(
+        0.05, ge=0.0, le=10.0, description="Allowed relative FD increase over stable."
+    )
+    p95_latency_ms: float = Field(100.0, gt=0.0, description="p95 latency ceiling in milliseconds.")
+    max_error_rate: float = Field(0.01, ge=0.0, le=1.0, description="Error-rate ceiling.")
+
+
+class RolloutSpec(ApiModel):
+    service: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="GANInferenceService name."
+    )
+    strategy: Literal["canary", "blueGreen"] = Field("canary", description="Rollout strategy.")
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100], min_length=1, description="Canary traffic percentages."
+    )
+    gates: RolloutGates = Field(default_factory=RolloutGates, description="Promotion gates.")
+    approval: Literal["auto", "manual"] = Field("auto", description="Promote automatically or wait.")
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in itertools.pairwise(steps)) or steps[-1] != 100:
+            raise ValueError(f"must increase strictly and end at 100, got {steps}")
+        return steps
+
+
+class GANTrainingJobSpec(ApiModel):
+    dataset: DatasetSpec = Field(description="Training data.")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="Architecture and loss.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation schedule.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Pods and devices.")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpointing.")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Quality metrics.")
+    export: ExportSpec = Field(default_factory=ExportSpec, description="ONNX export of G_ema.")
+    rollout: RolloutSpec | None = Field(None, description="Serving rollout after training.")
+    backoff_limit: int = Field(
+        3, ge=0, le=100, description="User-code failures tolerated; preemptions never count."
+    )
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> GANTrainingJobSpec:
+        workers = self.resources.workers
+        if self.training.batch_size % workers:
+            raise ValueError(
+                f"training.batchSize ({self.training.batch_size}) must be divisible by "
+                f"resources.workers ({workers})"
+            )
+        if self.model.loss == "wgan-gp" and self.model.regularization.gp_lambda <= 0:
+            raise ValueError("model.regularization.gpLambda must be > 0 when model.loss is wgan-gp")
+        if self.dataset.resolution < 16 and self.model.architecture == "sngan-resnet":
+            raise ValueError("dataset.resolution must be >= 16 for model.architecture sngan-resnet")
+        needs_labels = {"mode_collapse"} & set(self.evaluation.metrics)
+        if needs_labels and "domain" not in self.evaluation.feature_extractors:
+            raise ValueError(
+                "evaluation.metrics mode_collapse needs the domain classifier in evaluation.featureExtractors"
+            )
+        return self
+
+
+class ObjectMeta(BaseModel):
+    """The parts of Kubernetes ObjectMeta the trainer reads; anything else is kept, not checked."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+    namespace: str | None = None
+
+
+class TrainingProgress(ApiModel):
+    kimg: float = Field(0.0, description="Thousands of real images shown to D.")
+    step: int = Field(0, description="Generator updates so far.")
+    images_per_second: float = Field(0.0, description="Recent training throughput (all ranks).")
+
+
+class CheckpointStatus(ApiModel):
+    uri: str = Field(description="Directory of the newest verified checkpoint.")
+    kimg: float = Field(description="Progress it captures.")
+    sha256: str = Field(description="sha256 of its manifest.")
+    time: str = Field(description="RFC 3339 time it was written.")
+
+
+class GANTrainingJobStatus(ApiModel):
+    phase: Literal["Pending", "Running", "Restarting", "Exporting", "RollingOut", "Succeeded", "Failed"] = (
+        Field("Pending", description="Lifecycle phase.")
+    )
+    progress: TrainingProgress | None = Field(None, description="Training progress.")
+    checkpoint: CheckpointStatus | None = Field(None, description="Newest checkpoint.")
+    preemptions: int = Field(0, ge=0, description="Preemptions survived.")
+    failures: int = Field(0, ge=0, description="User-code failures counted against backoffLimit.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Newest evaluation metrics.")
+
+
+class GANTrainingJob(ApiModel):
+    api_version: Literal["ganforge.io/v1alpha1"] = Field("ganforge.io/v1alpha1", description="API version.")
+    kind: Literal["GANTrainingJob"] = Field("GANTrainingJob", description="Kind.")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Kubernetes object metadata.")
+    spec: GANTrainingJobSpec = Field(description="Desired training job.")
+    status: GANTrainingJobStatus | None = Field(None, description="Observed state (written by the operator).")

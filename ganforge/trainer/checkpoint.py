@@ -1,0 +1,429 @@
+"""Checkpoints: atomic, verified, pruned, written in the background.
+
+Layout under the checkpoint root (a directory or an fsspec URI)::
+
+    ckpt-000000128000/          # images seen, zero-padded so names sort by progress
+        state.pt                # torch.save of every tensor the run needs (see loop.capture_state)
+        spec.json               # the job spec that produced it, for export and for humans
+        manifest.json           # written last: sizes and sha256 of the files above
+
+A checkpoint exists once its directory has its final name (local: a temp directory is fsynced and
+renamed) or once manifest.json exists (object stores, where the manifest is the commit point). On
+load, every file is checked against the manifest, so torn, truncated or bit-flipped checkpoints are
+skipped in favour of the newest one that verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from ganforge.trainer.errors import CheckpointStorageError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+PREFIX = "ckpt-"
+MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"
+
+
+def checkpoint_name(nimg: int) -> str:
+    return f"{PREFIX}{nimg:012d}"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class CheckpointCorrupt(Exception):
+    pass
+
+
+class Storage(Protocol):
+    def describe(self, name: str = "") -> str: ...
+    def probe(self) -> None: ...
+    def list_names(self) -> list[str]: ...
+    def exists(self, name: str) -> bool: ...
+    def read(self, name: str, file: str) -> bytes: ...
+    def write_checkpoint(self, name: str, files: dict[str, bytes]) -> None: ...
+    def delete(self, name: str) -> None: ...
+    def quarantine(self, name: str) -> str: ...
+    def cleanup_partial(self) -> list[str]: ...
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def describe(self, name: str = "") -> str:
+        return str(self.root / name) if name else str(self.root)
+
+    def probe(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f"{TMP_PREFIX}probe-{uuid.uuid4().hex}"
+            with open(probe, "wb") as handle:
+                handle.write(b"ok")
+                handle.flush()
+                os.fsync(handle.fileno())
+            probe.unlink()
+        except OSError as error:
+            raise CheckpointStorageError(
+                f"checkpoint location {self.root} is not writable: {error.strerror or error}"
+            ) from None
+
+    def list_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.name.startswith(PREFIX) and p.is_dir())
+
+    def exists(self, name: str) -> bool:
+        return (self.root / name / MANIFEST).is_file()
+
+    def read(self, name: str, file: str) -> bytes:
+        return (self.root / name / file).read_bytes()
+
+    def write_checkpoint(self, name: str, files: dict[str, bytes]) -> None:
+        tmp = self.root / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+        target = self.root / name
+        try:
+            tmp.mkdir(parents=True)
+            # The manifest goes last so that even a non-atomic copy of the directory is detectable.
+            for file_name in sorted(files, key=lambda n: n == MANIFEST):
+                with open(tmp / file_name, "wb") as handle:
+                    handle.write(files[file_name])
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            _fsync_dir(tmp)
+            if target.exists():
+                # Same progress written again (e.g. preempted right after resuming): replace it.
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+            _fsync_dir(self.root)
+        except OSError as error:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointStorageError(f"writing checkpoint {target} failed: {error.strerror or error}") from None
+
+    def delete(self, name: str) -> None:
+        shutil.rmtree(self.root / name, ignore_errors=True)
+
+    def quarantine(self, name: str) -> str:
+        new_name = f"corrupt-{name}-{uuid.uuid4().hex[:6]}"
+        os.rename(self.root / name, self.root / new_name)
+        return new_name
+
+    def cleanup_partial(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        removed = []
+        for path in self.root.iterdir():
+            if path.name.startswith(TMP_PREFIX):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return removed
+
+
+class FsspecStorage:
+    """Object stores and other fsspec filesystems: no rename, so manifest.json is the commit point."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.fs, self.path = fsspec.core.url_to_fs(self.url)
+
+    def describe(self, name: str = "") -> str:
+        return f"{self.url}/{name}" if name else self.url
+
+    def _p(self, *parts: str) -> str:
+        return "/".join([self.path.rstrip("/"), *parts])
+
+    def probe(self) -> None:
+        try:
+            self.fs.makedirs(self.path, exist_ok=True)
+            probe = self._p(f"{TMP_PREFIX}probe-{uuid.uuid4().hex}")
+            self.fs.pipe(probe, b"ok")
+            self.fs.rm(probe)
+        except Exception as error:
+            raise CheckpointStorageError(f"checkpoint location {self.url} is not writable: {error}") from None
+
+    def list_names(self) -> list[str]:
+        try:
+            entries = self.fs.ls(self.path, detail=False)
+        except FileNotFoundError:
+            return []
+        names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
+        return sorted(n for n in names if n.startswith(PREFIX))
+
+    def exists(self, name: str) -> bool:
+        return bool(self.fs.exists(self._p(name, MANIFEST)))
+
+    def read(self, name: str, file: str) -> bytes:
+        data: bytes = self.fs.cat_file(self._p(name, file))
+        return data
+
+    def write_checkpoint(self, name: str, files: dict[str, bytes]) -> None:
+        try:
+            if self.fs.exists(self._p(name)):
+                self.fs.rm(self._p(name), recursive=True)
+            for file_name in sorted(files, key=lambda n: n == MANIFEST):
+                self.fs.pipe(self._p(name, file_name), files[file_name])
+        except Exception as error:
+            raise CheckpointStorageError(f"writing checkpoint {self.describe(name)} failed: {error}") from None
+
+    def delete(self, name: str) -> None:
+        try:
+            self.fs.rm(self._p(name), recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def quarantine(self, name: str) -> str:
+        new_name = f"corrupt-{name}-{uuid.uuid4().hex[:6]}"
+        self.fs.mv(self._p(name), self._p(new_name), recursive=True)
+        return new_name
+
+    def cleanup_partial(self) -> list[str]:
+        removed = []
+        for name in self.list_names():
+            if not self.exists(name):
+                self.delete(name)
+                removed.append(name)
+        return removed
+
+
+def open_storage(location: str) -> Storage:
+    if "://" in location and not location.startswith("file://"):
+        return FsspecStorage(location)
+    return LocalStorage(location.removeprefix("file://"))
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    name: str
+    uri: str
+    nimg: int
+    step: int
+    manifest_sha256: str
+    created: str
+    write_seconds: float = 0.0
+
+    @property
+    def kimg(self) -> float:
+        return self.nimg / 1000.0
+
+
+def to_host(obj: Any) -> Any:
+    """Deep copy of a state tree with every tensor on the CPU: the only part of a checkpoint that
+    stalls training. Afterwards the loop may keep mutating its tensors."""
+    if isinstance(obj, torch.Tensor):
+        if obj.device.type == "cpu":
+            return obj.detach().clone()
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_host(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_host(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(to_host(v) for v in obj)
+    return obj
+
+
+def _all_finite(obj: Any) -> bool:
+    if isinstance(obj, torch.Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return all(_all_finite(v) for v in obj)
+    return True
+
+
+def encode_checkpoint(state: dict[str, Any], meta: dict[str, Any], spec: dict[str, Any]) -> dict[str, bytes]:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    files = {"state.pt": buffer.getvalue(), "spec.json": json.dumps(spec, indent=2, sort_keys=True).encode()}
+    manifest = {
+        "formatVersion": FORMAT_VERSION,
+        **meta,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": {name: {"bytes": len(data), "sha256": sha256_hex(data)} for name, data in files.items()},
+    }
+    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    return files
+
+
+def verify(storage: Storage, name: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(manifest, file contents) of a checkpoint whose every file matches its manifest."""
+    try:
+        raw_manifest = storage.read(name, MANIFEST)
+    except (OSError, FileNotFoundError) as error:
+        raise CheckpointCorrupt(f"no readable manifest ({error})") from None
+    try:
+        manifest = json.loads(raw_manifest)
+        if manifest.get("formatVersion") != FORMAT_VERSION:
+            raise CheckpointCorrupt(f"unsupported format version {manifest.get('formatVersion')!r}")
+        entries = manifest["files"]
+    except (ValueError, KeyError, AttributeError) as error:
+        raise CheckpointCorrupt(f"manifest is not valid: {error}") from None
+    contents: dict[str, bytes] = {}
+    for file_name, entry in entries.items():
+        try:
+            data = storage.read(name, file_name)
+        except (OSError, FileNotFoundError) as error:
+            raise CheckpointCorrupt(f"{file_name} missing ({error})") from None
+        if len(data) != entry["bytes"]:
+            raise CheckpointCorrupt(f"{file_name} has {len(data)} bytes, manifest says {entry['bytes']}")
+        if sha256_hex(data) != entry["sha256"]:
+            raise CheckpointCorrupt(f"{file_name} sha256 mismatch")
+        contents[file_name] = data
+    manifest["_sha256"] = sha256_hex(raw_manifest)
+    return manifest, contents
+
+
+def decode_state(data: bytes) -> dict[str, Any]:
+    state: dict[str, Any] = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return state
+
+
+def info_from_manifest(storage: Storage, name: str, manifest: dict[str, Any], seconds: float = 0.0) -> CheckpointInfo:
+    return CheckpointInfo(
+        name=name,
+        uri=storage.describe(name),
+        nimg=int(manifest["nimg"]),
+        step=int(manifest["step"]),
+        manifest_sha256=manifest["_sha256"],
+        created=manifest["created"],
+        write_seconds=seconds,
+    )
+
+
+@dataclass
+class WriteOutcome:
+    info: CheckpointInfo | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class CheckpointManager:
+    """Used on rank 0 only. At most one write is in flight; a new save waits for the previous."""
+
+    storage: Storage
+    keep_last: int
+    on_written: Callable[[CheckpointInfo], None] | None = None
+    on_failed: Callable[[BaseException], None] | None = None
+    consecutive_failures: int = 0
+    newest: CheckpointInfo | None = None
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _outcome: WriteOutcome | None = field(default=None, repr=False)
+
+    def prepare(self) -> None:
+        self.storage.probe()
+        removed = self.storage.cleanup_partial()
+        if removed:
+            log.warning("removed %d partial checkpoint(s) left by an interrupted write: %s", len(removed), removed)
+
+    def load_latest(self) -> tuple[dict[str, Any], CheckpointInfo] | None:
+        """Newest checkpoint that verifies. Corrupt ones are skipped with a warning and renamed to
+        corrupt-ckpt-...: kept for inspection, but out of the ordering so they neither shadow newer
+        progress nor count towards `keep_last`."""
+        skipped: list[str] = []
+        found: tuple[dict[str, Any], CheckpointInfo] | None = None
+        for name in reversed(self.storage.list_names()):
+            try:
+                manifest, contents = verify(self.storage, name)
+                state = decode_state(contents["state.pt"])
+            except CheckpointCorrupt as error:
+                log.warning("skipping checkpoint %s: %s", self.storage.describe(name), error)
+                skipped.append(name)
+                continue
+            except Exception as error:  # a payload that verifies but cannot be unpickled
+                log.warning("skipping checkpoint %s: cannot load state.pt: %s", self.storage.describe(name), error)
+                skipped.append(name)
+                continue
+            found = state, info_from_manifest(self.storage, name, manifest)
+            self.newest = found[1]
+            break
+        for name in skipped:
+            try:
+                log.warning("moved corrupt checkpoint %s aside as %s", name, self.storage.quarantine(name))
+            except Exception as error:
+                log.warning("could not move corrupt checkpoint %s aside: %s", name, error)
+        return found
+
+    def save(self, state: dict[str, Any], meta: dict[str, Any], spec: dict[str, Any], background: bool) -> None:
+        """`state` must already be a host copy (see to_host)."""
+        self.wait()
+        if background:
+            self._thread = threading.Thread(target=self._write, args=(state, meta, spec), name="checkpoint-writer",
+                                            daemon=True)
+            self._thread.start()
+        else:
+            self._write(state, meta, spec)
+            self._raise_if_failed()
+
+    def wait(self) -> WriteOutcome | None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        outcome, self._outcome = self._outcome, None
+        return outcome
+
+    def _raise_if_failed(self) -> None:
+        outcome = self.wait()
+        if outcome is not None and outcome.error is not None:
+            raise outcome.error
+
+    def _write(self, state: dict[str, Any], meta: dict[str, Any], spec: dict[str, Any]) -> None:
+        start = time.perf_counter()
+        name = checkpoint_name(int(meta["nimg"]))
+        try:
+            if not _all_finite({k: state[k] for k in ("G", "D", "G_ema")}):
+                raise CheckpointStorageError(f"refusing to write {name}: model weights are not finite")
+            files = encode_checkpoint(state, meta, spec)
+            self.storage.write_checkpoint(name, files)
+            manifest = json.loads(files[MANIFEST])
+            manifest["_sha256"] = sha256_hex(files[MANIFEST])
+            info = info_from_manifest(self.storage, name, manifest, time.perf_counter() - start)
+            self._prune(keep=name)
+        except BaseException as error:
+            self.consecutive_failures += 1
+            self._outcome = WriteOutcome(error=error)
+            log.error("checkpoint %s failed (%d in a row): %s", name, self.consecutive_failures, error)
+            if self.on_failed is not None:
+                self.on_failed(error)
+            return
+        self.consecutive_failures = 0
+        self.newest = info
+        self._outcome = WriteOutcome(info=info)
+        log.info("checkpoint %s written in %.2fs", info.uri, info.write_seconds)
+        if self.on_written is not None:
+            self.on_written(info)
+
+    def _prune(self, keep: str) -> None:
+        complete = [n for n in self.storage.list_names() if self.storage.exists(n)]
+        for name in complete[: max(0, len(complete) - self.keep_last)]:
+            if name != keep:
+                self.storage.delete(name)

@@ -1,0 +1,576 @@
+"""The training loop: one function, `train(options) -> ExitCode`.
+
+Progress is counted in real images shown to D (`nimg`), never in wall time or epochs, and every
+piece of state that influences the next step (weights, EMA, optimizers, scalers, every rank's RNG
+and sampler position) is in the checkpoint, so a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ganforge.api.exit_codes import ExitCode
+from ganforge.trainer import losses
+from ganforge.trainer.checkpoint import CheckpointInfo, CheckpointManager, open_storage, to_host
+from ganforge.trainer.config import TrainingOptions, resolve_uri, write_options
+from ganforge.trainer.data import ImageDataset, load_dataset, to_float, to_uint8
+from ganforge.trainer.distributed import (
+    DistContext,
+    FlatGradients,
+    agree_on_code,
+    all_reduce_sum,
+    broadcast_from_main,
+    gather_to_main,
+    init_distributed,
+    run_phase,
+    shutdown,
+)
+from ganforge.trainer.ema import ema_beta, update_ema
+from ganforge.trainer.errors import (
+    CheckpointStorageError,
+    ConfigError,
+    EvaluationError,
+    NonFiniteLossError,
+    TrainerError,
+    error_for_code,
+)
+from ganforge.trainer.models import build_models
+from ganforge.trainer.outputs import (
+    FileProgressHook,
+    JsonlWriter,
+    ProgressEvent,
+    ProgressHook,
+    PrometheusExporter,
+    TensorBoardWriter,
+    save_image_grid,
+)
+from ganforge.trainer.preemption import PreemptionHandler
+from ganforge.trainer.sampler import InfiniteSampler
+
+log = logging.getLogger("ganforge.trainer")
+
+# Control slots appended to G's gradient buffer (summed over ranks every step).
+FLAG_STOP, FLAG_NONFINITE, FLAG_FATAL = 0, 1, 2
+MAX_CHECKPOINT_FAILURES = 3
+STAT_NAMES = ("loss/G", "loss/D", "d_output/real", "d_output/fake", "grad_norm/G", "grad_norm/D")
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG state
+
+
+def seed_rank(seed: int, rank: int) -> None:
+    """Distinct, reproducible streams per rank (latents and penalties must differ across ranks)."""
+    state = np.random.SeedSequence([seed, rank]).generate_state(2, dtype=np.uint32)
+    random.seed(int(state[0]))
+    np.random.seed(int(state[1]))
+    torch.manual_seed((int(state[0]) << 32) | int(state[1]))
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every RNG this process draws from, as plain lists/tensors (loadable with weights_only)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _crossed(before: int, after: int, interval_kimg: float) -> bool:
+    if interval_kimg <= 0:
+        return False
+    interval = max(1, round(interval_kimg * 1000))
+    return before // interval != after // interval
+
+
+def _configure_threads(ctx: DistContext, requested: int) -> None:
+    if ctx.device.type != "cpu":
+        return
+    if requested > 0:
+        threads = requested
+    else:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+        threads = max(1, (os.cpu_count() or 1) // max(1, local_world))
+    torch.set_num_threads(threads)
+
+
+def _setup_logging(rank: int) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            format=f"%(asctime)s rank={rank} %(levelname)s %(name)s: %(message)s",
+        )
+
+
+class _Run:
+    def __init__(self, options: TrainingOptions, ctx: DistContext, hooks: Sequence[ProgressHook]) -> None:
+        self.options, self.spec, self.rt, self.ctx = options, options.spec, options.runtime, ctx
+        self.run_dir = Path(self.rt.run_dir)
+        self.hooks = list(hooks)
+        self.nimg = 0
+        self.step = 0
+        self.pending_fatal: tuple[int, str] | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.images_per_second = 0.0
+        self.manager: CheckpointManager | None = None
+        self.prom: PrometheusExporter | None = None
+        self.tb: TensorBoardWriter | None = None
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _check_world(self) -> None:
+        if self.spec.resources.workers != self.ctx.world_size:
+            raise ConfigError(
+                f"spec.resources.workers is {self.spec.resources.workers} but WORLD_SIZE is {self.ctx.world_size}"
+            )
+
+    def _load_data(self) -> ImageDataset:
+        data = load_dataset(self.spec.dataset, self.rt.pvc_root, self.spec.training.seed)
+        if len(data) < self.ctx.world_size:
+            raise ConfigError(f"{data.source}: {len(data)} images cannot be split over {self.ctx.world_size} ranks")
+        log.info("dataset %s: %d images %dx%dx%d, %d classes", data.source, len(data), data.channels,
+                 data.resolution, data.resolution, data.num_classes)
+        return data
+
+    def _prepare_checkpoints(self) -> None:
+        if not self.ctx.is_main:
+            return
+        location = self.spec.checkpoint.uri or str(self.run_dir / "checkpoints")
+        storage = open_storage(resolve_uri(location, self.rt.pvc_root))
+        self.manager = CheckpointManager(storage, self.spec.checkpoint.keep_last)
+        self.manager.prepare()
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        found = self.manager.load_latest() if self.manager is not None else None
+        if found is None:
+            return None
+        state, info = found
+        if state["config_hash"] != self.options.config_hash and not self.rt.allow_config_change:
+            raise ConfigError(
+                f"checkpoint {info.uri} was made with a different spec (config hash {state['config_hash']}, "
+                f"now {self.options.config_hash}); use a new checkpoint location or --allow-config-change"
+            )
+        log.info("resuming from %s (kimg %.3f, step %d)", info.uri, info.kimg, info.step)
+        return state
+
+    def _build(self, data: ImageDataset) -> None:
+        spec, device = self.spec, self.ctx.device
+        self.num_classes = data.num_classes if spec.dataset.conditional else 0
+        # Same init on every rank without a broadcast: build under the job seed, then fork per rank.
+        torch.manual_seed(spec.training.seed)
+        g, d = build_models(spec.model, data.resolution, data.channels, self.num_classes)
+        self.G, self.D = g.to(device), d.to(device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if spec.training.channels_last:
+            for module in (self.G, self.D, self.G_ema):
+                module.to(memory_format=torch.channels_last)
+        opt = spec.training.optimizer
+        betas = (opt.betas[0], opt.betas[1])
+        self.g_grads = FlatGradients(list(self.G.parameters()), extra=3, device=device)
+        self.d_grads = FlatGradients(list(self.D.parameters()), extra=0, device=device)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=opt.g_lr, betas=betas, eps=opt.eps, foreach=True)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=opt.d_lr, betas=betas, eps=opt.eps, foreach=True)
+        fp16 = spec.training.precision == "fp16"
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.sampler = InfiniteSampler(len(data), self.ctx.rank, self.ctx.world_size, spec.training.seed)
+        # The whole uint8 dataset is small; on a GPU it lives there and batches never cross PCIe.
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device) if data.labels is not None else None
+        self.G_fwd: nn.Module = self.G
+        self.D_fwd: nn.Module = self.D
+        if spec.training.compile:
+            self.G_fwd = torch.compile(self.G)  # type: ignore[assignment]
+            self.D_fwd = torch.compile(self.D)  # type: ignore[assignment]
+
+    def _apply_checkpoint(self, state: dict[str, Any]) -> dict[str, Any]:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.scaler_g.load_state_dict(state["scaler_g"])
+        self.scaler_d.load_state_dict(state["scaler_d"])
+        self.nimg, self.step = int(state["progress"]["nimg"]), int(state["progress"]["step"])
+        ranks = state["ranks"]
+        if len(ranks) == self.ctx.world_size:
+            mine = ranks[self.ctx.rank]
+            self.sampler.load_state_dict(mine["sampler"])
+            return dict(mine["rng"])
+        log.warning("checkpoint has %d ranks, this run %d: data order and RNG streams are re-derived, so "
+                    "the continuation is statistically but not bitwise the same", len(ranks), self.ctx.world_size)
+        self.sampler.load_state_dict(ranks[0]["sampler"])
+        seed_rank(self.spec.training.seed + self.nimg, self.ctx.rank)
+        return capture_rng()
+
+    def _setup_outputs(self, data: ImageDataset) -> None:
+        if not self.ctx.is_main:
+            return
+        write_options(self.options)
+        (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        self.stats_log = JsonlWriter(self.run_dir / "stats.jsonl")
+        self.metrics_log = JsonlWriter(self.run_dir / "metrics.jsonl")
+        self.hooks.insert(0, FileProgressHook(self.run_dir / "progress.json"))
+        if self.rt.tensorboard:
+            self.tb = TensorBoardWriter(self.run_dir / "tensorboard")
+        self.prom = PrometheusExporter(self.rt.metrics_port, {"job": self.options.job_name or "local"})
+        if self.manager is not None:
+            prom = self.prom
+            self.manager.on_written = prom.checkpoint_written
+            self.manager.on_failed = lambda _error: prom.checkpoint_failed()
+        generator = torch.Generator().manual_seed(self.spec.training.seed + 0xF1ED)
+        self.grid_columns = self.num_classes if self.num_classes and self.num_classes <= 16 else 8
+        count = self.grid_columns * 8
+        self.grid_z = torch.randn(count, self.spec.model.latent_dim, generator=generator).to(self.ctx.device)
+        self.grid_labels = (torch.arange(count) % self.num_classes).to(self.ctx.device) if self.num_classes else None
+        order = torch.randperm(len(data), generator=generator)[:count]
+        save_image_grid(data.images[order], self.run_dir / "samples" / "reals.png", self.grid_columns)
+
+    def _setup_evaluation(self, data: ImageDataset) -> None:
+        self.suite = None
+        ev = self.spec.evaluation
+        if not self.ctx.is_main or not ev.metrics or not ev.feature_extractors:
+            return
+        from ganforge.trainer.evaluation.suite import build_suite
+
+        start = time.perf_counter()
+        self.suite = build_suite(ev, data, Path(self.rt.cache_dir), self.ctx.device)
+        log.info("evaluation ready in %.1fs (extractors: %s%s)", time.perf_counter() - start,
+                 ", ".join(e.name for e in self.suite.extractors),
+                 "" if self.suite.classifier_accuracy is None
+                 else f"; domain classifier accuracy {self.suite.classifier_accuracy:.3f}")
+
+    # -- the step --------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        precision = self.spec.training.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(self.ctx.device.type, dtype=dtype)
+
+    def _batch(self, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = self.sampler.next_indices(count).to(self.ctx.device)
+        real = to_float(self.images.index_select(0, idx))
+        if self.spec.training.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        labels = self.labels.index_select(0, idx) if (self.labels is not None and self.num_classes) else None
+        return real, labels
+
+    def _train_step(self, preemption: PreemptionHandler) -> tuple[list[float], torch.Tensor]:
+        spec, device = self.spec, self.ctx.device
+        local = spec.training.batch_size // self.ctx.world_size
+        reg = spec.model.regularization
+        kind = spec.model.loss
+        bad = torch.zeros((), device=device)
+        d_real = d_fake = loss_d = torch.zeros((), device=device)
+        fake = fake_labels = None
+        for i in range(spec.training.d_steps_per_g):
+            real, real_labels = self._batch(local)
+            z = torch.randn(local, spec.model.latent_dim, device=device)
+            fake_labels = torch.randint(0, self.num_classes, (local,), device=device) if self.num_classes else None
+            last = i == spec.training.d_steps_per_g - 1
+            if reg.r1_gamma > 0:
+                real.requires_grad_(True)
+            with self._autocast():
+                # The last D step's fakes keep their graph: the G step reuses them (one G forward
+                # per step, as in the DCGAN reference loop).
+                with torch.no_grad() if not last else contextlib.nullcontext():
+                    fake = self.G_fwd(z, fake_labels)
+                d_real = self.D_fwd(real, real_labels)
+                d_fake = self.D_fwd(fake.detach(), fake_labels)
+                loss_d = losses.d_loss(kind, d_real, d_fake)
+            if kind == "wgan-gp":
+                loss_d = loss_d + reg.gp_lambda * losses.gradient_penalty(
+                    lambda x, y=real_labels: self.D_fwd(x, y), real.detach(), fake.detach())
+            if reg.r1_gamma > 0:
+                loss_d = loss_d + 0.5 * reg.r1_gamma * losses.r1_penalty(real, d_real)
+            self.d_grads.zero()
+            self.scaler_d.scale(loss_d).backward()
+            self.d_grads.all_reduce_mean(self.ctx)
+            if self.scaler_d.is_enabled():
+                self.scaler_d.unscale_(self.opt_d)
+            d_norm = self.d_grads.grads.norm()
+            self.scaler_d.step(self.opt_d)
+            self.scaler_d.update()
+            bad = bad + (~torch.isfinite(loss_d.detach())).float()
+
+        assert fake is not None
+        self.D.requires_grad_(False)
+        try:
+            with self._autocast():
+                loss_g = losses.g_loss(kind, self.D_fwd(fake, fake_labels))
+            self.g_grads.zero()
+            self.scaler_g.scale(loss_g).backward()
+        finally:
+            self.D.requires_grad_(True)
+        bad = bad + (~torch.isfinite(loss_g.detach())).float()
+        extra = self.g_grads.extra
+        extra[FLAG_STOP] = 1.0 if preemption.requested else 0.0
+        extra[FLAG_NONFINITE] = bad
+        extra[FLAG_FATAL] = float(self.pending_fatal[0]) if self.pending_fatal else 0.0
+        self.g_grads.all_reduce_mean(self.ctx)
+        flags = extra.tolist()  # the one host sync per step: every rank reads the same flags
+        if flags[FLAG_NONFINITE] > 0 or flags[FLAG_FATAL] > 0:
+            return flags, torch.zeros(0)
+        if self.scaler_g.is_enabled():
+            self.scaler_g.unscale_(self.opt_g)
+        g_norm = self.g_grads.grads.norm()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        stats = torch.stack([loss_g.detach().float(), loss_d.detach().float(), d_real.detach().float().mean(),
+                             d_fake.detach().float().mean(), g_norm, d_norm])
+        return flags, stats
+
+    # -- periodic actions ------------------------------------------------------------------
+
+    def _snapshot(self, ranks: list[Any]) -> dict[str, Any]:
+        state = {
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
+        }
+        host: dict[str, Any] = to_host(state)
+        host.update({
+            "progress": {"nimg": self.nimg, "step": self.step},
+            "ranks": ranks,
+            "config_hash": self.options.config_hash,
+            "world_size": self.ctx.world_size,
+        })
+        return host
+
+    def _checkpoint(self, background: bool) -> None:
+        """Collective: every rank contributes its RNG and sampler state; rank 0 writes."""
+        mine = {"rng": capture_rng(), "sampler": self.sampler.state_dict()}
+        ranks = gather_to_main(self.ctx, mine)
+        if not self.ctx.is_main or self.manager is None:
+            return
+        start = time.perf_counter()
+        self.manager.wait()  # at most one write in flight
+        state = self._snapshot(list(ranks or []))
+        stall = time.perf_counter() - start
+        meta = {"nimg": self.nimg, "kimg": self.nimg / 1000, "step": self.step,
+                "configHash": self.options.config_hash, "worldSize": self.ctx.world_size}
+        self.manager.save(state, meta, self.spec.to_wire(), background=background)
+        if self.prom is not None:
+            self.prom.checkpoint("stall", stall if background else time.perf_counter() - start)
+        if self.manager.consecutive_failures >= MAX_CHECKPOINT_FAILURES:
+            self._fatal(CheckpointStorageError(
+                f"{self.manager.consecutive_failures} checkpoint writes in a row failed "
+                f"({self.manager.storage.describe()})"))
+
+    def _fatal(self, error: TrainerError) -> None:
+        log.error("%s", error)
+        if self.pending_fatal is None:
+            self.pending_fatal = (int(error.exit_code), str(error))
+
+    def _report(self, stats_sum: torch.Tensor, steps: int, seconds: float, images: int) -> None:
+        packed = torch.cat([stats_sum, torch.tensor([float(steps)], device=stats_sum.device)])
+        # One all_reduce per report for every statistic.
+        all_reduce_sum(self.ctx, packed)
+        if not self.ctx.is_main:
+            return
+        values = (packed[:-1] / packed[-1].clamp(min=1)).tolist()
+        stats = dict(zip(STAT_NAMES, values, strict=True))
+        self.images_per_second = images / max(seconds, 1e-9)
+        stats["timing/images_per_second"] = self.images_per_second
+        stats["timing/step_seconds"] = seconds / max(steps, 1)
+        log.info("kimg %.2f step %d | G %.4f D %.4f | D(x) %.3f D(G(z)) %.3f | %.0f img/s", self.nimg / 1000,
+                 self.step, stats["loss/G"], stats["loss/D"], stats["d_output/real"], stats["d_output/fake"],
+                 self.images_per_second)
+        self.stats_log.write({"kimg": self.nimg / 1000, "nimg": self.nimg, "step": self.step, "time": time.time(),
+                              **stats})
+        if self.tb is not None:
+            self.tb.scalars(stats, self.nimg)
+        if self.prom is not None:
+            self.prom.report(stats, self.nimg / 1000, self.step)
+        self._notify("running")
+
+    def _notify(self, state: str) -> None:
+        checkpoint: CheckpointInfo | None = self.manager.newest if self.manager is not None else None
+        event = ProgressEvent(self.nimg / 1000, self.step, self.images_per_second, self.spec.training.total_kimg,
+                              checkpoint, dict(self.last_metrics), state)
+        for hook in self.hooks:
+            try:
+                hook(event)
+            except Exception as error:  # a status side channel must not stop training
+                log.warning("progress hook %r failed: %s", hook, error)
+
+    def _samples(self) -> None:
+        if not self.ctx.is_main:
+            return
+        with torch.no_grad():
+            images = to_uint8(self.G_ema(self.grid_z, self.grid_labels))
+        save_image_grid(images, self.run_dir / "samples" / f"fakes-{self.nimg:012d}.png", self.grid_columns)
+
+    def _evaluate(self) -> None:
+        if not self.ctx.is_main or self.suite is None:
+            return
+        try:
+            result = self.suite.evaluate(self.G_ema, self.spec.model.latent_dim, self.num_classes,
+                                         self.ctx.device, self.spec.training.seed)
+        except Exception as error:
+            self._fatal(EvaluationError(f"evaluation at kimg {self.nimg / 1000:.2f} failed: {error}"))
+            return
+        self.last_metrics = result.metrics
+        log.info("evaluation at kimg %.2f (%d samples, %.1fs): %s", self.nimg / 1000, result.num_samples,
+                 result.seconds, " ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items())))
+        self.metrics_log.write({"kimg": self.nimg / 1000, "nimg": self.nimg, "step": self.step, "time": time.time(),
+                                "num_samples": result.num_samples, "seconds": result.seconds, **result.metrics})
+        if self.tb is not None:
+            self.tb.scalars({f"metrics/{k}": v for k, v in result.metrics.items()}, self.nimg)
+        if self.prom is not None:
+            self.prom.evaluated(result.metrics, self.nimg / 1000)
+        self._notify("running")
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> ExitCode:
+        ctx, spec = self.ctx, self.spec
+        run_phase(ctx, "checking the world size", self._check_world)
+        data = run_phase(ctx, "loading the dataset", self._load_data)
+        self._build(data)
+        run_phase(ctx, "preparing the checkpoint location", self._prepare_checkpoints)
+        state = run_phase(ctx, "loading the newest checkpoint", self._load_checkpoint)
+        state = broadcast_from_main(ctx, state)
+        rng_state = self._apply_checkpoint(state) if state is not None else None
+        resumed = state is not None
+        del state
+        run_phase(ctx, "creating outputs", lambda: self._setup_outputs(data))
+        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            run_phase(ctx, "preparing evaluation", lambda: self._setup_evaluation(data))
+            if not resumed:
+                self._samples()
+                if spec.evaluation.at_start:
+                    self._evaluate()
+        # RNG streams are set last, so nothing in setup can shift them.
+        if rng_state is not None:
+            restore_rng(rng_state)
+        else:
+            seed_rank(spec.training.seed, ctx.rank)
+
+        total_nimg = round(spec.training.total_kimg * 1000)
+        images_per_step = spec.training.batch_size * spec.training.d_steps_per_g
+        preemption = PreemptionHandler(self.rt.grace_seconds).install()
+        stats_sum = torch.zeros(len(STAT_NAMES), device=ctx.device)
+        report_steps, report_nimg, report_start = 0, self.nimg, time.perf_counter()
+        log.info("training from kimg %.3f to %.3f (%s, world size %d, device %s)", self.nimg / 1000,
+                 total_nimg / 1000, "resumed" if resumed else "fresh start", ctx.world_size, ctx.device)
+        try:
+            while self.nimg < total_nimg:
+                flags, stats = self._train_step(preemption)
+                if flags[FLAG_NONFINITE] > 0:
+                    newest = self.manager.newest.uri if self.manager and self.manager.newest else "none (on rank 0)"
+                    raise NonFiniteLossError(
+                        f"non-finite loss at step {self.step + 1} (kimg {self.nimg / 1000:.3f}); no newer checkpoint "
+                        f"is written; the newest good checkpoint is {newest}")
+                if flags[FLAG_FATAL] > 0:
+                    code = int(flags[FLAG_FATAL])
+                    message = self.pending_fatal[1] if self.pending_fatal else f"rank 0 failed (exit code {code})"
+                    raise error_for_code(code, message)
+                before = self.nimg
+                self.nimg += images_per_step
+                self.step += 1
+                ema = spec.model.ema
+                beta = ema_beta(self.nimg, spec.training.batch_size, ema.half_life_kimg, ema.rampup)
+                update_ema(self.G_ema, self.G, beta)
+                stats_sum += stats
+                report_steps += 1
+
+                if flags[FLAG_STOP] > 0:
+                    return self._emergency_stop()
+                done = self.nimg >= total_nimg
+                if _crossed(before, self.nimg, spec.training.report_interval_kimg) or done:
+                    self._report(stats_sum, report_steps, time.perf_counter() - report_start, self.nimg - report_nimg)
+                    stats_sum.zero_()
+                    report_steps, report_nimg, report_start = 0, self.nimg, time.perf_counter()
+                if done:
+                    break
+                if _crossed(before, self.nimg, spec.checkpoint.interval_kimg):
+                    self._checkpoint(background=spec.checkpoint.background)
+                if _crossed(before, self.nimg, spec.training.sample_interval_kimg):
+                    self._samples()
+                if _crossed(before, self.nimg, spec.evaluation.interval_kimg):
+                    self._evaluate()
+            return self._finish()
+        finally:
+            preemption.uninstall()
+            if self.manager is not None:
+                self.manager.wait()
+            if self.tb is not None:
+                self.tb.close()
+
+    def _emergency_stop(self) -> ExitCode:
+        log.warning("preemption: all ranks stopped after step %d (kimg %.3f); writing the emergency checkpoint",
+                    self.step, self.nimg / 1000)
+        code = 0
+        try:
+            self._checkpoint(background=False)
+        except CheckpointStorageError as error:
+            log.error("emergency checkpoint failed: %s", error)
+            code = int(error.exit_code)
+        code = agree_on_code(self.ctx, code)
+        if code:
+            raise error_for_code(code, "emergency checkpoint failed")
+        self._notify("preempted")
+        return ExitCode.PREEMPTED
+
+    def _finish(self) -> ExitCode:
+        code = 0
+        try:
+            self._checkpoint(background=False)
+        except CheckpointStorageError as error:
+            self._fatal(error)
+        self._samples()
+        self._evaluate()
+        if self.pending_fatal:
+            code = self.pending_fatal[0]
+        code = agree_on_code(self.ctx, code)
+        if code:
+            self._notify("failed")
+            raise error_for_code(code, self.pending_fatal[1] if self.pending_fatal else "another rank failed")
+        self._notify("finished")
+        log.info("training finished at kimg %.3f (step %d)", self.nimg / 1000, self.step)
+        return ExitCode.SUCCESS
+
+
+def train(options: TrainingOptions, hooks: Sequence[ProgressHook] = ()) -> ExitCode:
+    """Run (or resume) the job; returns SUCCESS or PREEMPTED, raises TrainerError otherwise."""
+    ctx = init_distributed(options.runtime.device, options.spec.resources.gpus_per_worker,
+                           options.runtime.dist_timeout_seconds)
+    _setup_logging(ctx.rank)
+    _configure_threads(ctx, options.runtime.threads)
+    try:
+        return _Run(options, ctx, hooks).run()
+    finally:
+        shutdown(ctx)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ganforge.trainer.ema import ema_beta, update_ema
+
+
+def test_half_life_means_half_after_that_many_images() -> None:
+    batch, half_life_kimg = 32, 2.0
+    beta = ema_beta(cur_nimg=10**9, batch_size=batch, half_life_kimg=half_life_kimg, rampup=None)
+    steps = half_life_kimg * 1000 / batch
+    assert beta**steps == pytest.approx(0.5, rel=1e-12)
+
+
+def test_rampup_caps_the_half_life_early_on() -> None:
+    early = ema_beta(cur_nimg=1000, batch_size=10, half_life_kimg=10.0, rampup=0.05)
+    assert early == pytest.approx(0.5 ** (10 / 50))
+    late = ema_beta(cur_nimg=10**7, batch_size=10, half_life_kimg=10.0, rampup=0.05)
+    assert late == pytest.approx(0.5 ** (10 / 10000))
+    assert ema_beta(0, 10, 10.0, 0.05) == 0.0
+    assert ema_beta(10**6, 10, 0.0, None) == 0.0
+
+
+def test_update_averages_parameters_and_copies_buffers() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ema = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    start = [p.detach().clone() for p in ema.parameters()]
+    model[1].running_mean.fill_(3.0)
+    model[1].num_batches_tracked.fill_(7)
+    update_ema(ema, model, beta=0.25)
+    for p_ema, p0, p in zip(ema.parameters(), start, model.parameters(), strict=True):
+        assert torch.allclose(p_ema, 0.25 * p0 + 0.75 * p, atol=1e-7)
+    assert torch.equal(ema[1].running_mean, torch.full((4,), 3.0))
+    assert int(ema[1].num_batches_tracked) == 7
+
+
+def test_beta_zero_copies_exactly() -> None:
+    torch.manual_seed(1)
+    model, ema = nn.Linear(5, 5), nn.Linear(5, 5)
+    update_ema(ema, model, beta=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(ema.parameters(), model.parameters(), strict=True))

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ganforge.api.exit_codes import ExitCode
+from ganforge.api.training_job import GANTrainingJobSpec
+from ganforge.trainer import cli
+from ganforge.trainer.config import OPTIONS_FILE, load_spec_file, parse_spec, resolve_uri, trajectory_hash
+from ganforge.trainer.errors import ConfigError
+
+BASE = {"dataset": {"uri": "fake://x", "format": "fake", "resolution": 16}, "resources": {"workers": 2}}
+
+
+def _spec(**overrides: object) -> dict[str, object]:
+    doc = json.loads(json.dumps(BASE))
+    for path, value in overrides.items():
+        node = doc
+        keys = path.split("__")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return doc
+
+
+def test_defaults_and_camel_case_round_trip() -> None:
+    spec, name = parse_spec(_spec())
+    assert name is None
+    wire = spec.to_wire()
+    assert wire["training"]["batchSize"] == 64
+    assert wire["model"]["ema"]["halfLifeKimg"] == 10.0
+    assert GANTrainingJobSpec.model_validate(wire) == spec
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"training__batchSize": 0}, "spec.training.batchSize: Input should be greater than or equal to 1"),
+        ({"training__batchSize": 63}, "spec: training.batchSize (63) must be divisible by resources.workers (2)"),
+        ({"training__bogus": 1}, "spec.training.bogus: Extra inputs are not permitted"),
+        ({"model__loss": "lsgan"}, "spec.model.loss: Input should be 'nonsaturating', 'hinge' or 'wgan-gp'"),
+        ({"dataset__resolution": 48}, "spec.dataset.resolution: must be a power of two, got 48"),
+        ({"training__optimizer__betas": [0.5, 1.0]}, "spec.training.optimizer.betas.1: Input should be less than 1"),
+        ({"resources__memory": "lots"}, "spec.resources.memory: not a Kubernetes quantity: 'lots'"),
+        ({"rollout": {"service": "svc", "steps": [50, 10, 100]}}, "spec.rollout.steps: must increase strictly"),
+        (
+            {"model__loss": "wgan-gp", "model__regularization": {"gpLambda": 0}},
+            "spec: model.regularization.gpLambda must be > 0 when model.loss is wgan-gp",
+        ),
+    ],
+)
+def test_validation_errors_name_the_field(overrides: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_spec(_spec(**overrides), "job.yaml")
+    assert str(info.value).startswith("job.yaml: ")
+    assert expected in str(info.value)
+
+
+def test_whole_object_form_reports_spec_paths(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "ganforge.io/v1alpha1", "kind": "GANTrainingJob",
+                                    "metadata": {"name": "fashion"}, "spec": _spec(training={"dStepsPerG": 99})}))
+    with pytest.raises(ConfigError, match=r"spec\.training\.dStepsPerG: Input should be less than or equal to 16"):
+        load_spec_file(path)
+    path.write_text(yaml.safe_dump({"kind": "GANTrainingJob", "metadata": {"name": "fashion"}, "spec": _spec()}))
+    spec, name = load_spec_file(path)
+    assert name == "fashion" and spec.resources.workers == 2
+
+
+def test_unreadable_and_malformed_files_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read config file"):
+        load_spec_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: [unclosed")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML/JSON"):
+        load_spec_file(bad)
+
+
+def test_trajectory_hash_ignores_duration_but_not_hyperparameters() -> None:
+    spec, _ = parse_spec(_spec())
+    longer, _ = parse_spec(_spec(training__totalKimg=999, checkpoint__keepLast=9, evaluation__numSamples=100))
+    faster, _ = parse_spec(_spec(training__optimizer__gLr=1e-3))
+    assert trajectory_hash(spec) == trajectory_hash(longer)
+    assert trajectory_hash(spec) != trajectory_hash(faster)
+
+
+def test_uri_mapping() -> None:
+    assert resolve_uri("pvc://ckpt/fashion/run1", "/mnt/pvc") == "/mnt/pvc/ckpt/fashion/run1"
+    assert resolve_uri("file:///data/x", "/mnt/pvc") == "/data/x"
+    assert resolve_uri("s3://bucket/x", "/mnt/pvc") == "s3://bucket/x"
+    with pytest.raises(ConfigError):
+        resolve_uri("pvc://", "/mnt/pvc")
+
+
+def test_cli_dry_run_prints_resolved_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(_spec()))
+    code = cli.main(["--config", str(path), "--run-dir", str(tmp_path / "run"), "--dry-run"])
+    assert code == ExitCode.SUCCESS
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["spec"]["resources"]["workers"] == 2
+    assert printed["runtime"]["run_dir"] == str(tmp_path / "run")
+    assert not (tmp_path / "run" / OPTIONS_FILE).exists()
+
+
+def test_cli_config_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(_spec(training__batchSize=3)))
+    assert cli.main(["--config", str(path), "--dry-run"]) == ExitCode.CONFIG_ERROR
+    assert "training.batchSize (3) must be divisible" in capsys.readouterr().err
+    assert cli.main(["--bogus"]) == ExitCode.USAGE_ERROR
