@@ -119,9 +119,9 @@ def checkpoint_stall(args: argparse.Namespace, workdir: Path, background: bool) 
         stalls.append(time.perf_counter() - start)
         if background:
             time.sleep(1.0)  # training continues meanwhile
-        outcome = manager.wait()
-        assert outcome is not None and outcome.info is not None
-        writes.append(outcome.info.write_seconds)
+        manager.wait()
+        assert manager.newest is not None and manager.consecutive_failures == 0
+        writes.append(manager.newest.write_seconds)
     return statistics.mean(stalls), statistics.mean(writes)
 
 
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             base.append(baseline(args, images))
             ours.append(ganforge_loop(args, workdir))
+            print(f"round: baseline {base[-1]:.1f} img/s, ganforge {ours[-1]:.1f} img/s", file=sys.stderr)
         torch.set_num_threads(args.threads)
         bg = checkpoint_stall(args, workdir, background=True)
         sync = checkpoint_stall(args, workdir, background=False)

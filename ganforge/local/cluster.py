@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,13 +192,3 @@ def remove_node_sandboxes(state_dir: Path) -> None:
         shutil.rmtree(pods, ignore_errors=True)
     shutil.rmtree(state_dir / "ipam", ignore_errors=True)
 
-
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)

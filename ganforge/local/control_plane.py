@@ -326,7 +326,7 @@ class ControlPlane:
                         return
             except (OSError, ValueError):
                 pass
-            self._check_alive_and_time(process, deadline, "etcd /health")
+            ensure_alive_before(process, deadline, "etcd /health")
             time.sleep(0.2)
 
     def _wait_https(self, process: ManagedProcess, url: str, deadline: float, authenticated: bool = False) -> None:
@@ -348,18 +348,19 @@ class ControlPlane:
                 last_error = f"HTTP {error.code}: {error.read()[:300].decode(errors='replace')}"
             except OSError as error:
                 last_error = str(error)
-            self._check_alive_and_time(process, deadline, f"{url} ({last_error})")
+            ensure_alive_before(process, deadline, f"{url} ({last_error})")
             time.sleep(0.3)
 
-    @staticmethod
-    def _check_alive_and_time(process: ManagedProcess, deadline: float, waiting_for: str) -> None:
-        if not process.alive():
-            raise ControlPlaneError(
-                f"{process.name} exited while waiting for {waiting_for}; log {process.log_path}:\n"
-                f"{process.log_tail()}"
-            )
-        if time.monotonic() > deadline:
-            raise ControlPlaneError(
-                f"timed out waiting for {waiting_for}; {process.name} log {process.log_path}:\n"
-                f"{process.log_tail()}"
-            )
+
+def ensure_alive_before(process: ManagedProcess, deadline: float, waiting_for: str) -> None:
+    """Raise with the component's log tail if it died, or if `deadline` passed while waiting."""
+    if not process.alive():
+        raise ControlPlaneError(
+            f"{process.name} exited while waiting for {waiting_for}; log {process.log_path}:\n"
+            f"{process.log_tail()}"
+        )
+    if time.monotonic() > deadline:
+        raise ControlPlaneError(
+            f"timed out waiting for {waiting_for}; {process.name} log {process.log_path}:\n"
+            f"{process.log_tail()}"
+        )

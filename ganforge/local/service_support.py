@@ -18,7 +18,7 @@ from kubernetes import client, config
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from ganforge.local.control_plane import ControlPlane, ControlPlaneError
+from ganforge.local.control_plane import ControlPlane, ensure_alive_before
 from ganforge.local.processes import ManagedProcess
 
 
@@ -48,16 +48,7 @@ def wait_until(
         why_not = probe()
         if why_not is None:
             return
-        if not process.alive():
-            raise ControlPlaneError(
-                f"{process.name} exited while waiting for {waiting_for}; log {process.log_path}:\n"
-                f"{process.log_tail()}"
-            )
-        if time.monotonic() > deadline:
-            raise ControlPlaneError(
-                f"timed out waiting for {waiting_for} ({why_not}); {process.name} log "
-                f"{process.log_path}:\n{process.log_tail()}"
-            )
+        ensure_alive_before(process, deadline, f"{waiting_for} ({why_not})")
         time.sleep(0.3)
 
 

@@ -9,12 +9,10 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from kubernetes import client
@@ -27,20 +25,7 @@ from ganforge.local.network import CLUSTER_DNS_IP
 from ganforge.local.processes import MARKER_ENV
 from ganforge.local.provisioner import STORAGE_CLASS, LocalStorage
 from ganforge.local.service_proxy import ServiceProxy, ServiceProxyError, proxy_rules_present
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 30, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.25)
-
+from tests.helpers import eventually
 
 # -- a minimal DNS client (RFC 1035), so the test depends on nothing but the stdlib -------------
 
