@@ -41,5 +41,9 @@ lint: venv
 bench: venv
 	bash hack/run-benchmarks.sh
 
+demo:
+	@echo "make demo needs the GANTrainingJob operator, which is not built yet (see README: Status)." >&2
+	@exit 1
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

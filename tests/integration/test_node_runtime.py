@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -332,21 +330,3 @@ def kube_client(cluster: LocalCluster) -> ApiClient:
     from kubernetes import config
 
     return config.new_client_from_config(config_file=str(cluster.kubeconfig))
-
-
-def test_cli_down_removes_everything(tmp_path: Path) -> None:
-    env = {**os.environ, "GANFORGE_LOCAL_DIR": str(tmp_path / "state")}
-    # The session's cluster owns the machine-wide service rules, so this one runs without them.
-    up = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "up", "--without-services"], env=env,
-                        capture_output=True, text=True, timeout=240)
-    assert up.returncode == 0, up.stderr
-    assert f"export KUBECONFIG={tmp_path / 'state' / 'kubeconfig'}" in up.stdout
-    status = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "status"], env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert status.returncode == 0 and "is up" in status.stdout
-    cluster_id = (tmp_path / "state" / "cluster.json").read_text().split('"clusterId": "')[1].split('"')[0]
-    assert processes_with_marker(cluster_id)
-    down = subprocess.run([sys.executable, "-m", "ganforge.cli", "local", "down"], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert down.returncode == 0, down.stderr
-    assert not processes_with_marker(cluster_id)
