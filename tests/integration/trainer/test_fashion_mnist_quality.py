@@ -30,7 +30,7 @@ def test_fd_falls_by_more_than_half(tmp_path: Path, cache_dir: Path) -> None:
                        "metrics": ["fd", "kid", "precision_recall", "mode_collapse", "memorization"]},
     }
     run = Gang(write_spec(tmp_path / "job.yaml", spec), tmp_path / "run", 1, cache_dir, threads=2)
-    assert run.wait(timeout=840) == [0], run.output()
+    assert run.wait(timeout=880) == [0], run.output()
 
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     start, end = records[0], records[-1]
