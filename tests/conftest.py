@@ -25,12 +25,18 @@ from ganforge.local.processes import MARKER_ENV
 _started: list[ControlPlane] = []
 
 
+def _require_tools(*names: str) -> None:
+    """A missing binary fails the test with the fix (`make tools`); it never skips it."""
+    for name in names:
+        try:
+            tools.tool_path(name)
+        except tools.ToolMissingError as error:
+            pytest.fail(str(error), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    try:
-        tools.tool_path("kube-apiserver")
-    except tools.ToolMissingError as error:
-        pytest.fail(str(error), pytrace=False)
+    _require_tools("kube-apiserver")
     plane = ControlPlane(tmp_path_factory.mktemp("cluster"))
     _started.append(plane)
     with plane:
@@ -115,11 +121,7 @@ SERVICE_PROXY_NODE = "ganforge-node-0"
 @pytest.fixture(scope="module")
 def cluster_network(control_plane: ControlPlane) -> Iterator[ClusterNetwork]:
     """kube-proxy and CoreDNS (kube-dns at 10.96.0.10) on top of the session's control plane."""
-    for name in ("kube-proxy", "coredns"):
-        try:
-            tools.tool_path(name)
-        except tools.ToolMissingError as error:
-            pytest.fail(str(error), pytrace=False)
+    _require_tools("kube-proxy", "coredns")
     network = ClusterNetwork(control_plane, node_name=SERVICE_PROXY_NODE)
     with network:
         yield network
@@ -144,10 +146,7 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """Control plane + an on-demand and a spot node agent running real pods."""
     from ganforge.local.cluster import LocalCluster
 
-    try:
-        tools.tool_path("kube-apiserver")
-    except tools.ToolMissingError as error:
-        pytest.fail(str(error), pytrace=False)
+    _require_tools("kube-apiserver")
     cluster = LocalCluster(tmp_path_factory.mktemp("local-cluster"))
     _started.append(cluster.plane)
     with cluster:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ganforge.local.cluster import LocalCluster, remove_node_sandboxes
 from ganforge.local.processes import kill_marked, processes_with_marker
+from ganforge.local.state_files import read_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -36,14 +37,6 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _read_json(path: Path) -> dict[str, object] | None:
-    try:
-        value: dict[str, object] = json.loads(path.read_text())
-        return value
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def serve(root: Path, with_services: bool) -> int:
@@ -79,7 +72,7 @@ def serve(root: Path, with_services: bool) -> int:
 
 
 def up(root: Path, timeout: float, with_services: bool) -> int:
-    pid_info = _read_json(root / "supervisor.json")
+    pid_info = read_json(root / "supervisor.json")
     if pid_info and _pid_alive(int(str(pid_info["pid"]))) and (root / "ready").exists():
         print(f"already up; export KUBECONFIG={root / 'kubeconfig'}")
         return EXIT_OK
@@ -104,7 +97,7 @@ def up(root: Path, timeout: float, with_services: bool) -> int:
 
 
 def down(root: Path) -> int:
-    pid_info = _read_json(root / "supervisor.json")
+    pid_info = read_json(root / "supervisor.json")
     if pid_info:
         pid = int(str(pid_info["pid"]))
         if _pid_alive(pid):
@@ -115,7 +108,7 @@ def down(root: Path) -> int:
             if _pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
     # Whatever the supervisor could not stop (it may have been killed) is found by its marker.
-    info = _read_json(root / "cluster.json")
+    info = read_json(root / "cluster.json")
     if info:
         kill_marked(str(info["clusterId"]))
     for node_dir in (root / "cluster" / "nodes").glob("*"):
@@ -127,7 +120,7 @@ def down(root: Path) -> int:
 
 
 def status(root: Path) -> int:
-    info = _read_json(root / "cluster.json")
+    info = read_json(root / "cluster.json")
     if not info or not (root / "ready").exists():
         print("ganforge local cluster is not running.")
         return EXIT_FAILED

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from kubernetes import client, config
 
 from ganforge.local import tools
 from ganforge.local.cluster_services import ClusterNetwork
@@ -112,8 +115,6 @@ class LocalCluster:
         self.agents[spec.name] = LocalNode(spec, config_path, process, state_dir)
 
     def _agent_process(self, name: str, config_path: Path) -> ManagedProcess:
-        import sys
-
         env = self.plane.child_env()
         return ManagedProcess(
             f"node-{name}",
@@ -133,8 +134,6 @@ class LocalCluster:
     def reclaim_node(self, name: str, grace_seconds: int = 30) -> None:
         """What a cloud spot reclaim does to a node: taint, evict with a grace, then the machine
         disappears (agent and every container killed, Node deleted) and a fresh one joins."""
-        from kubernetes import client, config
-
         api = config.new_client_from_config(config_file=str(self.kubeconfig))
         core = client.CoreV1Api(api)
         try:

@@ -201,11 +201,7 @@ class ControlPlane:
             "scheduler": ("system:kube-scheduler", ()),
         }
         for name, (user, groups) in identities.items():
-            pair = ca.issue(name, user, organizations=groups, client=True)
-            (self.workdir / f"{name}.kubeconfig").write_text(
-                kubeconfig_yaml(self.server_url, ca.cert_pem, user, pair)
-            )
-        (self.workdir / "admin.kubeconfig").chmod(0o600)
+            self.issue_client_kubeconfig(name, user, groups)
 
     def issue_client_kubeconfig(self, name: str, user: str, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig for another identity (a node agent, an operator under test)."""

@@ -97,19 +97,20 @@ def node_manifest(cfg: NodeConfig) -> dict[str, Any]:
     }
 
 
-def node_status(cfg: NodeConfig, now: str) -> dict[str, Any]:
+def node_status(cfg: NodeConfig, now: str, since: str) -> dict[str, Any]:
+    """`now` is the heartbeat; `since` is when the conditions last changed (agent start)."""
     capacity = {"cpu": cfg.cpu, "memory": cfg.memory, "pods": str(cfg.max_pods), GPU_RESOURCE: str(cfg.gpus),
                 "ephemeral-storage": "50Gi"}
     healthy = [("MemoryPressure", "KubeletHasSufficientMemory"), ("DiskPressure", "KubeletHasNoDiskPressure"),
                ("PIDPressure", "KubeletHasSufficientPID")]
     conditions = [
         {"type": kind, "status": "False", "reason": reason, "message": "ok", "lastHeartbeatTime": now,
-         "lastTransitionTime": now}
+         "lastTransitionTime": since}
         for kind, reason in healthy
     ]
     conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
                        "message": "ganforge node agent is posting ready status", "lastHeartbeatTime": now,
-                       "lastTransitionTime": now})
+                       "lastTransitionTime": since})
     return {
         "capacity": capacity,
         "allocatable": capacity,
@@ -145,6 +146,7 @@ class NodeAgent:
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.node_uid = ""
+        self.started_at = _time()
 
     # -- API helpers used by pod workers (NodeServices) -----------------------------------------
 
@@ -230,7 +232,7 @@ class NodeAgent:
         log.info("node %s registered (uid %s)", self.cfg.name, self.node_uid)
 
     def post_status(self) -> None:
-        self.core.patch_node_status(self.cfg.name, {"status": node_status(self.cfg, _time())},
+        self.core.patch_node_status(self.cfg.name, {"status": node_status(self.cfg, _time(), self.started_at)},
                                     _content_type=STRATEGIC_MERGE)
 
     def renew_lease(self) -> None:

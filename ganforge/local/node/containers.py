@@ -6,7 +6,6 @@ Everything about an attempt is in its directory, so a restarted agent can pick i
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,15 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganforge.local.node.shim import ContainerSpec, now_rfc3339, write_json_atomic
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value: dict[str, Any] = json.loads(path.read_text())
-        return value
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+from ganforge.local.node.shim import ContainerSpec, now_rfc3339
+from ganforge.local.state_files import read_json, write_json_atomic
 
 
 def process_start_time(pid: int) -> int | None:
@@ -49,13 +41,13 @@ class Attempt:
         return int(self.directory.name)
 
     def launched(self) -> dict[str, Any] | None:
-        return _read_json(self.directory / "launched.json")
+        return read_json(self.directory / "launched.json")
 
     def started(self) -> dict[str, Any] | None:
-        return _read_json(self.directory / "started.json")
+        return read_json(self.directory / "started.json")
 
     def exit_record(self) -> dict[str, Any] | None:
-        return _read_json(self.directory / "exit.json")
+        return read_json(self.directory / "exit.json")
 
     def shim_alive(self) -> bool:
         launched = self.launched()

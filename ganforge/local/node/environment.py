@@ -5,16 +5,16 @@ Pods are handled as the raw JSON the API serves (camelCase), the same shape user
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from ganforge.local.control_plane import KUBERNETES_SERVICE_IP
 
 Pod = dict[str, Any]
 # (kind, namespace, name) -> data, for configMapKeyRef / secretKeyRef / envFrom lookups.
 ObjectData = Callable[[str, str, str], Mapping[str, str] | None]
 
-KUBERNETES_SERVICE_HOST = "10.96.0.1"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -90,10 +90,10 @@ def container_environment(
     env: dict[str, str] = dict(base)
     env.setdefault("PATH", DEFAULT_PATH)
     env["HOSTNAME"] = pod["spec"].get("hostname") or pod["metadata"]["name"]
-    env["KUBERNETES_SERVICE_HOST"] = KUBERNETES_SERVICE_HOST
+    env["KUBERNETES_SERVICE_HOST"] = KUBERNETES_SERVICE_IP
     env["KUBERNETES_SERVICE_PORT"] = "443"
     env["KUBERNETES_SERVICE_PORT_HTTPS"] = "443"
-    env["KUBERNETES_PORT"] = f"tcp://{KUBERNETES_SERVICE_HOST}:443"
+    env["KUBERNETES_PORT"] = f"tcp://{KUBERNETES_SERVICE_IP}:443"
 
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
@@ -141,6 +141,3 @@ def container_argv(container: Mapping[str, Any], entrypoint: tuple[str, ...], en
         raise ContainerConfigError(f"container {container['name']!r} has no command and its image no entrypoint")
     return [_expand(part, env) for part in argv]
 
-
-def decode_secret(data: Mapping[str, str]) -> dict[str, str]:
-    return {key: base64.b64decode(value).decode() for key, value in data.items()}

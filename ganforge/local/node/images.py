@@ -12,6 +12,7 @@ import fnmatch
 import shutil
 import sys
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 
@@ -45,7 +46,8 @@ def _tritonserver_bin() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
-def default_table() -> list[LocalImage]:
+@cache
+def default_table() -> tuple[LocalImage, ...]:
     table = [
         LocalImage("*ganforge/ganforge*", "ganforge's own image: the project's virtualenv", _venv_bin()),
         LocalImage("*ganforge/trainer*", "ganforge trainer image: the project's virtualenv", _venv_bin(),
@@ -61,12 +63,13 @@ def default_table() -> list[LocalImage]:
     if triton is not None:
         table.append(LocalImage("*tritonserver*", "NVIDIA Triton: tritonserver from nvidia-pytriton", triton,
                                 ("tritonserver",)))
-    return table
+    return tuple(table)
 
 
-def resolve(image: str, table: list[LocalImage] | None = None) -> LocalImage:
-    for entry in table if table is not None else default_table():
+def resolve(image: str, table: tuple[LocalImage, ...] | None = None) -> LocalImage:
+    entries = default_table() if table is None else table
+    for entry in entries:
         if fnmatch.fnmatchcase(image, entry.pattern):
             return entry
-    known = ", ".join(entry.pattern for entry in (table if table is not None else default_table()))
+    known = ", ".join(entry.pattern for entry in entries)
     raise UnknownImageError(f"image {image!r} is not in the local image table (known patterns: {known})")

@@ -16,9 +16,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ganforge.local.network import NODE_POD_PREFIX, POD_CIDR
+
 log = logging.getLogger(__name__)
 
-POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
 # The same link-local gateway in every pod, as in routed CNI plugins: it never exists as an
 # address, the host side of the veth answers for it.
 GATEWAY = "169.254.1.1"
@@ -40,9 +41,13 @@ def _write_sysctl(path: str, value: str) -> None:
 
 
 def node_subnet(node_index: int) -> ipaddress.IPv4Network:
-    if not 1 <= node_index <= 254:
-        raise ValueError(f"node index {node_index} out of range 1..254")
-    return ipaddress.IPv4Network(f"10.244.{node_index}.0/24")
+    """The node's slice of POD_CIDR (its spec.podCIDR); slice 0 is left unused."""
+    pod_cidr = ipaddress.IPv4Network(POD_CIDR)
+    slices = 2 ** (NODE_POD_PREFIX - pod_cidr.prefixlen)
+    if not 1 <= node_index < slices:
+        raise ValueError(f"node index {node_index} out of range 1..{slices - 1} for {POD_CIDR}")
+    first = int(pod_cidr.network_address) + node_index * 2 ** (32 - NODE_POD_PREFIX)
+    return ipaddress.IPv4Network((first, NODE_POD_PREFIX))
 
 
 def netns_name(pod_uid: str) -> str:

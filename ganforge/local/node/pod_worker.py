@@ -74,6 +74,7 @@ class PodWorker:
         self.last_status: dict[str, Any] | None = None
         self.last_comparable: dict[str, Any] | None = None
         self.finished = False
+        self.sandbox_removed = False
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "pod.json").write_text(json.dumps({"metadata": pod["metadata"]}))
 
@@ -289,12 +290,16 @@ class PodWorker:
         self._teardown_sandbox()
 
     def _teardown_sandbox(self) -> None:
+        # Terminal pods are synced on every tick; their sandbox only needs removing once.
+        if self.sandbox_removed:
+            return
         for container in self.containers():
             history = attempts(self.container_dir(container["name"]))
             if history and history[-1].finished() is None:
                 history[-1].kill()
         teardown_pod_network(self.uid)
         self.allocator.release(self.uid)
+        self.sandbox_removed = True
 
     def forget(self) -> None:
         self.finished = True
@@ -346,7 +351,8 @@ class PodWorker:
             "hostIP": self.services.host_ip,
             "hostIPs": [{"ip": self.services.host_ip}],
             "startTime": previous.get("startTime") or now,
-            "conditions": pod_conditions(views, self.network is not None, phase, now, previous.get("conditions", [])),
+            "conditions": pod_conditions(views, self.network is not None and not self.sandbox_removed, phase, now,
+                                         previous.get("conditions", [])),
             "containerStatuses": [container_status(view) for view in views],
         }
         if self.network is not None:

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from ganforge.local.state_files import write_json_atomic
+
 
 @dataclass
 class MountSpec:
@@ -50,15 +52,6 @@ class ContainerSpec:
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def write_json_atomic(path: Path, payload: object) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    with open(temporary, "w") as handle:
-        json.dump(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def _mount(spec: MountSpec) -> None:
