@@ -280,28 +280,66 @@ class ObjectMeta(BaseModel):
     namespace: str | None = None
 
 
+Phase = Literal["Pending", "Running", "Restarting", "Exporting", "RollingOut", "Succeeded", "Failed"]
+ConditionType = Literal["Created", "Running", "Restarting", "Succeeded", "Failed"]
+
+
 class TrainingProgress(ApiModel):
     kimg: float = Field(0.0, description="Thousands of real images shown to D.")
     step: int = Field(0, description="Generator updates so far.")
     images_per_second: float = Field(0.0, description="Recent training throughput (all ranks).")
+    total_kimg: float | None = Field(None, description="Where training stops (spec.training.totalKimg).")
+    resumed_from_kimg: float | None = Field(
+        None, description="Progress of the checkpoint the current gang resumed from; null = started fresh."
+    )
+    resumed_from_step: int | None = Field(None, description="Generator step of that checkpoint.")
 
 
 class CheckpointStatus(ApiModel):
     uri: str = Field(description="Directory of the newest verified checkpoint.")
     kimg: float = Field(description="Progress it captures.")
+    step: int | None = Field(None, description="Generator step it captures.")
     sha256: str = Field(description="sha256 of its manifest.")
     time: str = Field(description="RFC 3339 time it was written.")
 
 
+class Condition(ApiModel):
+    """A Kubernetes-style condition (metav1.Condition without observedGeneration)."""
+
+    type: ConditionType = Field(description="Condition type.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason, for machines.")
+    message: str = Field("", description="Explanation, for people.")
+    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
+
+
+class WorkersStatus(ApiModel):
+    ready: int = Field(0, ge=0, description="Worker pods running (and ready).")
+    total: int = Field(0, ge=0, description="Worker pods in the gang (spec.resources.workers).")
+
+
+class FailureStatus(ApiModel):
+    reason: str = Field(description="Why the gang stopped, e.g. DataError or UserCodeFailed.")
+    message: str = Field("", description="The trainer's last log lines (termination message).")
+    exit_code: int | None = Field(None, description="Exit code of the first failed worker.")
+    rank: int | None = Field(None, description="Rank of that worker.")
+    time: str = Field(description="RFC 3339 time the failure was observed.")
+
+
 class GANTrainingJobStatus(ApiModel):
-    phase: Literal["Pending", "Running", "Restarting", "Exporting", "RollingOut", "Succeeded", "Failed"] = (
-        Field("Pending", description="Lifecycle phase.")
-    )
-    progress: TrainingProgress | None = Field(None, description="Training progress.")
-    checkpoint: CheckpointStatus | None = Field(None, description="Newest checkpoint.")
-    preemptions: int = Field(0, ge=0, description="Preemptions survived.")
+    phase: Phase = Field("Pending", description="Lifecycle phase.")
+    conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
+    observed_generation: int | None = Field(None, description="metadata.generation the operator last acted on.")
+    gang: int = Field(0, ge=0, description="Index of the current gang of worker pods; each restart adds one.")
+    workers: WorkersStatus | None = Field(None, description="Worker pods of the current gang.")
+    progress: TrainingProgress | None = Field(None, description="Training progress (reported by rank 0).")
+    checkpoint: CheckpointStatus | None = Field(None, description="Newest checkpoint (reported by rank 0).")
+    preemptions: int = Field(0, ge=0, description="Preemptions survived; they never count against backoffLimit.")
     failures: int = Field(0, ge=0, description="User-code failures counted against backoffLimit.")
+    last_failure: FailureStatus | None = Field(None, description="The most recent failure or disruption.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Newest evaluation metrics.")
+    start_time: str | None = Field(None, description="RFC 3339 time the first gang was created.")
+    completion_time: str | None = Field(None, description="RFC 3339 time the job Succeeded or Failed.")
 
 
 class GANTrainingJob(ApiModel):
