@@ -19,6 +19,38 @@ API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "GANTrainingJob"
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+QUANTITY_PATTERN = _QUANTITY.pattern
+
+# The operator derives pod and service names (with suffixes) from the job name, which must stay
+# within the 63-character label limit.
+MAX_JOB_NAME_LENGTH = 40
+# Longest accepted URI; bounded so the apiserver can cost its CEL rules (PATH_MAX on Linux).
+MAX_URI_LENGTH = 4096
+
+# URI grammar, shared with the CRD's CEL rules: written for both Python `re` and RE2, hence `[.]`
+# rather than an escaped dot (CEL string literals would need the backslash escaped again).
+_CLAIM = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+LOCAL_URI_PATTERN = rf"^(/.*|file:///.*|pvc://{_CLAIM}(/.*)?)$"
+FAKE_URI_PATTERN = r"^fake://.*$"
+FSSPEC_URI_PATTERN = r"^[a-zA-Z][a-zA-Z0-9+.-]*://.+$"
+# Schemes with a meaning of their own: a malformed pvc:// or file:// URI is not left to fsspec.
+RESERVED_SCHEME_PATTERN = r"^(pvc|file)://"
+DATASET_URI_FORMS = "an absolute path, file:///path, pvc://claim/path or fake://name"
+CHECKPOINT_URI_FORMS = "an absolute path, file:///path, pvc://claim/path or another scheme://... (fsspec)"
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return re.fullmatch(pattern, value) is not None
+
+
+def dataset_uri_ok(uri: str) -> bool:
+    return _matches(LOCAL_URI_PATTERN, uri) or _matches(FAKE_URI_PATTERN, uri)
+
+
+def checkpoint_uri_ok(uri: str) -> bool:
+    if _matches(LOCAL_URI_PATTERN, uri):
+        return True
+    return _matches(FSSPEC_URI_PATTERN, uri) and re.match(RESERVED_SCHEME_PATTERN, uri) is None
 
 
 class ApiModel(BaseModel):
@@ -48,6 +80,7 @@ class DatasetSpec(ApiModel):
         description="Where the data lives: a plain path, file:///path, pvc://claim/path (mapped to the "
         "claim's mount by the operator) or fake://name?n=1024&classes=10 for smoke tests.",
         min_length=1,
+        max_length=MAX_URI_LENGTH,
     )
     format: DatasetFormat = Field(
         "idx",
@@ -73,6 +106,13 @@ class DatasetSpec(ApiModel):
     def _power_of_two(cls, value: int) -> int:
         if value & (value - 1):
             raise ValueError(f"must be a power of two, got {value}")
+        return value
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_form(cls, value: str) -> str:
+        if not dataset_uri_ok(value):
+            raise ValueError(f"must be {DATASET_URI_FORMS}, got {value!r}")
         return value
 
 
@@ -160,12 +200,20 @@ class CheckpointSpec(ApiModel):
         None,
         description="Checkpoint directory: path, file://, pvc://claim/path or any fsspec URI; "
         "default <runDir>/checkpoints.",
+        max_length=MAX_URI_LENGTH,
     )
     interval_kimg: float = Field(10.0, gt=0.0, le=1e6, description="Periodic checkpoint cadence.")
     keep_last: int = Field(3, ge=1, le=1000, description="How many verified checkpoints to keep.")
     background: bool = Field(
         True, description="Serialise and write in a background thread (training stalls only for the copy)."
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_form(cls, value: str | None) -> str | None:
+        if value is not None and not checkpoint_uri_ok(value):
+            raise ValueError(f"must be {CHECKPOINT_URI_FORMS}, got {value!r}")
+        return value
 
 
 class CustomExtractorSpec(ApiModel):
@@ -226,7 +274,11 @@ class RolloutSpec(ApiModel):
     )
     strategy: Literal["canary", "blueGreen"] = Field("canary", description="Rollout strategy.")
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
-        default_factory=lambda: [10, 50, 100], min_length=1, description="Canary traffic percentages."
+        default_factory=lambda: [10, 50, 100],
+        min_length=1,
+        # Strictly increasing percentages: never more than 100 of them.
+        max_length=100,
+        description="Canary traffic percentages.",
     )
     gates: RolloutGates = Field(default_factory=RolloutGates, description="Promotion gates.")
     approval: Literal["auto", "manual"] = Field("auto", description="Promote automatically or wait.")
@@ -276,7 +328,7 @@ class ObjectMeta(BaseModel):
     """The parts of Kubernetes ObjectMeta the trainer reads; anything else is kept, not checked."""
 
     model_config = ConfigDict(extra="allow")
-    name: str | None = None
+    name: str | None = Field(None, max_length=MAX_JOB_NAME_LENGTH)
     namespace: str | None = None
 
 
@@ -323,6 +375,9 @@ class FailureStatus(ApiModel):
     message: str = Field("", description="The trainer's last log lines (termination message).")
     exit_code: int | None = Field(None, description="Exit code of the first failed worker.")
     rank: int | None = Field(None, description="Rank of that worker.")
+    disruption: bool = Field(
+        False, description="True when the infrastructure ended the gang (it did not count against backoffLimit)."
+    )
     time: str = Field(description="RFC 3339 time the failure was observed.")
 
 
@@ -331,6 +386,10 @@ class GANTrainingJobStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
     observed_generation: int | None = Field(None, description="metadata.generation the operator last acted on.")
     gang: int = Field(0, ge=0, description="Index of the current gang of worker pods; each restart adds one.")
+    launched_gang: int | None = Field(
+        None, description="Index of the newest gang whose pods were all created; a pod of it that goes "
+        "missing afterwards was disrupted."
+    )
     workers: WorkersStatus | None = Field(None, description="Worker pods of the current gang.")
     progress: TrainingProgress | None = Field(None, description="Training progress (reported by rank 0).")
     checkpoint: CheckpointStatus | None = Field(None, description="Newest checkpoint (reported by rank 0).")

@@ -1,0 +1,192 @@
+"""Pure builders: a job (and the gang index) -> the manifests of its child objects.
+
+Nothing here talks to the apiserver; the reconciler decides *when* to create these and the
+handlers send them. Everything a job owns carries a controller owner reference, so deleting the
+job garbage-collects the lot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ganforge.api.training_job import API_VERSION, KIND, GANTrainingJobSpec
+from ganforge.operator import naming
+from ganforge.operator.settings import OperatorSettings
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """The identity of a GANTrainingJob, enough to own and name its children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {"apiVersion": API_VERSION, "kind": KIND, "name": self.name, "uid": self.uid,
+                "controller": True, "blockOwnerDeletion": True}
+
+    def metadata(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return {"name": name, "namespace": self.namespace,
+                "labels": {**naming.MANAGED_BY, naming.JOB_LABEL: self.name, **(labels or {})},
+                "ownerReferences": [self.owner_reference()]}
+
+
+@dataclass(frozen=True)
+class PvcLocation:
+    claim: str
+    path: str  # inside the claim, no leading slash
+
+
+def parse_pvc_uri(uri: str) -> PvcLocation | None:
+    if not uri.startswith("pvc://"):
+        return None
+    claim, _, path = uri.removeprefix("pvc://").partition("/")
+    return PvcLocation(claim, path.strip("/"))
+
+
+def resolved_checkpoint_uri(job: JobRef, spec: GANTrainingJobSpec) -> str:
+    """Without spec.checkpoint.uri the job gets a claim of its own; every rank mounts it."""
+    return spec.checkpoint.uri or f"pvc://{naming.checkpoint_claim(job.name)}/checkpoints"
+
+
+def run_dir(job: JobRef, spec: GANTrainingJobSpec) -> str:
+    """Outputs (samples, metrics, progress) live beside the checkpoints when those are on a claim,
+    so they survive a gang restart; remote checkpoint URIs keep outputs in the pod."""
+    location = parse_pvc_uri(resolved_checkpoint_uri(job, spec))
+    if location is None:
+        return "/var/run/ganforge/run"
+    return "/".join(part for part in (naming.PVC_ROOT, location.claim, location.path, "run") if part)
+
+
+def resolved_job_document(job: JobRef, spec: GANTrainingJobSpec) -> dict[str, Any]:
+    wire = spec.to_wire()
+    wire["checkpoint"]["uri"] = resolved_checkpoint_uri(job, spec)
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": job.name, "namespace": job.namespace},
+            "spec": wire}
+
+
+def config_map(job: JobRef, spec: GANTrainingJobSpec) -> dict[str, Any]:
+    text = yaml.safe_dump(resolved_job_document(job, spec), sort_keys=True)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": job.metadata(naming.config_map(job.name)),
+            "data": {naming.CONFIG_FILE_NAME: text}}
+
+
+def config_hash(config_map_manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(config_map_manifest["data"][naming.CONFIG_FILE_NAME].encode()).hexdigest()[:16]
+
+
+def rendezvous_service(job: JobRef) -> dict[str, Any]:
+    # Headless and publishing not-ready addresses: rank 0's DNS name must resolve before the
+    # trainer is "ready", because rendezvous is what it waits for.
+    return {"apiVersion": "v1", "kind": "Service", "metadata": job.metadata(naming.rendezvous_service(job.name)),
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                     "selector": {naming.JOB_LABEL: job.name},
+                     "ports": [{"name": "rendezvous", "port": naming.RENDEZVOUS_PORT,
+                                "targetPort": naming.RENDEZVOUS_PORT}]}}
+
+
+def checkpoint_claim(job: JobRef, settings: OperatorSettings) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accessModes": list(settings.checkpoint_access_modes),
+                            "resources": {"requests": {"storage": settings.checkpoint_volume_size}}}
+    if settings.checkpoint_storage_class:
+        spec["storageClassName"] = settings.checkpoint_storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": job.metadata(naming.checkpoint_claim(job.name)), "spec": spec}
+
+
+def trainer_rbac(job: JobRef) -> list[dict[str, Any]]:
+    """The trainer may report progress on its own job's status, and nothing else."""
+    name = naming.trainer_account(job.name)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": job.metadata(name)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": job.metadata(name),
+         "rules": [{"apiGroups": ["ganforge.io"], "resources": ["gantrainingjobs/status"],
+                    "resourceNames": [job.name], "verbs": ["get", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": job.metadata(name),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": job.namespace}]},
+    ]
+
+
+def claims_to_mount(job: JobRef, spec: GANTrainingJobSpec) -> list[str]:
+    claims = []
+    for uri in (spec.dataset.uri, resolved_checkpoint_uri(job, spec)):
+        location = parse_pvc_uri(uri)
+        if location is not None and location.claim not in claims:
+            claims.append(location.claim)
+    return claims
+
+
+def _placement(spec: GANTrainingJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    if spec.resources.spot:
+        return {"nodeSelector": dict(settings.spot_node_selector),
+                "tolerations": [toleration.to_wire() for toleration in settings.spot_tolerations]}
+    return {"nodeSelector": dict(settings.on_demand_node_selector)} if settings.on_demand_node_selector else {}
+
+
+def _resources(spec: GANTrainingJobSpec) -> dict[str, Any]:
+    requests: dict[str, str] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    limits: dict[str, str] = {}
+    if spec.resources.gpus_per_worker:
+        # Extended resources are whole devices: Kubernetes requires request == limit.
+        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(spec.resources.gpus_per_worker)
+    return {"requests": requests, "limits": limits} if limits else {"requests": requests}
+
+
+def _environment(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings, gang: int,
+                 rank: int) -> list[dict[str, Any]]:
+    run = run_dir(job, spec)
+    cache = f"{run}/cache" if settings.trainer_cache_host_path is None else "/var/cache/ganforge"
+    master = f"{naming.worker_hostname(job.name, 0)}.{naming.rendezvous_service(job.name)}"
+    values = {
+        # torchrun's contract: one process per pod, so the local rank is always 0.
+        "RANK": str(rank), "WORLD_SIZE": str(spec.resources.workers), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+        "GROUP_RANK": str(rank), "MASTER_ADDR": master, "MASTER_PORT": str(naming.RENDEZVOUS_PORT),
+        "GANFORGE_JOB_NAME": job.name, "GANFORGE_JOB_NAMESPACE": job.namespace, "GANFORGE_GANG": str(gang),
+        "GANFORGE_RUN_DIR": run, "GANFORGE_PVC_ROOT": naming.PVC_ROOT, "GANFORGE_CACHE_DIR": cache,
+        "GANFORGE_GRACE_SECONDS": f"{settings.trainer_grace_seconds:g}",
+        "GANFORGE_DEVICE": "cuda" if spec.resources.gpus_per_worker else "cpu",
+        "GANFORGE_METRICS_PORT": str(naming.METRICS_PORT),
+        **settings.trainer_env,
+    }
+    return [{"name": key, "value": value} for key, value in values.items()]
+
+
+def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings, gang: int, rank: int,
+               config_sha: str) -> dict[str, Any]:
+    mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": naming.CONFIG_MOUNT, "readOnly": True}]
+    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": naming.config_map(job.name)}}]
+    for index, claim in enumerate(claims_to_mount(job, spec)):
+        mounts.append({"name": f"claim-{index}", "mountPath": f"{naming.PVC_ROOT}/{claim}"})
+        volumes.append({"name": f"claim-{index}", "persistentVolumeClaim": {"claimName": claim}})
+    if settings.trainer_cache_host_path is not None:
+        mounts.append({"name": "cache", "mountPath": "/var/cache/ganforge"})
+        volumes.append({"name": "cache", "hostPath": {"path": settings.trainer_cache_host_path,
+                                                      "type": "DirectoryOrCreate"}})
+    labels = {naming.GANG_LABEL: str(gang), naming.RANK_LABEL: str(rank)}
+    metadata = job.metadata(naming.worker_pod(job.name, gang, rank), labels)
+    metadata["annotations"] = {naming.CONFIG_HASH_ANNOTATION: config_sha}
+    container = {
+        "name": naming.TRAINER_CONTAINER, "image": settings.trainer_image,
+        "command": ["ganforge", "train"], "args": ["--config", f"{naming.CONFIG_MOUNT}/{naming.CONFIG_FILE_NAME}"],
+        "env": _environment(job, spec, settings, gang, rank), "resources": _resources(spec),
+        "ports": [{"name": "rendezvous", "containerPort": naming.RENDEZVOUS_PORT},
+                  {"name": "metrics", "containerPort": naming.METRICS_PORT}],
+        "volumeMounts": mounts,
+        # The operator copies these last log lines into the job's status when a worker fails.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    grace = int(settings.trainer_grace_seconds) + settings.termination_grace_padding_seconds
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+            "spec": {"restartPolicy": "Never", "hostname": naming.worker_hostname(job.name, rank),
+                     "subdomain": naming.rendezvous_service(job.name),
+                     "serviceAccountName": naming.trainer_account(job.name),
+                     "terminationGracePeriodSeconds": grace, "containers": [container], "volumes": volumes,
+                     **_placement(spec, settings)}}

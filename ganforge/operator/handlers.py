@@ -1,0 +1,68 @@
+"""kopf wiring, kept thin: each handler hands over to OperatorRuntime, which decides through the
+pure `reconcile` function. Importing this module registers the handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from ganforge.api.training_job import API_GROUP
+from ganforge.operator import naming
+from ganforge.operator.kube import PLURAL, VERSION
+from ganforge.operator.runtime import OperatorRuntime
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    # Handler progress and the finalizer live in annotations, so the CRD's status schema stays
+    # exactly ganforge's (no `status.kopf` to allow for).
+    settings.persistence.finalizer = naming.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=naming.LABEL_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=naming.LABEL_PREFIX)
+    settings.posting.level = logging.WARNING  # Events are for users: only ganforge's own, plus problems
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+
+
+def _runtime(memo: Any) -> OperatorRuntime:
+    runtime: OperatorRuntime = memo.runtime
+    return runtime
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure(settings)
+
+
+@kopf.daemon(API_GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+async def supervise(name: str, namespace: str, stopped: kopf.DaemonStopped, memo: Any, **_: Any) -> None:
+    """One long-lived loop per job: reconcile, then sleep until a pod of the job changes or the
+    resync interval passes. Returns once the job is finished and nothing of it is left running."""
+    runtime = _runtime(memo)
+    wakeup = runtime.wakeup_event(namespace, name)
+    while not stopped:
+        wakeup.clear()
+        delay = await asyncio.to_thread(runtime.reconcile_once, namespace, name)
+        if delay is None:
+            return
+        if delay > 0:
+            try:
+                await asyncio.wait_for(wakeup.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+
+@kopf.on.event("", "v1", "pods", labels={naming.JOB_LABEL: kopf.PRESENT})
+async def worker_changed(labels: dict[str, str], namespace: str, memo: Any, **_: Any) -> None:
+    _runtime(memo).wake(namespace, labels[naming.JOB_LABEL])
+
+
+@kopf.on.delete(API_GROUP, VERSION, PLURAL)
+async def finalize(name: str, namespace: str, memo: Any, **_: Any) -> None:
+    runtime = _runtime(memo)
+    remaining = await asyncio.to_thread(runtime.stop_workers, namespace, name)
+    if remaining:
+        raise kopf.TemporaryError(f"waiting for {remaining} worker pod(s) to stop", delay=2)
+    runtime.forget(namespace, name)

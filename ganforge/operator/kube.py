@@ -1,0 +1,129 @@
+"""The operator's only contact with the apiserver: read a job and its pods, carry out a Plan.
+
+Synchronous (the kubernetes client is), called from kopf's asyncio handlers through a thread.
+Every write is idempotent: AlreadyExists on create and NotFound on delete count as done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from ganforge.api.training_job import API_GROUP
+from ganforge.operator import naming
+from ganforge.operator.reconcile import Event, Plan
+
+log = logging.getLogger("ganforge.operator")
+
+PLURAL = "gantrainingjobs"
+VERSION = "v1alpha1"
+
+# Test-only failpoint: exit abruptly after this many successful writes, to prove that an operator
+# killed mid-reconcile recovers without duplicates (tests/e2e/test_operator.py).
+CRASH_AFTER_WRITES_ENV = "GANFORGE_OPERATOR_CRASH_AFTER_WRITES"
+
+_COLLECTIONS = {
+    ("v1", "Pod"): "/api/v1/namespaces/{ns}/pods",
+    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
+    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps",
+    ("v1", "PersistentVolumeClaim"): "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+    ("v1", "ServiceAccount"): "/api/v1/namespaces/{ns}/serviceaccounts",
+    ("rbac.authorization.k8s.io/v1", "Role"): "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"):
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+}
+
+
+class Kube:
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self._writes_left = int(os.environ.get(CRASH_AFTER_WRITES_ENV, "0") or 0)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(API_GROUP, VERSION, namespace, PLURAL, name)  # type: ignore[no-any-return]
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def job_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=naming.job_selector(name))
+        return [self.api.sanitize_for_serialization(pod) for pod in pods.items]
+
+    def node_names(self) -> set[str]:
+        return {node.metadata.name for node in self.core.list_node().items}
+
+    # -- writes --------------------------------------------------------------------------------
+    def _wrote(self) -> None:
+        if self._writes_left:
+            self._writes_left -= 1
+            if not self._writes_left:
+                log.error("failpoint %s reached: exiting abruptly", CRASH_AFTER_WRITES_ENV)
+                os._exit(137)
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        return self.api.call_api(path, method, body=body, header_params={"Content-Type": content_type,
+                                                                        "Accept": "application/json"},
+                                 response_type="object", auth_settings=["BearerToken"],
+                                 _return_http_data_only=True)
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        """True if created, False if it already existed."""
+        path = _COLLECTIONS[(manifest["apiVersion"], manifest["kind"])].format(ns=manifest["metadata"]["namespace"])
+        try:
+            self._call("POST", path, manifest)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        self._wrote()
+        return True
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        if self.create(manifest):
+            return
+        path = _COLLECTIONS[(manifest["apiVersion"], manifest["kind"])].format(ns=manifest["metadata"]["namespace"])
+        # No resourceVersion: an unconditional replace, which is what "make it look like this" means.
+        self._call("PUT", f"{path}/{manifest['metadata']['name']}", manifest)
+        self._wrote()
+
+    def delete_pod(self, namespace: str, name: str, force: bool) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0 if force else None)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        self._wrote()
+
+    def patch_status(self, namespace: str, name: str, resource_version: str, status: dict[str, Any]) -> None:
+        """Merge patch with a resourceVersion precondition: a decision made on stale state is
+        refused with 409 instead of being applied twice."""
+        path = f"/apis/{API_GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        self._call("PATCH", path, body, content_type="application/merge-patch+json")
+        self._wrote()
+
+    def execute(self, namespace: str, name: str, resource_version: str, plan: Plan,
+                emit: Callable[[Event], None]) -> None:
+        """Creates first, then the status transition, then deletions: a launch is recorded only
+        once its pods exist, and pods are deleted only once the reason is recorded."""
+        for manifest in plan.create:
+            self.create(manifest)
+        for manifest in plan.apply:
+            self.apply(manifest)
+        if plan.status is not None:
+            self.patch_status(namespace, name, resource_version, plan.status)
+        for pod in plan.delete:
+            self.delete_pod(namespace, pod.name, pod.force)
+        for event in plan.events:
+            emit(event)

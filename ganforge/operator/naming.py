@@ -1,0 +1,52 @@
+"""Names and labels of everything the operator creates for a GANTrainingJob.
+
+Every child name is a pure function of the job name, the gang index and the rank. That is what
+makes reconciling idempotent: an operator killed half-way through creating a gang recreates the
+same names, the apiserver answers AlreadyExists, and no duplicate pod can ever appear.
+"""
+
+from __future__ import annotations
+
+LABEL_PREFIX = "ganforge.io"
+JOB_LABEL = f"{LABEL_PREFIX}/job"
+GANG_LABEL = f"{LABEL_PREFIX}/gang"
+RANK_LABEL = f"{LABEL_PREFIX}/rank"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "ganforge-operator"}
+FINALIZER = f"{LABEL_PREFIX}/finalizer"
+CONFIG_HASH_ANNOTATION = f"{LABEL_PREFIX}/config-sha256"
+
+TRAINER_CONTAINER = "trainer"
+CONFIG_FILE_NAME = "job.yaml"
+CONFIG_MOUNT = "/etc/ganforge"
+PVC_ROOT = "/mnt/pvc"
+RENDEZVOUS_PORT = 29500
+METRICS_PORT = 9100
+
+
+def worker_pod(job: str, gang: int, rank: int) -> str:
+    return f"{job}-g{gang}-w{rank}"
+
+
+def worker_hostname(job: str, rank: int) -> str:
+    # Stable across gangs: MASTER_ADDR stays the same name, and gangs never overlap in time.
+    return f"{job}-w{rank}"
+
+
+def rendezvous_service(job: str) -> str:
+    return job
+
+
+def config_map(job: str) -> str:
+    return f"{job}-config"
+
+
+def checkpoint_claim(job: str) -> str:
+    return f"{job}-checkpoints"
+
+
+def trainer_account(job: str) -> str:
+    return f"{job}-trainer"
+
+
+def job_selector(job: str) -> str:
+    return f"{JOB_LABEL}={job}"

@@ -1,0 +1,138 @@
+"""Pure classification of worker pods: is this pod pending, running, done, disrupted or failed?
+
+The distinction that matters is *disruption* vs *failure*. A disruption (eviction, node loss,
+the trainer's "preempted" exit code, a kill by signal) is the infrastructure's doing: the gang
+restarts and resumes, and it never counts against backoffLimit. A failure is the training code
+exiting non-zero on its own: it counts, and some exit codes (bad config, bad data) are final.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ganforge.api.exit_codes import ExitCode, describe
+from ganforge.operator import naming
+
+# Pod conditions/reasons that Kubernetes components set when they, not the workload, end a pod.
+DISRUPTION_CONDITION = "DisruptionTarget"
+DISRUPTION_POD_REASONS = {"Evicted", "NodeLost", "Shutdown", "Terminated", "NodeShutdown", "Preempting"}
+
+
+class WorkerState(enum.Enum):
+    MISSING = "missing"
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DISRUPTED = "disrupted"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Worker:
+    rank: int
+    name: str
+    state: WorkerState
+    ready: bool = False
+    reason: str = ""
+    message: str = ""
+    exit_code: int | None = None
+    final: bool = False  # a failure that no retry can fix (bad spec or data)
+    deleting_since: datetime | None = None
+    node: str | None = None
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == naming.TRAINER_CONTAINER:
+            return (status.get("state") or {}).get("terminated")
+    return None
+
+
+def _disruption(pod: Mapping[str, Any], live_nodes: Collection[str] | None) -> tuple[str, str] | None:
+    status = pod.get("status", {})
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == DISRUPTION_CONDITION and condition.get("status") == "True":
+            return condition.get("reason") or "DisruptionTarget", condition.get("message") or ""
+    if status.get("reason") in DISRUPTION_POD_REASONS:
+        return status["reason"], status.get("message") or ""
+    node = pod.get("spec", {}).get("nodeName")
+    if node and live_nodes is not None and node not in live_nodes:
+        return "NodeLost", f"node {node} no longer exists"
+    return None
+
+
+def classify(pod: Mapping[str, Any] | None, rank: int, name: str,
+             live_nodes: Collection[str] | None = None) -> Worker:
+    """One worker pod -> its state. `live_nodes=None` means node existence was not checked."""
+    if pod is None:
+        return Worker(rank, name, WorkerState.MISSING)
+    metadata, status = pod.get("metadata", {}), pod.get("status", {})
+    deleting = parse_time(metadata.get("deletionTimestamp"))
+    node = pod.get("spec", {}).get("nodeName")
+    terminated = _terminated(pod)
+    exit_code = terminated.get("exitCode") if terminated else None
+    message = (terminated or {}).get("message") or status.get("message") or ""
+    phase = status.get("phase")
+
+    disruption = _disruption(pod, live_nodes)
+    if disruption is not None:
+        return Worker(rank, name, WorkerState.DISRUPTED, reason=disruption[0], message=disruption[1] or message,
+                      exit_code=exit_code, deleting_since=deleting, node=node)
+    if phase == "Succeeded":
+        return Worker(rank, name, WorkerState.SUCCEEDED, exit_code=0, deleting_since=deleting, node=node)
+    if phase == "Failed":
+        return _failed(rank, name, exit_code, status.get("reason"), message, deleting, node)
+    if deleting is not None:
+        # Someone else is deleting a pod of the current gang (the operator deletes only old gangs):
+        # the pod is going away through no fault of the training code.
+        return Worker(rank, name, WorkerState.DISRUPTED, reason="WorkerPodDeleted",
+                      message=f"pod {name} is being deleted", deleting_since=deleting, node=node)
+    if phase == "Running":
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        return Worker(rank, name, WorkerState.RUNNING, ready=ready, node=node)
+    return Worker(rank, name, WorkerState.PENDING, reason=_waiting_reason(status), node=node)
+
+
+def _failed(rank: int, name: str, exit_code: int | None, pod_reason: str | None, message: str,
+            deleting: datetime | None, node: str | None) -> Worker:
+    if exit_code is None:
+        # Failed before the container ran (e.g. an image the node cannot run): fix the spec/settings.
+        return Worker(rank, name, WorkerState.FAILED, reason=pod_reason or "PodFailed", message=message,
+                      final=True, deleting_since=deleting, node=node)
+    info = describe(exit_code)
+    if not info.counts_against_backoff:
+        reason = "Preempted" if info.code in (ExitCode.PREEMPTED, ExitCode.PREEMPTED_NO_CHECKPOINT) else (
+            "PeerLost" if info.code == ExitCode.DISTRIBUTED_ERROR else "KilledBySignal")
+        return Worker(rank, name, WorkerState.DISRUPTED, reason=reason, message=message or info.meaning,
+                      exit_code=exit_code, deleting_since=deleting, node=node)
+    reason = _reason_for(exit_code)
+    return Worker(rank, name, WorkerState.FAILED, reason=reason, message=message or info.meaning,
+                  exit_code=exit_code, final=not info.resumable, deleting_since=deleting, node=node)
+
+
+def _reason_for(exit_code: int) -> str:
+    try:
+        return "".join(part.capitalize() for part in ExitCode(exit_code).name.split("_"))
+    except ValueError:
+        return "UserCodeFailed"
+
+
+def _waiting_reason(status: Mapping[str, Any]) -> str:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return condition.get("reason") or "Unschedulable"
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            return waiting.get("reason") or "Waiting"
+    return ""

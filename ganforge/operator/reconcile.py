@@ -1,0 +1,279 @@
+"""The operator's decisions: (job, observed pods, now) -> a Plan. Pure and unit-tested.
+
+One reconcile makes at most one state transition, and writes it to status *before* acting on it
+where the action would destroy evidence: a restart first records `gang += 1` (with the reason and
+counters), and only the next pass deletes the old gang's pods because they are no longer current.
+An operator killed between the two finds status already saying what to do, so nothing is counted
+twice and nothing is left half-done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from ganforge.api.training_job import (
+    Condition,
+    ConditionType,
+    FailureStatus,
+    GANTrainingJobSpec,
+    GANTrainingJobStatus,
+    WorkersStatus,
+)
+from ganforge.operator import children, naming
+from ganforge.operator.observe import Worker, WorkerState, classify, parse_time
+from ganforge.operator.settings import OperatorSettings
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+CONDITION_MESSAGE_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    name: str
+    force: bool = False  # grace period 0: the node is gone and nobody will confirm termination
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    create: list[dict[str, Any]] = field(default_factory=list)  # AlreadyExists is success
+    apply: list[dict[str, Any]] = field(default_factory=list)  # create or replace
+    status: dict[str, Any] | None = None  # merge patch of the operator-owned status fields
+    delete: list[DeletePod] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    pods: Sequence[Mapping[str, Any]]
+    live_nodes: Collection[str] | None
+    now: datetime
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _gang_of(pod: Mapping[str, Any]) -> int:
+    try:
+        return int(pod["metadata"]["labels"][naming.GANG_LABEL])
+    except (KeyError, ValueError):
+        return -1
+
+
+def _rank_of(pod: Mapping[str, Any]) -> int:
+    try:
+        return int(pod["metadata"]["labels"][naming.RANK_LABEL])
+    except (KeyError, ValueError):
+        return -1
+
+
+def set_condition(conditions: list[Condition], type_: ConditionType, status: bool, reason: str, message: str,
+                  now: datetime) -> list[Condition]:
+    """Kubernetes convention: lastTransitionTime moves only when the status flips."""
+    value: Literal["True", "False"] = "True" if status else "False"
+    message = message[-CONDITION_MESSAGE_LIMIT:]
+    out, found = [], False
+    for condition in conditions:
+        if condition.type == type_:
+            found = True
+            moved = condition.status != value
+            condition = Condition(type=type_, status=value, reason=reason, message=message,
+                                  last_transition_time=_rfc3339(now) if moved else condition.last_transition_time)
+        out.append(condition)
+    if not found:
+        out.append(Condition(type=type_, status=value, reason=reason, message=message,
+                             last_transition_time=_rfc3339(now)))
+    return out
+
+
+OPERATOR_FIELDS = ("phase", "conditions", "observed_generation", "gang", "launched_gang", "workers",
+                   "preemptions", "failures", "last_failure", "start_time", "completion_time")
+
+
+def status_patch(status: GANTrainingJobStatus) -> dict[str, Any]:
+    """Only the fields the operator owns; progress, checkpoint and metrics belong to the trainer."""
+    wire = status.to_wire()
+    keys = {GANTrainingJobStatus.model_fields[name].alias or name for name in OPERATOR_FIELDS}
+    return {key: value for key, value in wire.items() if key in keys}
+
+
+def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTrainingJobStatus, generation: int,
+              observed: Observed, settings: OperatorSettings) -> Plan:
+    status = current.model_copy(deep=True)
+    status.observed_generation = generation
+    plan = Plan()
+    if status.phase in TERMINAL_PHASES:
+        _stop_leftovers(plan, observed, settings, gang=None)
+    else:
+        stale_left = _stop_leftovers(plan, observed, settings, gang=status.gang)
+        if status.launched_gang != status.gang:
+            _launch(plan, job, spec, status, observed, settings, stale_left)
+        else:
+            _supervise(plan, job, spec, status, observed)
+    if status != current:
+        plan.status = status_patch(status)
+    if plan.requeue_after is None and status.phase not in TERMINAL_PHASES:
+        plan.requeue_after = settings.resync_seconds
+    return plan
+
+
+def _stop_leftovers(plan: Plan, observed: Observed, settings: OperatorSettings, gang: int | None) -> bool:
+    """Delete pods that are not part of the current gang (all of them once the job is over, except
+    finished ones, which are kept for their logs). Returns whether any is still there."""
+    left = False
+    for pod in observed.pods:
+        if gang is not None and _gang_of(pod) == gang:
+            continue
+        phase = pod.get("status", {}).get("phase")
+        if gang is None and phase in ("Succeeded", "Failed"):
+            continue
+        left = True
+        name = pod["metadata"]["name"]
+        deleting = parse_time(pod["metadata"].get("deletionTimestamp"))
+        node = pod.get("spec", {}).get("nodeName")
+        node_gone = bool(node) and observed.live_nodes is not None and node not in observed.live_nodes
+        if deleting is None:
+            plan.delete.append(DeletePod(name, force=node_gone))
+        elif node_gone or observed.now > deleting + timedelta(seconds=settings.lost_pod_timeout_seconds):
+            # Nobody will ever confirm this pod's termination; without this the job would be stuck.
+            plan.delete.append(DeletePod(name, force=True))
+    if left:
+        plan.requeue_after = 1.0
+    return left
+
+
+def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: GANTrainingJobStatus,
+            observed: Observed, settings: OperatorSettings, stale_left: bool) -> None:
+    if stale_left:
+        # Two gangs must never overlap: the old one may still be writing its emergency checkpoint.
+        return
+    wait = _failure_backoff(status, observed.now, settings)
+    if wait > 0:
+        plan.requeue_after = wait
+        return
+    config = children.config_map(job, spec)
+    sha = children.config_hash(config)
+    plan.create.extend(children.trainer_rbac(job))
+    plan.create.append(children.rendezvous_service(job))
+    if spec.checkpoint.uri is None:
+        plan.create.append(children.checkpoint_claim(job, settings))
+    plan.apply.append(config)
+    present = {_rank_of(pod) for pod in observed.pods if _gang_of(pod) == status.gang}
+    for rank in range(spec.resources.workers):
+        if rank not in present:
+            plan.create.append(children.worker_pod(job, spec, settings, status.gang, rank, sha))
+    status.launched_gang = status.gang
+    status.start_time = status.start_time or _rfc3339(observed.now)
+    status.workers = WorkersStatus(ready=0, total=spec.resources.workers)
+    if status.phase != "Restarting":
+        status.phase = "Pending"
+    message = f"gang {status.gang}: {spec.resources.workers} worker pod(s)"
+    status.conditions = set_condition(status.conditions, "Created", True, "GangCreated", message, observed.now)
+    plan.events.append(Event("Normal", "GangCreated", f"created {message}"))
+
+
+def _failure_backoff(status: GANTrainingJobStatus, now: datetime, settings: OperatorSettings) -> float:
+    failure = status.last_failure
+    if failure is None or failure.disruption or status.failures == 0:
+        return 0.0
+    delay = min(settings.failure_backoff_seconds * 2 ** (status.failures - 1), settings.max_failure_backoff_seconds)
+    since = parse_time(failure.time) or now
+    return max(0.0, (since + timedelta(seconds=delay) - now).total_seconds())
+
+
+def _workers(job: children.JobRef, spec: GANTrainingJobSpec, status: GANTrainingJobStatus,
+             observed: Observed) -> list[Worker]:
+    pods = {_rank_of(pod): pod for pod in observed.pods if _gang_of(pod) == status.gang}
+    return [classify(pods.get(rank), rank, naming.worker_pod(job.name, status.gang, rank), observed.live_nodes)
+            for rank in range(spec.resources.workers)]
+
+
+def _supervise(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: GANTrainingJobStatus,
+               observed: Observed) -> None:
+    workers = _workers(job, spec, status, observed)
+    now = observed.now
+    disrupted = [w for w in workers if w.state in (WorkerState.DISRUPTED, WorkerState.MISSING)]
+    failed = [w for w in workers if w.state is WorkerState.FAILED]
+    if disrupted:
+        # A disruption anywhere explains the rest: peers of an evicted rank exit with errors too.
+        _restart(plan, status, disrupted[0], now, disruption=True)
+    elif failed:
+        worker = failed[0]
+        if worker.final or status.failures + 1 > spec.backoff_limit:
+            _fail(plan, status, worker, now, spec.backoff_limit)
+        else:
+            _restart(plan, status, worker, now, disruption=False)
+    elif all(w.state is WorkerState.SUCCEEDED for w in workers):
+        status.phase = "Succeeded"
+        status.completion_time = _rfc3339(now)
+        status.workers = WorkersStatus(ready=0, total=len(workers))
+        status.conditions = set_condition(status.conditions, "Running", False, "Finished", "training finished", now)
+        status.conditions = set_condition(status.conditions, "Succeeded", True, "TrainingFinished",
+                                          "every worker exited 0", now)
+        plan.events.append(Event("Normal", "Succeeded", "training finished"))
+    else:
+        running = [w for w in workers if w.state in (WorkerState.RUNNING, WorkerState.SUCCEEDED)]
+        status.workers = WorkersStatus(ready=sum(w.ready for w in workers), total=len(workers))
+        if len(running) == len(workers):
+            if status.phase != "Running":
+                plan.events.append(Event("Normal", "Running", f"gang {status.gang}: all workers running"))
+            status.phase = "Running"
+            status.conditions = set_condition(status.conditions, "Running", True, "AllWorkersRunning",
+                                              f"gang {status.gang}", now)
+            status.conditions = set_condition(status.conditions, "Restarting", False, "AllWorkersRunning", "", now)
+        else:
+            waiting = next((w for w in workers if w.state is WorkerState.PENDING), None)
+            if waiting is not None and waiting.reason:
+                status.conditions = set_condition(status.conditions, "Running", False, waiting.reason,
+                                                  f"{waiting.name}: {waiting.reason}", now)
+
+
+def _failure_record(worker: Worker, now: datetime, disruption: bool) -> FailureStatus:
+    return FailureStatus(reason=worker.reason or worker.state.value, message=worker.message,
+                         exit_code=worker.exit_code, rank=worker.rank, time=_rfc3339(now), disruption=disruption)
+
+
+def _restart(plan: Plan, status: GANTrainingJobStatus, worker: Worker, now: datetime, disruption: bool) -> None:
+    status.last_failure = _failure_record(worker, now, disruption)
+    if disruption:
+        status.preemptions += 1
+        summary = f"rank {worker.rank} ({worker.name}) disrupted: {worker.reason}; resuming from the newest checkpoint"
+    else:
+        status.failures += 1
+        summary = (f"rank {worker.rank} ({worker.name}) failed with exit code {worker.exit_code} ({worker.reason}); "
+                   f"failure {status.failures}, retrying from the newest checkpoint")
+    status.gang += 1
+    status.phase = "Restarting"
+    status.workers = WorkersStatus(ready=0, total=status.workers.total if status.workers else 0)
+    status.conditions = set_condition(status.conditions, "Running", False, worker.reason or "Restarting", summary, now)
+    status.conditions = set_condition(status.conditions, "Restarting", True,
+                                      "Preempted" if disruption else "WorkerFailed", summary, now)
+    plan.events.append(Event("Warning", "Preempted" if disruption else "WorkerFailed", summary))
+    plan.requeue_after = 0.0
+
+
+def _fail(plan: Plan, status: GANTrainingJobStatus, worker: Worker, now: datetime, backoff_limit: int) -> None:
+    status.failures += 1
+    status.last_failure = _failure_record(worker, now, disruption=False)
+    why = "the failure cannot be fixed by a retry" if worker.final else f"backoffLimit {backoff_limit} exceeded"
+    summary = (f"rank {worker.rank} ({worker.name}) failed with exit code {worker.exit_code} ({worker.reason}); "
+               f"{why}")
+    status.phase = "Failed"
+    status.completion_time = _rfc3339(now)
+    message = f"{summary}\n{worker.message}".strip()
+    status.conditions = set_condition(status.conditions, "Running", False, worker.reason, summary, now)
+    status.conditions = set_condition(status.conditions, "Restarting", False, worker.reason, summary, now)
+    status.conditions = set_condition(status.conditions, "Failed", True, worker.reason, message, now)
+    plan.events.append(Event("Warning", "Failed", summary))
+    plan.requeue_after = 0.0

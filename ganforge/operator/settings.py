@@ -1,0 +1,80 @@
+"""How the operator places and sizes what it creates: one typed object, read from a YAML file
+(the operator's ConfigMap) and overridable per field from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class Toleration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    operator: str = "Exists"
+    value: str | None = None
+    effect: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class OperatorSettings(BaseModel):
+    # camelCase in the YAML file, like every other Kubernetes-facing configuration.
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    trainer_image: str = Field("ganforge/trainer:dev", description="Image whose PATH has `ganforge`.")
+    spot_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"node.ganforge.io/capacity-type": "spot"},
+        description="Node labels that select spot/preemptible nodes (spec.resources.spot: true).",
+    )
+    spot_tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="node.ganforge.io/spot", effect="NoSchedule")],
+        description="Taints of spot nodes that trainer pods tolerate.",
+    )
+    on_demand_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels for spec.resources.spot: false."
+    )
+    checkpoint_storage_class: str | None = Field(None, description="StorageClass of created checkpoint claims.")
+    checkpoint_volume_size: str = Field("10Gi", description="Size of created checkpoint claims.")
+    checkpoint_access_modes: list[str] = Field(
+        default_factory=lambda: ["ReadWriteMany"],
+        description="Every rank reads the checkpoint on resume, so gangs spanning nodes need RWX.",
+    )
+    trainer_grace_seconds: float = Field(
+        25.0, gt=0, description="Trainer deadline for the emergency checkpoint after SIGTERM."
+    )
+    termination_grace_padding_seconds: int = Field(
+        15, ge=0, description="Added to the trainer deadline for the pod's terminationGracePeriodSeconds."
+    )
+    lost_pod_timeout_seconds: float = Field(
+        60.0, gt=0, description="A pod Terminating this long past its grace period (node gone) is force-deleted."
+    )
+    failure_backoff_seconds: float = Field(
+        10.0, ge=0, description="Delay before recreating a gang after a user-code failure; doubles per failure."
+    )
+    max_failure_backoff_seconds: float = Field(300.0, ge=0, description="Cap of that delay.")
+    resync_seconds: float = Field(5.0, gt=0, description="Reconcile at least this often without events.")
+    trainer_cache_host_path: str | None = Field(
+        None,
+        description="Node directory shared by trainer pods for reference statistics and the domain "
+        "classifier (keyed by dataset hash); unset = a cache directory on the checkpoint volume.",
+    )
+    trainer_env: dict[str, str] = Field(default_factory=dict, description="Extra environment for trainers.")
+
+    @classmethod
+    def load(cls, path: str | Path | None, **overrides: Any) -> OperatorSettings:
+        raw: dict[str, Any] = {}
+        if path:
+            try:
+                loaded = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as error:
+                raise ValueError(f"operator settings file {path}: {error}") from error
+            if not isinstance(loaded, dict):
+                raise ValueError(f"operator settings file {path}: expected a mapping")
+            raw.update(loaded)
+        raw.update({key: value for key, value in overrides.items() if value is not None})
+        return cls.model_validate(raw)

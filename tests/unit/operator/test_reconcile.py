@@ -1,0 +1,214 @@
+"""The operator's decisions, without a cluster: spec + status + observed pods -> plan."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from ganforge.api.exit_codes import ExitCode
+from ganforge.api.training_job import GANTrainingJobSpec, GANTrainingJobStatus
+from ganforge.operator import children, naming
+from ganforge.operator.reconcile import Observed, Plan, reconcile
+from ganforge.operator.settings import OperatorSettings
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+JOB = children.JobRef("gan", "ns", "uid-1")
+SETTINGS = OperatorSettings(failure_backoff_seconds=10)
+
+
+def spec(workers: int = 2, backoff_limit: int = 2, **resources: Any) -> GANTrainingJobSpec:
+    return GANTrainingJobSpec.model_validate({
+        "dataset": {"uri": "file:///data"}, "training": {"batchSize": 64},
+        "resources": {"workers": workers, "gpusPerWorker": 0, **resources}, "backoffLimit": backoff_limit})
+
+
+def pod(gang: int, rank: int, phase: str = "Running", exit_code: int | None = None, ready: bool = True,
+        node: str = "spot-1", deleting: datetime | None = None, conditions: list[dict[str, Any]] | None = None,
+        message: str = "") -> dict[str, Any]:
+    statuses = []
+    if exit_code is not None:
+        statuses = [{"name": "trainer", "state": {"terminated": {"exitCode": exit_code, "message": message}}}]
+    metadata: dict[str, Any] = {"name": naming.worker_pod("gan", gang, rank),
+                                "labels": {naming.JOB_LABEL: "gan", naming.GANG_LABEL: str(gang),
+                                           naming.RANK_LABEL: str(rank)}}
+    if deleting is not None:
+        metadata["deletionTimestamp"] = deleting.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"metadata": metadata, "spec": {"nodeName": node},
+            "status": {"phase": phase, "containerStatuses": statuses,
+                       "conditions": (conditions or []) + [{"type": "Ready", "status": str(ready)}]}}
+
+
+def run(status: GANTrainingJobStatus, pods: list[dict[str, Any]], job_spec: GANTrainingJobSpec | None = None,
+        nodes: tuple[str, ...] = ("spot-1", "ondemand-1"), now: datetime = NOW) -> tuple[Plan, GANTrainingJobStatus]:
+    plan = reconcile(JOB, job_spec or spec(), status, 1, Observed(pods, set(nodes), now), SETTINGS)
+    merged = status.to_wire() | (plan.status or {})
+    return plan, GANTrainingJobStatus.model_validate(merged)
+
+
+def launched(gang: int = 0, **fields: Any) -> GANTrainingJobStatus:
+    return GANTrainingJobStatus(gang=gang, launched_gang=gang, **{"phase": "Running", **fields})
+
+
+def kinds(plan: Plan) -> list[str]:
+    return [m["kind"] for m in plan.create + plan.apply]
+
+
+def test_new_job_creates_the_whole_gang_and_its_children() -> None:
+    plan, status = run(GANTrainingJobStatus(), [])
+    assert sorted(kinds(plan)) == sorted(["ServiceAccount", "Role", "RoleBinding", "Service",
+                                          "PersistentVolumeClaim", "ConfigMap", "Pod", "Pod"])
+    assert status.launched_gang == 0 and status.phase == "Pending" and status.start_time
+    assert [e.reason for e in plan.events] == ["GangCreated"]
+    for manifest in plan.create + plan.apply:
+        assert manifest["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_worker_pods_carry_the_torchrun_environment_and_spot_placement() -> None:
+    plan, _ = run(GANTrainingJobStatus(), [])
+    pods = [m for m in plan.create if m["kind"] == "Pod"]
+    for rank, manifest in enumerate(pods):
+        env = {e["name"]: e["value"] for e in manifest["spec"]["containers"][0]["env"]}
+        assert env["RANK"] == str(rank) and env["WORLD_SIZE"] == "2" and env["LOCAL_RANK"] == "0"
+        assert env["MASTER_ADDR"] == "gan-w0.gan" and env["MASTER_PORT"] == "29500"
+        assert env["GANFORGE_JOB_NAME"] == "gan"
+        assert env["GANFORGE_RUN_DIR"] == "/mnt/pvc/gan-checkpoints/checkpoints/run"
+        assert manifest["spec"]["restartPolicy"] == "Never"
+        assert manifest["spec"]["nodeSelector"] == {"node.ganforge.io/capacity-type": "spot"}
+        assert manifest["spec"]["tolerations"][0]["key"] == "node.ganforge.io/spot"
+        assert manifest["spec"]["hostname"] == f"gan-w{rank}" and manifest["spec"]["subdomain"] == "gan"
+
+
+def test_gpu_requests_equal_limits() -> None:
+    plan, _ = run(GANTrainingJobStatus(), [], spec(gpusPerWorker=2))
+    container = next(m for m in plan.create if m["kind"] == "Pod")["spec"]["containers"][0]
+    resources = container["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == "2" == resources["limits"]["nvidia.com/gpu"]
+
+
+def test_half_created_gang_is_completed_without_duplicates() -> None:
+    plan, _ = run(GANTrainingJobStatus(), [pod(0, 0, phase="Pending")])
+    assert [m["metadata"]["name"] for m in plan.create if m["kind"] == "Pod"] == ["gan-g0-w1"]
+
+
+def test_all_running_is_running() -> None:
+    plan, status = run(launched(phase="Pending"), [pod(0, 0), pod(0, 1)])
+    assert status.phase == "Running" and status.workers and status.workers.ready == 2
+    assert not plan.create and not plan.delete
+
+
+def test_eviction_is_a_preemption_not_a_failure() -> None:
+    evicted = pod(0, 1, conditions=[{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}])
+    plan, status = run(launched(), [pod(0, 0), evicted])
+    assert status.gang == 1 and status.preemptions == 1 and status.failures == 0
+    assert status.phase == "Restarting" and status.last_failure and status.last_failure.disruption
+    assert not plan.delete, "pods are deleted only after the restart is recorded"
+    assert [e.reason for e in plan.events] == ["Preempted"]
+
+
+@pytest.mark.parametrize("code", [int(ExitCode.PREEMPTED), int(ExitCode.PREEMPTED_NO_CHECKPOINT), 137])
+def test_preempted_exit_codes_and_signals_are_disruptions(code: int) -> None:
+    _, status = run(launched(), [pod(0, 0, "Failed", code), pod(0, 1)])
+    assert status.preemptions == 1 and status.failures == 0
+
+
+def test_lost_node_and_missing_pod_are_disruptions() -> None:
+    _, status = run(launched(), [pod(0, 0, node="gone"), pod(0, 1)])
+    assert status.preemptions == 1 and status.last_failure and status.last_failure.reason == "NodeLost"
+    _, status = run(launched(), [pod(0, 0)])
+    assert status.preemptions == 1
+
+
+def test_after_restart_old_gang_is_deleted_before_the_new_one_starts() -> None:
+    status = GANTrainingJobStatus(gang=1, launched_gang=0, phase="Restarting", preemptions=1)
+    plan, after = run(status, [pod(0, 0), pod(0, 1, deleting=NOW)])
+    assert [d.name for d in plan.delete] == ["gan-g0-w0"] and not plan.create
+    assert after.launched_gang == 0
+    plan, after = run(status, [])
+    assert [m["metadata"]["name"] for m in plan.create if m["kind"] == "Pod"] == ["gan-g1-w0", "gan-g1-w1"]
+    assert after.launched_gang == 1 and after.phase == "Restarting"
+    _, after = run(after, [pod(1, 0), pod(1, 1)])
+    assert after.phase == "Running" and after.preemptions == 1
+
+
+def test_pods_stuck_terminating_are_force_deleted() -> None:
+    status = GANTrainingJobStatus(gang=1, launched_gang=0, phase="Restarting")
+    plan, _ = run(status, [pod(0, 0, deleting=NOW - timedelta(seconds=61))])
+    assert plan.delete[0].force
+    plan, _ = run(status, [pod(0, 0, deleting=NOW, node="gone")])
+    assert plan.delete[0].force
+    plan, _ = run(status, [pod(0, 0, deleting=NOW)])
+    assert not plan.delete and plan.requeue_after == 1.0
+
+
+def test_user_code_failure_counts_then_fails_after_backoff_limit() -> None:
+    traceback = "Traceback ...\nRuntimeError: boom"
+    crashed = [pod(0, 0, "Failed", int(ExitCode.INTERNAL_ERROR), message=traceback), pod(0, 1)]
+    _, status = run(launched(), crashed)
+    assert status.failures == 1 and status.preemptions == 0 and status.gang == 1 and status.phase == "Restarting"
+    plan, status = run(launched(failures=2), crashed)
+    assert status.phase == "Failed" and status.failures == 3 and status.completion_time
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert failed.status == "True" and failed.reason == "InternalError" and "RuntimeError: boom" in failed.message
+    assert "backoffLimit 2 exceeded" in failed.message
+    assert [e.reason for e in plan.events] == ["Failed"]
+
+
+def test_bad_data_fails_at_once() -> None:
+    _, status = run(launched(), [pod(0, 0, "Failed", int(ExitCode.DATA_ERROR), message="no such dataset"), pod(0, 1)])
+    assert status.phase == "Failed" and status.failures == 1
+    assert status.last_failure and status.last_failure.reason == "DataError"
+    assert "no such dataset" in next(c.message for c in status.conditions if c.type == "Failed")
+
+
+def test_failed_job_stops_its_remaining_workers_but_keeps_finished_pods() -> None:
+    status = GANTrainingJobStatus(gang=0, launched_gang=0, phase="Failed")
+    plan, _ = run(status, [pod(0, 0, "Failed", 4), pod(0, 1)])
+    assert [d.name for d in plan.delete] == ["gan-g0-w1"]
+
+
+def test_disruption_wins_over_a_peer_failure() -> None:
+    evicted = pod(0, 0, conditions=[{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}])
+    _, status = run(launched(), [evicted, pod(0, 1, "Failed", 1)])
+    assert status.preemptions == 1 and status.failures == 0
+
+
+def test_failure_backoff_delays_the_next_gang() -> None:
+    status = GANTrainingJobStatus.model_validate({
+        "gang": 1, "launchedGang": 0, "phase": "Restarting", "failures": 2,
+        "lastFailure": {"reason": "InternalError", "time": NOW.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+    plan, _ = run(status, [])
+    assert not plan.create and plan.requeue_after == pytest.approx(20.0)
+    plan, _ = run(status, [], now=NOW + timedelta(seconds=21))
+    assert plan.create
+
+
+def test_all_succeeded_is_succeeded() -> None:
+    plan, status = run(launched(), [pod(0, 0, "Succeeded", 0), pod(0, 1, "Succeeded", 0)])
+    assert status.phase == "Succeeded" and status.completion_time and plan.requeue_after is None
+    assert next(c for c in status.conditions if c.type == "Succeeded").status == "True"
+
+
+def test_unchanged_state_writes_nothing() -> None:
+    _, status = run(launched(phase="Pending"), [pod(0, 0), pod(0, 1)])
+    plan, _ = run(status, [pod(0, 0), pod(0, 1)])
+    assert plan.status is None and not plan.events and not plan.create and not plan.delete
+
+
+def test_status_patch_leaves_trainer_fields_alone() -> None:
+    plan, _ = run(GANTrainingJobStatus(), [])
+    assert plan.status is not None
+    assert not {"progress", "checkpoint", "metrics"} & set(plan.status)
+
+
+def test_user_named_claim_is_mounted_not_created() -> None:
+    job_spec = GANTrainingJobSpec.model_validate({"dataset": {"uri": "pvc://datasets/fashion"},
+                                                  "checkpoint": {"uri": "pvc://ckpt/run-1"}})
+    plan, _ = run(GANTrainingJobStatus(), [], job_spec)
+    assert "PersistentVolumeClaim" not in kinds(plan)
+    pod_spec = next(m for m in plan.create if m["kind"] == "Pod")["spec"]
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod_spec["volumes"] if "persistentVolumeClaim" in v] == [
+        "datasets", "ckpt"]
+    env = {e["name"]: e["value"] for e in pod_spec["containers"][0]["env"]}
+    assert env["GANFORGE_RUN_DIR"] == "/mnt/pvc/ckpt/run-1/run"
