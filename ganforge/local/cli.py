@@ -1,4 +1,4 @@
-"""`ganforge local up | down | status | logs | preempt`: the one-machine cluster from the shell.
+"""`ganforge local up | down | status | install | logs | preempt`: the one-machine cluster from the shell.
 
 `up` starts a detached supervisor (`ganforge local serve`) that owns the cluster, waits until
 the nodes are Ready and prints how to point kubectl at it. `down` asks the supervisor to stop and
@@ -166,6 +166,21 @@ def preempt(root: Path, node: str, grace: int, timeout: float) -> int:
     return EXIT_OK
 
 
+def install_operator(root: Path) -> int:
+    from ganforge.local.install import InstallError, install
+
+    if not (root / "ready").exists():
+        print("ganforge local install: the cluster is not up (run `ganforge local up`)", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        install(root / "kubeconfig")
+    except InstallError as error:
+        print(f"ganforge local install: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print("ganforge operator is running in namespace ganforge-system")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ganforge local", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--without-services", action="store_true",
                              help="no kube-proxy, CoreDNS or volume provisioner (they are machine-wide: "
                                   "use this when another cluster on this machine has them)")
+    commands.add_parser("install", help="apply ganforge's CRDs, RBAC and operator, and wait until it runs")
     logs_cmd = commands.add_parser("logs", help="print a pod's container log")
     logs_cmd.add_argument("pod")
     logs_cmd.add_argument("-n", "--namespace", default="default")
@@ -196,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return status(root)
     if args.command == "serve":
         return serve(root, not args.without_services)
+    if args.command == "install":
+        return install_operator(root)
     if args.command == "logs":
         return logs(root, args.pod, args.namespace, args.container)
     return preempt(root, args.node, args.grace, args.timeout)

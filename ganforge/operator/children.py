@@ -18,6 +18,7 @@ from ganforge.operator import naming
 from ganforge.operator.settings import OperatorSettings
 
 GPU_RESOURCE = "nvidia.com/gpu"
+LOCAL_RUN_ROOT = "/var/run/ganforge"
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def run_dir(job: JobRef, spec: GANTrainingJobSpec) -> str:
     so they survive a gang restart; remote checkpoint URIs keep outputs in the pod."""
     location = parse_pvc_uri(resolved_checkpoint_uri(job, spec))
     if location is None:
-        return "/var/run/ganforge/run"
+        return f"{LOCAL_RUN_ROOT}/run"
     return "/".join(part for part in (naming.PVC_ROOT, location.claim, location.path, "run") if part)
 
 
@@ -166,6 +167,10 @@ def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings
     for index, claim in enumerate(claims_to_mount(job, spec)):
         mounts.append({"name": f"claim-{index}", "mountPath": f"{naming.PVC_ROOT}/{claim}"})
         volumes.append({"name": f"claim-{index}", "persistentVolumeClaim": {"claimName": claim}})
+    if parse_pvc_uri(resolved_checkpoint_uri(job, spec)) is None:
+        # Checkpoints go to a remote URI; outputs stay in the pod (never on the node's own disk).
+        mounts.append({"name": "run", "mountPath": LOCAL_RUN_ROOT})
+        volumes.append({"name": "run", "emptyDir": {}})
     if settings.trainer_cache_host_path is not None:
         mounts.append({"name": "cache", "mountPath": "/var/cache/ganforge"})
         volumes.append({"name": "cache", "hostPath": {"path": settings.trainer_cache_host_path,

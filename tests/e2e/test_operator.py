@@ -1,0 +1,236 @@
+"""The GANTrainingJob operator end to end, on the real control plane and the local node runtime.
+
+The operator runs as users run it: installed from manifests/crds and manifests/install, in its
+Deployment, under its ServiceAccount and exactly the ClusterRole written there. The crash test
+runs a second copy on the host with a token of that same ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client import ApiClient
+
+from ganforge.local.install import MANIFESTS, OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install, kubectl
+from ganforge.operator.kube import CRASH_AFTER_WRITES_ENV
+from tests.helpers import eventually
+
+EXAMPLE = MANIFESTS / "examples" / "fashion-mnist-dcgan.yaml"
+GROUP, VERSION, PLURAL = "ganforge.io", "v1alpha1", "gantrainingjobs"
+
+
+@pytest.fixture(scope="module")
+def operator(local_cluster: Any) -> Iterator[Path]:
+    install(local_cluster.kubeconfig)
+    yield local_cluster.kubeconfig
+
+
+def _job(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
+        GROUP, VERSION, namespace, PLURAL, name)
+
+
+def _status(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return _job(api, namespace, name).get("status") or {}
+
+
+def _pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V1Pod]:
+    return core.list_namespaced_pod(namespace, label_selector=f"ganforge.io/job={name}").items
+
+
+def _create(kubeconfig: Path, namespace: str, document: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / f"{document['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(path))
+
+
+def _fast_job(name: str, **spec: Any) -> dict[str, Any]:
+    """A small job on the synthetic dataset: what the failure and crash tests need is the
+    operator's behaviour, not a good generator."""
+    body: dict[str, Any] = {
+        "dataset": {"uri": "fake://blobs?n=512&classes=4", "format": "fake", "resolution": 16},
+        "model": {"architecture": "dcgan", "latentDim": 16, "width": 8},
+        "training": {"totalKimg": 0.64, "batchSize": 16, "reportIntervalKimg": 0.16, "sampleIntervalKimg": 0},
+        "resources": {"workers": 2, "gpusPerWorker": 0, "cpu": "500m", "memory": "1Gi", "spot": False},
+        "checkpoint": {"intervalKimg": 0.32},
+        "evaluation": {"metrics": []},
+        "backoffLimit": 1,
+    }
+    for key, value in spec.items():
+        body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GANTrainingJob", "metadata": {"name": name}, "spec": body}
+
+
+def _timestamp(value: Any) -> float:
+    return value.timestamp() if isinstance(value, datetime) else datetime.fromisoformat(
+        str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _claim_host_path(core: client.CoreV1Api, namespace: str, claim: str) -> Path:
+    volume = core.read_namespaced_persistent_volume_claim(claim, namespace).spec.volume_name
+    pv = core.read_persistent_volume(volume)
+    source = pv.spec.host_path or pv.spec.local
+    return Path(source.path)
+
+
+def test_example_trains_survives_a_spot_reclaim_and_resumes(
+        operator: Path, local_cluster: Any, local_api: ApiClient, local_core: client.CoreV1Api,
+        local_namespace: str) -> None:
+    namespace, name = local_namespace, "fashion-mnist-dcgan"
+    document = yaml.safe_load(EXAMPLE.read_text())
+    assert document["metadata"]["name"] == name
+    kubectl(operator, "apply", "-n", namespace, "-f", str(EXAMPLE))
+    created = _timestamp(_job(local_api, namespace, name)["metadata"]["creationTimestamp"])
+
+    pods = eventually(lambda: (p := _pods(local_core, namespace, name)) and len(p) == 2 and p, 60, "2 worker pods")
+    latest_pod = max(_timestamp(p.metadata.creation_timestamp) for p in pods)
+    print(f"\nCR created -> all pods created: {latest_pod - created:.1f} s (whole-second timestamps)")
+    for pod in sorted(pods, key=lambda p: p.metadata.name):
+        env = {e.name: e.value for e in pod.spec.containers[0].env}
+        rank = int(pod.metadata.labels["ganforge.io/rank"])
+        assert pod.metadata.name == f"{name}-g0-w{rank}"
+        assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"]) == (str(rank), "2", "0")
+        assert env["MASTER_ADDR"] == f"{name}-w0.{name}" and env["MASTER_PORT"] == "29500"
+        assert pod.metadata.owner_references[0].kind == "GANTrainingJob"
+    eventually(lambda: all(p.spec.node_name == "spot-1" for p in _pods(local_core, namespace, name)), 30,
+               "workers scheduled on the spot node")
+
+    total = float(document["spec"]["training"]["totalKimg"])
+    first = eventually(lambda: (_status(local_api, namespace, name).get("progress") or {}).get("kimg"), 300,
+                       "progress reported on the job status")
+    eventually(lambda: (_status(local_api, namespace, name).get("progress") or {}).get("kimg", 0) > first, 120,
+               "kimg growing")
+    table = kubectl(operator, "get", "gtj", "-n", namespace)
+    assert table.split()[:6] == ["NAME", "PHASE", "KIMG", "FD", "PREEMPTIONS", "AGE"] and "Running" in table
+    eventually(lambda: (_status(local_api, namespace, name).get("checkpoint") or {}).get("kimg"), 240,
+               "a periodic checkpoint")
+    eventually(lambda: (_status(local_api, namespace, name).get("progress") or {}).get("kimg", 0) >= total / 2,
+               300, "half of the training")
+
+    before = _status(local_api, namespace, name)["progress"]
+    reclaim_started = time.time()
+    reclaim = threading.Thread(target=local_cluster.reclaim_node, args=("spot-1", 30))
+    reclaim.start()
+    status = eventually(lambda: (s := _status(local_api, namespace, name)).get("preemptions") == 1 and s, 120,
+                        "the preemption recorded")
+    assert status["failures"] == 0 and status["lastFailure"]["disruption"] is True
+    reclaim.join(timeout=180)
+    resumed = eventually(
+        lambda: (s := _status(local_api, namespace, name)).get("gang") == 1
+        and (s.get("progress") or {}).get("resumedFromKimg") is not None and s, 300, "training resumed")
+    print(f"reclaim -> training resumed (progress reported by the new gang): {time.time() - reclaim_started:.1f} s")
+    # The emergency checkpoint on SIGTERM is at (or after) the last step reported before the reclaim.
+    assert resumed["progress"]["resumedFromKimg"] >= before["kimg"], (before, resumed["progress"])
+    assert resumed["progress"]["resumedFromStep"] >= before["step"]
+
+    final = eventually(lambda: (s := _status(local_api, namespace, name)).get("phase") in ("Succeeded", "Failed")
+                       and s, 600, "the job to finish")
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=2)
+    assert final["preemptions"] == 1 and final["failures"] == 0 and final["gang"] == 1
+    assert final["progress"]["kimg"] == pytest.approx(total)
+    assert "fd_domain" in final["metrics"], final["metrics"]
+    run_dir = _claim_host_path(local_core, namespace, f"{name}-checkpoints") / "checkpoints" / "run"
+    grids = sorted((run_dir / "samples").glob("fakes-*.png"))
+    assert grids, f"no sample grid in {run_dir}"
+    reasons = [e.reason for e in local_core.list_namespaced_event(namespace).items
+               if e.involved_object.kind == "GANTrainingJob"]
+    assert {"GangCreated", "Preempted", "Succeeded"} <= set(reasons), reasons
+
+
+def test_failures_count_against_backoff_limit_and_bad_data_fails_at_once(
+        operator: Path, local_api: ApiClient, local_core: client.CoreV1Api, local_namespace: str,
+        tmp_path: Path) -> None:
+    namespace = local_namespace
+    # A checkpoint location that cannot be written: a failure of the job, retryable, so it counts.
+    _create(operator, namespace, _fast_job("unwritable", checkpoint={"uri": "file:///proc/ganforge-checkpoints"}),
+            tmp_path)
+    # A valid spec whose dataset is not there at runtime: no retry can fix it.
+    _create(operator, namespace, _fast_job("no-data", dataset={"uri": "file:///nonexistent/fashion-mnist",
+                                                               "format": "idx", "resolution": 16}), tmp_path)
+    no_data = eventually(lambda: (s := _status(local_api, namespace, "no-data")).get("phase") == "Failed" and s,
+                         240, "no-data to fail")
+    failed = next(c for c in no_data["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "DataError", failed
+    assert "/nonexistent/fashion-mnist" in failed["message"], failed["message"]
+    assert no_data["failures"] == 1 and no_data["gang"] == 0
+
+    unwritable = eventually(lambda: (s := _status(local_api, namespace, "unwritable")).get("phase") == "Failed" and s,
+                            300, "unwritable to fail after its retries")
+    assert unwritable["failures"] == 2 and unwritable["preemptions"] == 0 and unwritable["gang"] == 1
+    assert unwritable["lastFailure"]["reason"] == "CheckpointStorageError", unwritable["lastFailure"]
+    assert "backoffLimit 1 exceeded" in next(c for c in unwritable["conditions"] if c["type"] == "Failed")["message"]
+    assert len(_pods(local_core, namespace, "unwritable")) == 4  # two gangs, kept for their logs
+    warnings = [e.reason for e in local_core.list_namespaced_event(namespace).items if e.type == "Warning"]
+    assert "WorkerFailed" in warnings and "Failed" in warnings
+
+
+def _operator_kubeconfig(local_cluster: Any, local_core: client.CoreV1Api, path: Path) -> Path:
+    """A kubeconfig carrying a token of the operator's own ServiceAccount."""
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[],
+                                                                                  expiration_seconds=3600))
+    token = local_core.create_namespaced_service_account_token("ganforge-operator", OPERATOR_NAMESPACE,
+                                                               request).status.token
+    admin = yaml.safe_load(Path(local_cluster.kubeconfig).read_text())
+    admin["users"] = [{"name": "operator", "user": {"token": token}}]
+    for context in admin["contexts"]:
+        context["context"]["user"] = "operator"
+    path.write_text(yaml.safe_dump(admin))
+    return path
+
+
+def _run_operator(kubeconfig: Path, log: Path, *, crash_after: int | None = None) -> subprocess.Popen[bytes]:
+    env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"}
+    if crash_after is not None:
+        env[CRASH_AFTER_WRITES_ENV] = str(crash_after)
+    settings = log.parent / "settings.yaml"
+    settings.write_text("failureBackoffSeconds: 1\n")
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "ganforge.cli", "operator", "--standalone", "--settings",
+                                 str(settings), "--metrics-port", "0", "--health-port", "0"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_operator_killed_mid_reconcile_leaves_no_duplicates(
+        operator: Path, local_cluster: Any, local_api: ApiClient, local_core: client.CoreV1Api,
+        local_namespace: str, tmp_path: Path) -> None:
+    namespace, name = local_namespace, "crashy"
+    apps = client.AppsV1Api(local_api)
+    apps.patch_namespaced_deployment_scale(OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, {"spec": {"replicas": 0}})
+    try:
+        eventually(lambda: not local_core.list_namespaced_pod(
+            OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=ganforge-operator").items, 60,
+            "the in-cluster operator to stop")
+        kubeconfig = _operator_kubeconfig(local_cluster, local_core, tmp_path / "operator.kubeconfig")
+        _create(operator, namespace, _fast_job(name), tmp_path)
+        # Writes of a launch: ServiceAccount, Role, RoleBinding, Service, claim, ConfigMap, pod 0, pod 1,
+        # status. Dying after the 7th leaves half a gang and no record of the launch.
+        first = _run_operator(kubeconfig, tmp_path / "operator.log", crash_after=7)
+        assert first.wait(timeout=120) == 137, (tmp_path / "operator.log").read_text()
+        assert [p.metadata.name for p in _pods(local_core, namespace, name)] == [f"{name}-g0-w0"]
+        assert _status(local_api, namespace, name).get("launchedGang") is None
+
+        second = _run_operator(kubeconfig, tmp_path / "operator.log")
+        try:
+            final = eventually(lambda: (s := _status(local_api, namespace, name)).get("phase") in (
+                "Succeeded", "Failed") and s, 300, "the job to finish")
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+        assert final["phase"] == "Succeeded", (json.dumps(final, indent=2), (tmp_path / "operator.log").read_text())
+        names = sorted(p.metadata.name for p in _pods(local_core, namespace, name))
+        assert names == [f"{name}-g0-w0", f"{name}-g0-w1"] and final["gang"] == 0 and final["preemptions"] == 0
+    finally:
+        apps.patch_namespaced_deployment_scale(OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, {"spec": {"replicas": 1}})
+        kubectl(operator, "-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}",
+                "--timeout", "120s", timeout=130)
