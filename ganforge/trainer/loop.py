@@ -46,6 +46,7 @@ from ganforge.trainer.errors import (
     TrainerError,
     error_for_code,
 )
+from ganforge.trainer.job_status import JobStatusReporter
 from ganforge.trainer.models import build_models
 from ganforge.trainer.outputs import (
     FileProgressHook,
@@ -145,6 +146,8 @@ class _Run:
         self.manager: CheckpointManager | None = None
         self.prom: PrometheusExporter | None = None
         self.tb: TensorBoardWriter | None = None
+        self.job_status: JobStatusReporter | None = None
+        self.resumed_from: tuple[int, int] | None = None  # (nimg, step) of the checkpoint loaded
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -241,6 +244,9 @@ class _Run:
         self.stats_log = JsonlWriter(self.run_dir / "stats.jsonl")
         self.metrics_log = JsonlWriter(self.run_dir / "metrics.jsonl")
         self.hooks.insert(0, FileProgressHook(self.run_dir / "progress.json"))
+        self.job_status = JobStatusReporter.from_environment()
+        if self.job_status is not None:
+            self.hooks.append(self.job_status)
         if self.rt.tensorboard:
             self.tb = TensorBoardWriter(self.run_dir / "tensorboard")
         self.prom = PrometheusExporter(self.rt.metrics_port, {"job": self.options.job_name or "local"})
@@ -418,8 +424,11 @@ class _Run:
 
     def _notify(self, state: str) -> None:
         checkpoint: CheckpointInfo | None = self.manager.newest if self.manager is not None else None
+        resumed_nimg, resumed_step = self.resumed_from or (None, None)
         event = ProgressEvent(self.nimg / 1000, self.step, self.images_per_second, self.spec.training.total_kimg,
-                              checkpoint, dict(self.last_metrics), state)
+                              checkpoint, dict(self.last_metrics), state,
+                              resumed_from_kimg=resumed_nimg / 1000 if resumed_nimg is not None else None,
+                              resumed_from_step=resumed_step)
         for hook in self.hooks:
             try:
                 hook(event)
@@ -465,6 +474,7 @@ class _Run:
         state = broadcast_from_main(ctx, state)
         rng_state = self._apply_checkpoint(state) if state is not None else None
         resumed = state is not None
+        self.resumed_from = (self.nimg, self.step) if resumed else None
         del state
         run_phase(ctx, "creating outputs", lambda: self._setup_outputs(data))
         with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
@@ -529,6 +539,9 @@ class _Run:
                 self.manager.wait()
             if self.tb is not None:
                 self.tb.close()
+            if self.job_status is not None:
+                # After the terminal event (if any): sends what is still pending, waiting briefly.
+                self.job_status.close()
 
     def _emergency_stop(self) -> ExitCode:
         log.warning("preemption: all ranks stopped after step %d (kimg %.3f); writing the emergency checkpoint",

@@ -62,6 +62,9 @@ class ProgressEvent:
     checkpoint: CheckpointInfo | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     state: str = "running"  # running | finished | preempted | failed
+    # Where this process resumed from (the checkpoint it loaded); None when it started fresh.
+    resumed_from_kimg: float | None = None
+    resumed_from_step: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import textwrap
 import threading
 import time
@@ -330,3 +332,84 @@ def kube_client(cluster: LocalCluster) -> ApiClient:
     from kubernetes import config
 
     return config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+
+def test_pod_sees_its_own_hostname_and_fqdn(local_core: client.CoreV1Api, local_namespace: str,
+                                           tmp_path: Path) -> None:
+    """gloo and NCCL advertise the address `gethostname()` resolves to, so it must be the pod's."""
+    core, ns = local_core, local_namespace
+    core.create_namespaced_service(ns, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "rdzv"},
+        "spec": {"clusterIP": "None", "selector": {"app": "rdzv"}, "publishNotReadyAddresses": True,
+                 "ports": [{"name": "c10d", "port": 29500}]},
+    })
+    script = """
+        import json, os, pathlib, socket, time
+        name = socket.gethostname()
+        seen = {"hostname": name, "env": os.environ["HOSTNAME"], "etc": pathlib.Path("/etc/hostname").read_text(),
+                "own_ip": socket.gethostbyname(name), "fqdn": socket.getfqdn()}
+        if os.environ.get("SUBDOMAIN_NAME"):
+            deadline, seen["subdomain_ip"] = time.monotonic() + 45, None
+            while seen["subdomain_ip"] is None and time.monotonic() < deadline:
+                try:
+                    seen["subdomain_ip"] = socket.gethostbyname(os.environ["SUBDOMAIN_NAME"])
+                except OSError:
+                    time.sleep(0.5)
+        pathlib.Path(os.environ["OUT"]).write_text(json.dumps(seen))
+    """
+    # A failure's traceback lands in the pod status.
+    tell = {"terminationMessagePolicy": "FallbackToLogsOnError"}
+    worker = python_pod("rank-0-pod", script, container={**tell, "env": [
+        {"name": "OUT", "value": str(tmp_path / "worker.json")},
+        {"name": "SUBDOMAIN_NAME", "value": "worker-0.rdzv"},
+    ]}, hostname="worker-0", subdomain="rdzv")
+    worker["metadata"]["labels"] = {"app": "rdzv"}
+    # Pod names may be longer than a hostname: kubelet cuts them to 63 characters, then trailing '-'/'.'.
+    long_name = "h" * 62 + ".tail"
+    unnamed = python_pod(long_name, script, container={**tell, "env": [
+        {"name": "OUT", "value": str(tmp_path / "long.json")}]})
+    core.create_namespaced_pod(ns, worker)
+    core.create_namespaced_pod(ns, unnamed)
+
+    for name, out in (("rank-0-pod", "worker.json"), (long_name, "long.json")):
+        done = eventually(phase_is(core, ns, name, "Succeeded", "Failed"), timeout=90, what=f"{name} to finish")
+        assert done.status.phase == "Succeeded", done.status.container_statuses[0].state
+        seen = json.loads((tmp_path / out).read_text())
+        pod_ip = done.status.pod_ip
+        if name == "rank-0-pod":
+            assert (seen["hostname"], seen["env"], seen["etc"]) == ("worker-0", "worker-0", "worker-0\n")
+            assert seen["fqdn"] == f"worker-0.rdzv.{ns}.svc.cluster.local"
+            assert seen["own_ip"] == pod_ip
+            assert seen["subdomain_ip"] == pod_ip, "CoreDNS did not answer <hostname>.<subdomain>"
+        else:
+            assert seen["hostname"] == seen["env"] == seen["fqdn"] == "h" * 62
+            assert seen["own_ip"] == pod_ip
+    assert socket.gethostname() != "worker-0", "a pod renamed the host"
+
+
+def test_termination_message_file_and_fallback_to_logs(local_core: client.CoreV1Api, local_namespace: str) -> None:
+    core, ns = local_core, local_namespace
+    noisy_failure = "import sys\nfor i in range(100):\n    print(f'line {i}')\nsys.exit(3)\n"
+    writer = """
+        import pathlib
+        print("this goes to the log only")
+        pathlib.Path("/dev/termination-log").write_text("checkpoint kimg=12.5 written")
+    """
+    pod = python_pod("messages", writer)
+    main = pod["spec"]["containers"][0]
+    pod["spec"]["containers"] = [
+        main,
+        {**main, "name": "fallback", "command": ["python", "-c", noisy_failure],
+         "terminationMessagePolicy": "FallbackToLogsOnError"},
+        {**main, "name": "file-only", "command": ["python", "-c", noisy_failure]},
+    ]
+    core.create_namespaced_pod(ns, pod)
+    done = eventually(phase_is(core, ns, "messages", "Failed"), timeout=60, what="pod Failed")
+    terminated = {status.name: status.state.terminated for status in done.status.container_statuses}
+    assert terminated["main"].exit_code == 0
+    assert terminated["main"].message == "checkpoint kimg=12.5 written"
+    assert terminated["fallback"].exit_code == 3
+    assert terminated["fallback"].message == "".join(f"line {i}\n" for i in range(20, 100))
+    # The default policy, File, never reads the log: an empty file means no message.
+    assert terminated["file-only"].exit_code == 3
+    assert terminated["file-only"].message is None

@@ -1,7 +1,8 @@
 """One run ("attempt") of one container: launch through the shim, observe, signal.
 
 Everything about an attempt is in its directory, so a restarted agent can pick it up:
-`launched.json` (shim pid), `started.json` (container pid), `exit.json` (how it ended).
+`launched.json` (shim pid), `started.json` (container pid), `exit.json` (how it ended), and
+`termination-log`, the host side of the container's terminationMessagePath.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class Attempt:
     def started(self) -> dict[str, Any] | None:
         return read_json(self.directory / "started.json")
 
+    @property
+    def termination_log(self) -> Path:
+        return self.directory / "termination-log"
+
+    def create_termination_log(self) -> Path:
+        """An empty file for this run: a bind mount needs its source, and each run starts blank."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.termination_log.write_bytes(b"")
+        return self.termination_log
+
     def exit_record(self) -> dict[str, Any] | None:
         return read_json(self.directory / "exit.json")
 
@@ -72,10 +83,13 @@ class Attempt:
     def launch(self, spec: ContainerSpec, netns: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         self.directory.mkdir(parents=True, exist_ok=True)
         spec.write(self.directory)
+        # `ip netns exec` adds a private mount namespace and execs in place, so the pid recorded
+        # below is the shim's. The shim makes its own UTS namespace.
+        argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "ganforge.local.node.shim", str(self.directory)]
         with open(self.directory / "shim.log", "ab") as shim_log:
             # Detached (own session, no parent-death signal): containers survive an agent restart.
             process = subprocess.Popen(
-                ["ip", "netns", "exec", netns, sys.executable, "-m", "ganforge.local.node.shim", str(self.directory)],
+                argv,
                 stdin=subprocess.DEVNULL, stdout=shim_log, stderr=subprocess.STDOUT,
                 env=env, start_new_session=True,
             )

@@ -16,10 +16,44 @@ Pod = dict[str, Any]
 ObjectData = Callable[[str, str, str], Mapping[str, str] | None]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# sethostname(2) takes at most 64 bytes including the terminating NUL.
+HOSTNAME_MAX_LENGTH = 63
 
 
 class ContainerConfigError(ValueError):
     """A reference in env/envFrom cannot be resolved (kubelet's CreateContainerConfigError)."""
+
+
+def pod_hostname(pod: Pod) -> str:
+    """spec.hostname or the pod's name, truncated as kubelet does (no trailing '-' or '.')."""
+    hostname: str = pod["spec"].get("hostname") or pod["metadata"]["name"]
+    if len(hostname) <= HOSTNAME_MAX_LENGTH:
+        return hostname
+    return hostname[:HOSTNAME_MAX_LENGTH].rstrip("-.")
+
+
+def pod_host_domain(pod: Pod, cluster_domain: str) -> str | None:
+    """`<subdomain>.<namespace>.svc.<cluster domain>` when spec.subdomain is set, as kubelet derives it."""
+    subdomain = pod["spec"].get("subdomain")
+    if not subdomain:
+        return None
+    return f"{subdomain}.{pod['metadata']['namespace']}.svc.{cluster_domain}"
+
+
+def hosts_file(pod_ip: str, hostname: str, host_domain: str | None) -> str:
+    """The pod's /etc/hosts in kubelet's layout: with a subdomain the FQDN comes first, so it is the
+    canonical name that `hostname -f` and `socket.getfqdn()` report."""
+    own = f"{pod_ip}\t{hostname}.{host_domain}\t{hostname}" if host_domain else f"{pod_ip}\t{hostname}"
+    return (
+        "# Kubernetes-managed hosts file.\n"
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "fe00::0\tip6-localnet\n"
+        "fe00::0\tip6-mcastprefix\n"
+        "fe00::1\tip6-allnodes\n"
+        "fe00::2\tip6-allrouters\n"
+        f"{own}\n"
+    )
 
 
 def field_ref(pod: Pod, path: str) -> str:
@@ -89,7 +123,7 @@ def container_environment(
     namespace = pod["metadata"]["namespace"]
     env: dict[str, str] = dict(base)
     env.setdefault("PATH", DEFAULT_PATH)
-    env["HOSTNAME"] = pod["spec"].get("hostname") or pod["metadata"]["name"]
+    env["HOSTNAME"] = pod_hostname(pod)
     env["KUBERNETES_SERVICE_HOST"] = KUBERNETES_SERVICE_IP
     env["KUBERNETES_SERVICE_PORT"] = "443"
     env["KUBERNETES_SERVICE_PORT_HTTPS"] = "443"

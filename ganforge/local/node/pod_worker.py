@@ -17,9 +17,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ganforge.local.network import CLUSTER_DNS_IP, CLUSTER_DOMAIN
-from ganforge.local.node import images
+from ganforge.local.node import images, termination
 from ganforge.local.node.containers import Attempt, attempts
-from ganforge.local.node.environment import ContainerConfigError, Pod, container_argv, container_environment
+from ganforge.local.node.environment import (
+    ContainerConfigError,
+    Pod,
+    container_argv,
+    container_environment,
+    hosts_file,
+    pod_host_domain,
+    pod_hostname,
+)
 from ganforge.local.node.network import AddressAllocator, PodNetwork, setup_pod_network, teardown_pod_network
 from ganforge.local.node.pod_status import (
     TERMINAL_PHASES,
@@ -187,18 +195,29 @@ class PodWorker:
         attempt = Attempt(self.container_dir(name) / str(number))
         log_path = self.log_path(name, number)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        spec = ContainerSpec(argv, env, str(log_path), container.get("workingDir"), mounts)
+        message_file = attempt.create_termination_log()
+        message_path = container.get("terminationMessagePath") or termination.DEFAULT_PATH
+        mounts.append(MountSpec(str(message_file), message_path, is_file=True))
+        spec = ContainerSpec(
+            argv, env, str(log_path), container.get("workingDir"), mounts,
+            hostname=pod_hostname(self.pod),
+            termination_message_file=str(message_file),
+            termination_message_policy=container.get("terminationMessagePolicy") or termination.POLICY_FILE,
+        )
         attempt.launch(spec, self.network.netns, dict(self.services.base_env))
         log.info("pod %s: started container %s (attempt %d)", self.name, name, number)
 
     def _name_resolution_mounts(self) -> list[MountSpec]:
-        """/etc/resolv.conf and /etc/hosts of the pod, as kubelet writes them for ClusterFirst."""
+        """/etc/hostname, /etc/hosts and /etc/resolv.conf of the pod, as kubelet and the runtime write them."""
         assert self.network is not None
         metadata = self.pod["metadata"]
-        hostname = self.pod["spec"].get("hostname") or metadata["name"]
+        hostname = pod_hostname(self.pod)
         hosts = self.dir / "etc-hosts"
-        hosts.write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{self.network.ip}\t{hostname}\n")
-        mounts = [MountSpec(str(hosts), "/etc/hosts", read_only=True, is_file=True)]
+        hosts.write_text(hosts_file(self.network.ip, hostname, pod_host_domain(self.pod, CLUSTER_DOMAIN)))
+        etc_hostname = self.dir / "etc-hostname"
+        etc_hostname.write_text(f"{hostname}\n")
+        mounts = [MountSpec(str(hosts), "/etc/hosts", read_only=True, is_file=True),
+                  MountSpec(str(etc_hostname), "/etc/hostname", read_only=True, is_file=True)]
         if self.pod["spec"].get("dnsPolicy", "ClusterFirst") in ("ClusterFirst", "ClusterFirstWithHostNet"):
             namespace = metadata["namespace"]
             search = f"{namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"

@@ -1,9 +1,10 @@
 """Per-container supervisor, the node runtime's equivalent of a containerd shim.
 
 The agent starts `python -m ganforge.local.node.shim CONTAINER_DIR` inside the pod's network
-namespace and a fresh mount namespace (via `ip netns exec`). The shim bind-mounts the volumes,
-starts the container's process in its own process group with its output in the log file, forwards
-SIGTERM/SIGINT to that group, and records the exit in `exit.json`.
+namespace and a fresh mount namespace (via `ip netns exec`). The shim moves to a UTS namespace of
+its own named after the pod, bind-mounts the volumes, starts the container's process in its own
+process group with its output in the log file, forwards SIGTERM/SIGINT to that group, and records
+the exit, with the termination message, in `exit.json`.
 
 The shim is detached from the agent, so restarting the agent neither kills nor duplicates
 containers: the new agent re-reads `started.json` / `exit.json` and carries on.
@@ -11,9 +12,11 @@ containers: the new agent re-reads `started.json` / `exit.json` and carries on.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -21,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from ganforge.local.node.termination import POLICY_FILE, termination_message
 from ganforge.local.state_files import write_json_atomic
 
 
@@ -39,6 +43,10 @@ class ContainerSpec:
     log_path: str
     working_dir: str | None = None
     mounts: list[MountSpec] = field(default_factory=list)
+    hostname: str | None = None
+    termination_message_file: str | None = None
+    """Host side of the container's terminationMessagePath."""
+    termination_message_policy: str = POLICY_FILE
 
     def write(self, directory: Path) -> None:
         write_json_atomic(directory / "spec.json", asdict(self))
@@ -69,6 +77,29 @@ def _mount(spec: MountSpec) -> None:
         subprocess.run(["mount", "-o", "remount,bind,ro", spec.target], check=True, capture_output=True)
 
 
+class HostnameError(RuntimeError):
+    pass
+
+
+# <sched.h>; Python 3.11 has no os.unshare.
+CLONE_NEWUTS = 0x04000000
+
+
+def _set_hostname(hostname: str) -> None:
+    """Give this process (and so the container) a UTS namespace of its own, named `hostname`.
+
+    Unsharing here rather than in the launch command means sethostname can never reach the host's
+    namespace, whatever started the shim.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUTS) != 0:
+        raise HostnameError(f"unshare(CLONE_NEWUTS): {os.strerror(ctypes.get_errno())}")
+    try:
+        socket.sethostname(hostname)
+    except OSError as error:
+        raise HostnameError(f"sethostname({hostname!r}): {error}") from error
+
+
 def _record_failure(directory: Path, reason: str, message: str, exit_code: int = 128) -> int:
     write_json_atomic(
         directory / "exit.json",
@@ -79,6 +110,11 @@ def _record_failure(directory: Path, reason: str, message: str, exit_code: int =
 
 def run(directory: Path) -> int:
     spec = ContainerSpec.read(directory)
+    if spec.hostname:
+        try:
+            _set_hostname(spec.hostname)
+        except HostnameError as error:
+            return _record_failure(directory, "CreateContainerError", f"setting the hostname failed: {error}")
     try:
         for mount in spec.mounts:
             _mount(mount)
@@ -121,13 +157,15 @@ def run(directory: Path) -> int:
     except ProcessLookupError:
         pass
     exit_code = returncode if returncode >= 0 else 128 - returncode
+    message_file = Path(spec.termination_message_file) if spec.termination_message_file else None
     write_json_atomic(
         directory / "exit.json",
         {
             "exitCode": exit_code,
             "signal": -returncode if returncode < 0 else None,
             "reason": "Completed" if exit_code == 0 else "Error",
-            "message": "",
+            "message": termination_message(message_file, spec.termination_message_policy, exit_code,
+                                           Path(spec.log_path)),
             "finishedAt": now_rfc3339(),
         },
     )

@@ -1,4 +1,5 @@
-"""Pure logic of the node runtime: status, environment, probes, images, addresses."""
+"""Pure logic of the node runtime: status, environment, hostnames, termination messages, probes, images,
+addresses."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from ganforge.local.node import images
-from ganforge.local.node.environment import ContainerConfigError, container_argv, container_environment, field_ref
+from ganforge.local.node import images, termination
+from ganforge.local.node.environment import (
+    ContainerConfigError,
+    container_argv,
+    container_environment,
+    field_ref,
+    hosts_file,
+    pod_host_domain,
+    pod_hostname,
+)
 from ganforge.local.node.network import AddressAllocator, node_subnet
 from ganforge.local.node.pod_status import ContainerView, container_status, pod_conditions, pod_phase
 from ganforge.local.node.probes import ProbeState
@@ -61,6 +70,63 @@ def test_no_command_and_no_entrypoint_is_an_error() -> None:
         container_argv({"name": "c"}, (), {})
 
 
+def test_hostname_is_spec_hostname_or_name_truncated_like_kubelet() -> None:
+    assert pod_hostname(POD) == "p"
+    with_hostname = {**POD, "spec": {**POD["spec"], "hostname": "worker-0"}}
+    assert pod_hostname(with_hostname) == "worker-0"
+    # 63 characters at most, and the cut never leaves a trailing '-' or '.'.
+    long_name = {**POD, "metadata": {**POD["metadata"], "name": "a" * 61 + "-.b" + "c" * 10}}
+    assert pod_hostname(long_name) == "a" * 61
+    assert pod_hostname({**POD, "metadata": {**POD["metadata"], "name": "x" * 70}}) == "x" * 63
+    assert container_environment(long_name, {"name": "c"}, lambda *_: None, {})["HOSTNAME"] == "a" * 61
+
+
+def test_hosts_file_puts_the_fqdn_first_when_a_subdomain_is_set() -> None:
+    assert pod_host_domain(POD, "cluster.local") is None
+    sub = {**POD, "spec": {**POD["spec"], "hostname": "w-0", "subdomain": "rdzv"}}
+    domain = pod_host_domain(sub, "cluster.local")
+    assert domain == "rdzv.ns.svc.cluster.local"
+    lines = hosts_file("10.244.1.2", "w-0", domain).splitlines()
+    assert lines[-1] == "10.244.1.2	w-0.rdzv.ns.svc.cluster.local	w-0"
+    assert "127.0.0.1	localhost" in lines
+    assert hosts_file("10.244.1.2", "p", None).splitlines()[-1] == "10.244.1.2	p"
+
+
+def test_log_tail_keeps_the_last_80_lines_then_the_last_2048_bytes() -> None:
+    short = b"".join(b"line %d\n" % i for i in range(100))
+    assert termination.log_tail(short) == b"".join(b"line %d\n" % i for i in range(20, 100))
+    assert termination.log_tail(b"one\ntwo\nunterminated", lines=2) == b"two\nunterminated"
+    wide = b"".join(bytes([65 + i % 26]) * 99 + b"\n" for i in range(50))  # 5000 bytes in 50 lines
+    tail = termination.log_tail(wide)
+    assert len(tail) == 2048 and wide.endswith(tail)
+    assert termination.log_tail(b"") == b""
+
+
+def test_message_prefers_the_file_and_falls_back_to_logs_only_on_error() -> None:
+    fallback = termination.POLICY_FALLBACK_TO_LOGS
+    assert termination.choose_message(b"written", fallback, 3, b"logged\n") == "written"
+    assert termination.choose_message(b"", fallback, 3, b"logged\n") == "logged\n"
+    assert termination.choose_message(b"", fallback, 0, b"logged\n") == ""
+    assert termination.choose_message(b"", termination.POLICY_FILE, 3, b"logged\n") == ""
+    big = b"x" * 5000 + b"END"
+    message = termination.choose_message(big, termination.POLICY_FILE, 0, b"")
+    assert len(message) == termination.MAX_MESSAGE_BYTES and message.endswith("END")
+    assert termination.choose_message(b"\xff ok", termination.POLICY_FILE, 0, b"") == "\ufffd ok"
+
+
+def test_termination_message_reads_only_the_tails_of_its_files(tmp_path: Path) -> None:
+    log_file, message_file = tmp_path / "0.log", tmp_path / "termination-log"
+    log_file.write_bytes(b"".join(b"%05d\n" % i for i in range(100_000)))
+    message_file.write_bytes(b"")
+    expected = b"".join(b"%05d\n" % i for i in range(99_920, 100_000)).decode()
+    policy = termination.POLICY_FALLBACK_TO_LOGS
+    assert termination.termination_message(message_file, policy, 1, log_file) == expected
+    assert termination.termination_message(tmp_path / "absent", policy, 1, log_file) == expected
+    message_file.write_text("done: 42 images")
+    assert termination.termination_message(message_file, policy, 1, log_file) == "done: 42 images"
+    assert termination.termination_message(None, termination.POLICY_FILE, 1, log_file) == ""
+
+
 def view(**overrides: object) -> ContainerView:
     values: dict[str, object] = {"name": "c", "image": "python:3.11", "attempts": 1}
     values.update(overrides)
@@ -85,6 +151,15 @@ def test_container_status_shows_back_off_and_last_termination() -> None:
     assert status["lastState"]["terminated"]["exitCode"] == 3
     killed = container_status(view(current_exit={"exitCode": 137, "signal": 9, "finishedAt": "t"}))
     assert killed["state"]["terminated"]["signal"] == 9
+
+
+def test_terminated_state_carries_the_termination_message() -> None:
+    record = {"exitCode": 3, "finishedAt": "t2", "message": "last words\n"}
+    status = container_status(view(current_exit=record, current_started="t1"))
+    assert status["state"]["terminated"]["message"] == "last words\n"
+    restarting = container_status(view(attempts=2, current_exit=record, will_restart=True, current_started="t1"))
+    assert restarting["lastState"]["terminated"]["message"] == "last words\n"
+    assert "message" not in container_status(view(current_exit={"exitCode": 0, "message": ""}))["state"]["terminated"]
 
 
 def test_condition_transition_time_moves_only_on_flips() -> None:
