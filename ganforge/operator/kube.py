@@ -28,23 +28,23 @@ VERSION = "v1alpha1"
 # killed mid-reconcile recovers without duplicates (tests/e2e/test_operator.py).
 CRASH_AFTER_WRITES_ENV = "GANFORGE_OPERATOR_CRASH_AFTER_WRITES"
 
-_COLLECTIONS = {
-    ("v1", "Pod"): "/api/v1/namespaces/{ns}/pods",
-    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
-    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps",
-    ("v1", "PersistentVolumeClaim"): "/api/v1/namespaces/{ns}/persistentvolumeclaims",
-    ("v1", "ServiceAccount"): "/api/v1/namespaces/{ns}/serviceaccounts",
-    ("rbac.authorization.k8s.io/v1", "Role"): "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"):
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
-}
-
-
 class Kube:
     def __init__(self, api: ApiClient) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        rbac = client.RbacAuthorizationV1Api(api)
+        core = self.core
+        # kind -> (create, replace); the typed client methods accept plain manifest dicts.
+        self._methods: dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]] = {
+            "Pod": (core.create_namespaced_pod, None),
+            "Service": (core.create_namespaced_service, None),
+            "ConfigMap": (core.create_namespaced_config_map, core.replace_namespaced_config_map),
+            "PersistentVolumeClaim": (core.create_namespaced_persistent_volume_claim, None),
+            "ServiceAccount": (core.create_namespaced_service_account, None),
+            "Role": (rbac.create_namespaced_role, None),
+            "RoleBinding": (rbac.create_namespaced_role_binding, None),
+        }
         self._writes_left = int(os.environ.get(CRASH_AFTER_WRITES_ENV, "0") or 0)
 
     # -- reads ---------------------------------------------------------------------------------
@@ -71,17 +71,11 @@ class Kube:
                 log.error("failpoint %s reached: exiting abruptly", CRASH_AFTER_WRITES_ENV)
                 os._exit(137)
 
-    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
-        return self.api.call_api(path, method, body=body, header_params={"Content-Type": content_type,
-                                                                        "Accept": "application/json"},
-                                 response_type="object", auth_settings=["BearerToken"],
-                                 _return_http_data_only=True)
-
     def create(self, manifest: dict[str, Any]) -> bool:
         """True if created, False if it already existed."""
-        path = _COLLECTIONS[(manifest["apiVersion"], manifest["kind"])].format(ns=manifest["metadata"]["namespace"])
+        create, _ = self._methods[manifest["kind"]]
         try:
-            self._call("POST", path, manifest)
+            create(manifest["metadata"]["namespace"], manifest)
         except ApiException as error:
             if error.status == 409:
                 return False
@@ -92,9 +86,10 @@ class Kube:
     def apply(self, manifest: dict[str, Any]) -> None:
         if self.create(manifest):
             return
-        path = _COLLECTIONS[(manifest["apiVersion"], manifest["kind"])].format(ns=manifest["metadata"]["namespace"])
+        _, replace = self._methods[manifest["kind"]]
+        assert replace is not None, f"{manifest['kind']} is create-only"
         # No resourceVersion: an unconditional replace, which is what "make it look like this" means.
-        self._call("PUT", f"{path}/{manifest['metadata']['name']}", manifest)
+        replace(manifest["metadata"]["name"], manifest["metadata"]["namespace"], manifest)
         self._wrote()
 
     def delete_pod(self, namespace: str, name: str, force: bool) -> None:
@@ -108,9 +103,9 @@ class Kube:
     def patch_status(self, namespace: str, name: str, resource_version: str, status: dict[str, Any]) -> None:
         """Merge patch with a resourceVersion precondition: a decision made on stale state is
         refused with 409 instead of being applied twice."""
-        path = f"/apis/{API_GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        self._call("PATCH", path, body, content_type="application/merge-patch+json")
+        self.custom.patch_namespaced_custom_object_status(API_GROUP, VERSION, namespace, PLURAL, name, body,
+                                                          _content_type="application/merge-patch+json")
         self._wrote()
 
     def execute(self, namespace: str, name: str, resource_version: str, plan: Plan,
