@@ -110,12 +110,12 @@ class Kube:
 
     def execute(self, namespace: str, name: str, resource_version: str, plan: Plan,
                 emit: Callable[[Event], None]) -> None:
-        """Creates first, then the status transition, then deletions: a launch is recorded only
+        """Writes first, then the status transition, then deletions: a launch is recorded only
         once its pods exist, and pods are deleted only once the reason is recorded."""
+        for manifest in plan.apply:  # the resolved config before the pods that mount it
+            self.apply(manifest)
         for manifest in plan.create:
             self.create(manifest)
-        for manifest in plan.apply:
-            self.apply(manifest)
         if plan.status is not None:
             self.patch_status(namespace, name, resource_version, plan.status)
         for pod in plan.delete:
