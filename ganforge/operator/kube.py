@@ -50,7 +50,8 @@ class Kube:
     # -- reads ---------------------------------------------------------------------------------
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(API_GROUP, VERSION, namespace, PLURAL, name)  # type: ignore[no-any-return]
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(API_GROUP, VERSION, namespace, PLURAL, name)
+            return body
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -61,7 +62,7 @@ class Kube:
         return [self.api.sanitize_for_serialization(pod) for pod in pods.items]
 
     def node_names(self) -> set[str]:
-        return {node.metadata.name for node in self.core.list_node().items}
+        return {str(node.metadata.name) for node in self.core.list_node().items}
 
     # -- writes --------------------------------------------------------------------------------
     def _wrote(self) -> None:

@@ -49,8 +49,8 @@ class OperatorMetrics:
             self._phase_of.pop(key, None)
         else:
             self._phase_of[key] = phase
-        counts = dict.fromkeys(PHASES, 0)
+        counts: dict[str, int] = dict.fromkeys(PHASES, 0)
         for value in self._phase_of.values():
-            counts[value] = counts.get(value, 0) + 1  # type: ignore[index]
+            counts[value] = counts.get(value, 0) + 1
         for phase_name, count in counts.items():
             self.jobs.labels(phase_name).set(count)
