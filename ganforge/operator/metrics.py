@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ganforge.api.training_job import Phase
-from ganforge.operator.reconcile import Plan
+from ganforge.operator.reconcile import FAILED, PREEMPTED, WORKER_FAILED, Plan
 
 PHASES: tuple[Phase, ...] = ("Pending", "Running", "Restarting", "Exporting", "RollingOut", "Succeeded", "Failed")
 
@@ -35,12 +35,12 @@ class OperatorMetrics:
 
     def observe_plan(self, plan: Plan) -> None:
         for event in plan.events:
-            if event.reason == "Preempted":
+            if event.reason == PREEMPTED:
                 self.preemptions.inc()
                 self.restarts.labels("preemption").inc()
-            elif event.reason == "WorkerFailed":
+            elif event.reason == WORKER_FAILED:
                 self.restarts.labels("failure").inc()
-            elif event.reason == "Failed":
+            elif event.reason == FAILED:
                 self.failed_jobs.inc()
 
     def set_phase(self, namespace: str, name: str, phase: str | None) -> None:

@@ -27,6 +27,10 @@ from ganforge.operator.observe import Worker, WorkerState, classify, parse_time
 from ganforge.operator.settings import OperatorSettings
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
+
+# Event reasons; the operator's metrics count restarts and failures by them.
+GANG_CREATED, RUNNING, SUCCEEDED = "GangCreated", "Running", "Succeeded"
+PREEMPTED, WORKER_FAILED, FAILED, INVALID_SPEC = "Preempted", "WorkerFailed", "Failed", "InvalidSpec"
 CONDITION_MESSAGE_LIMIT = 1024
 
 
@@ -180,7 +184,7 @@ def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
         status.phase = "Pending"
     message = f"gang {status.gang}: {spec.resources.workers} worker pod(s)"
     status.conditions = set_condition(status.conditions, "Created", True, "GangCreated", message, observed.now)
-    plan.events.append(Event("Normal", "GangCreated", f"created {message}"))
+    plan.events.append(Event("Normal", GANG_CREATED, f"created {message}"))
 
 
 def _failure_backoff(status: GANTrainingJobStatus, now: datetime, settings: OperatorSettings) -> float:
@@ -221,13 +225,13 @@ def _supervise(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, statu
         status.conditions = set_condition(status.conditions, "Running", False, "Finished", "training finished", now)
         status.conditions = set_condition(status.conditions, "Succeeded", True, "TrainingFinished",
                                           "every worker exited 0", now)
-        plan.events.append(Event("Normal", "Succeeded", "training finished"))
+        plan.events.append(Event("Normal", SUCCEEDED, "training finished"))
     else:
         running = [w for w in workers if w.state in (WorkerState.RUNNING, WorkerState.SUCCEEDED)]
         status.workers = WorkersStatus(ready=sum(w.ready for w in workers), total=len(workers))
         if len(running) == len(workers):
             if status.phase != "Running":
-                plan.events.append(Event("Normal", "Running", f"gang {status.gang}: all workers running"))
+                plan.events.append(Event("Normal", RUNNING, f"gang {status.gang}: all workers running"))
             status.phase = "Running"
             status.conditions = set_condition(status.conditions, "Running", True, "AllWorkersRunning",
                                               f"gang {status.gang}", now)
@@ -259,7 +263,7 @@ def _restart(plan: Plan, status: GANTrainingJobStatus, worker: Worker, now: date
     status.conditions = set_condition(status.conditions, "Running", False, worker.reason or "Restarting", summary, now)
     status.conditions = set_condition(status.conditions, "Restarting", True,
                                       "Preempted" if disruption else "WorkerFailed", summary, now)
-    plan.events.append(Event("Warning", "Preempted" if disruption else "WorkerFailed", summary))
+    plan.events.append(Event("Warning", PREEMPTED if disruption else WORKER_FAILED, summary))
     plan.requeue_after = 0.0
 
 
@@ -275,5 +279,17 @@ def _fail(plan: Plan, status: GANTrainingJobStatus, worker: Worker, now: datetim
     status.conditions = set_condition(status.conditions, "Running", False, worker.reason, summary, now)
     status.conditions = set_condition(status.conditions, "Restarting", False, worker.reason, summary, now)
     status.conditions = set_condition(status.conditions, "Failed", True, worker.reason, message, now)
-    plan.events.append(Event("Warning", "Failed", summary))
+    plan.events.append(Event("Warning", FAILED, summary))
     plan.requeue_after = 0.0
+
+
+def invalid_spec(current: GANTrainingJobStatus, problems: str, now: datetime) -> Plan:
+    """A stored spec the models reject. The CRD schema makes this unreachable for new objects; a
+    spec stored before a schema upgrade is not. Fails the job once; later passes change nothing."""
+    if current.phase == "Failed":
+        return Plan()
+    status = current.model_copy(deep=True)
+    status.phase = "Failed"
+    status.completion_time = _rfc3339(now)
+    status.conditions = set_condition(status.conditions, "Failed", True, INVALID_SPEC, problems, now)
+    return Plan(status=status_patch(status), events=[Event("Warning", INVALID_SPEC, problems)])

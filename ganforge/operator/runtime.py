@@ -17,7 +17,7 @@ from ganforge.api.training_job import GANTrainingJobSpec, GANTrainingJobStatus
 from ganforge.operator.children import JobRef
 from ganforge.operator.kube import Kube
 from ganforge.operator.metrics import OperatorMetrics
-from ganforge.operator.reconcile import Event, Observed, Plan, reconcile, set_condition, status_patch
+from ganforge.operator.reconcile import Event, Observed, invalid_spec, reconcile
 from ganforge.operator.settings import OperatorSettings
 
 log = logging.getLogger("ganforge.operator")
@@ -67,12 +67,13 @@ class OperatorRuntime:
             return None
         metadata = body["metadata"]
         job = JobRef(name, namespace, metadata["uid"])
-        raw_status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
-        current = GANTrainingJobStatus.model_validate(raw_status)
+        current = GANTrainingJobStatus.model_validate(body.get("status") or {})
         try:
             spec = GANTrainingJobSpec.model_validate(body.get("spec") or {})
         except ValidationError as error:
-            plan = _invalid_spec_plan(current, error)
+            problems = "; ".join(f"spec.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+                                 for item in error.errors())
+            plan = invalid_spec(current, problems, datetime.now(UTC))
         else:
             observed = Observed(self.kube.job_pods(namespace, name), self.kube.node_names(), datetime.now(UTC))
             plan = reconcile(job, spec, current, int(metadata.get("generation") or 0), observed, self.settings)
@@ -92,17 +93,6 @@ class OperatorRuntime:
             if not pod["metadata"].get("deletionTimestamp"):
                 self.kube.delete_pod(namespace, pod["metadata"]["name"], force=False)
         return len(pods)
-
-
-def _invalid_spec_plan(current: GANTrainingJobStatus, error: ValidationError) -> Plan:
-    """The CRD schema should make this unreachable; a spec written before a schema upgrade is not."""
-    problems = "; ".join(f"spec.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors())
-    status = current.model_copy(deep=True)
-    status.phase = "Failed"
-    now = datetime.now(UTC)
-    status.completion_time = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    status.conditions = set_condition(status.conditions, "Failed", True, "InvalidSpec", problems, now)
-    return Plan(status=status_patch(status), events=[Event("Warning", "InvalidSpec", problems)])
 
 
 def _post(body: dict[str, Any], event: Event) -> None:

@@ -10,7 +10,7 @@ import pytest
 from ganforge.api.exit_codes import ExitCode
 from ganforge.api.training_job import GANTrainingJobSpec, GANTrainingJobStatus
 from ganforge.operator import children, naming
-from ganforge.operator.reconcile import Observed, Plan, reconcile
+from ganforge.operator.reconcile import Observed, Plan, invalid_spec, reconcile
 from ganforge.operator.settings import OperatorSettings
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -212,3 +212,13 @@ def test_user_named_claim_is_mounted_not_created() -> None:
         "datasets", "ckpt"]
     env = {e["name"]: e["value"] for e in pod_spec["containers"][0]["env"]}
     assert env["GANFORGE_RUN_DIR"] == "/mnt/pvc/ckpt/run-1/run"
+
+
+def test_invalid_stored_spec_fails_the_job_once() -> None:
+    plan = invalid_spec(GANTrainingJobStatus(phase="Running"), "spec.model.latentDim: too large", NOW)
+    assert plan.status is not None and plan.status["phase"] == "Failed"
+    failed = GANTrainingJobStatus.model_validate(plan.status)
+    assert next(c for c in failed.conditions if c.type == "Failed").reason == "InvalidSpec"
+    assert [e.reason for e in plan.events] == ["InvalidSpec"]
+    again = invalid_spec(failed, "spec.model.latentDim: too large", NOW)
+    assert again.status is None and not again.events
