@@ -3,10 +3,11 @@
     python benchmarks/trainer_throughput.py [--steps 200] [--batch 64] [--threads 2] [--rounds 2]
 
 The baseline is written here in the style of the PyTorch DCGAN example (DataLoader over an
-in-memory dataset, BCE-with-logits, per-step .item() for logging). Both loops train the same
-ganforge DCGAN modules at the same batch size, resolution and device; rounds alternate so that
-background load hits both alike. The ganforge figure is the trainer's own img/s (stats.jsonl),
-with evaluation off and checkpoints out of the timed window.
+in-memory dataset, BCE-with-logits, per-step .item() for logging). All loops train the same
+ganforge DCGAN modules in fp32 at the same batch size, resolution and device; each round runs
+the baseline and then the trainer in each of TRAINER_CONFIGS, so background load hits them alike.
+The ganforge figure is the trainer's own img/s (stats.jsonl), with evaluation off and checkpoints
+out of the timed window; torch.compile's compilation happens in the untimed warm-up steps.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,15 +33,21 @@ from ganforge.trainer.loop import train
 from ganforge.trainer.models import build_models
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+# spec.training overrides per trainer configuration; channelsLast is the recommended setting.
+TRAINER_CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "channels_last": {"channelsLast": True},
+    "channels_last_compile": {"channelsLast": True, "compile": True},
+}
 
 
-def _spec(args: argparse.Namespace, steps: int) -> GANTrainingJobSpec:
+def _spec(args: argparse.Namespace, steps: int, training: dict[str, Any] | None = None) -> GANTrainingJobSpec:
     return GANTrainingJobSpec.model_validate({
         "dataset": {"uri": f"file://{FASHION_MNIST}", "format": "idx", "resolution": 32},
         "model": {"architecture": "dcgan", "latentDim": 100, "width": 64},
         "training": {"totalKimg": steps * args.batch / 1000, "batchSize": args.batch,
                      "reportIntervalKimg": args.warmup * args.batch / 1000, "sampleIntervalKimg": 0,
-                     "optimizer": {"betas": [0.5, 0.999]}},
+                     "optimizer": {"betas": [0.5, 0.999]}, **(training or {})},
         "resources": {"workers": 1, "gpusPerWorker": 0},
         "checkpoint": {"intervalKimg": 1e6},
         "evaluation": {"metrics": []},
@@ -87,9 +95,9 @@ def baseline(args: argparse.Namespace, images: torch.Tensor) -> float:
     return args.steps * args.batch / (time.perf_counter() - start)
 
 
-def ganforge_loop(args: argparse.Namespace, workdir: Path) -> float:
+def ganforge_loop(args: argparse.Namespace, workdir: Path, training: dict[str, Any]) -> float:
     run_dir = workdir / f"run-{time.monotonic_ns()}"
-    options = TrainingOptions(_spec(args, args.warmup + args.steps),
+    options = TrainingOptions(_spec(args, args.warmup + args.steps, training),
                               RuntimeOptions(run_dir=str(run_dir), cache_dir=str(workdir / "cache"),
                                              device="cpu", threads=args.threads, tensorboard=False))
     train(options)
@@ -125,6 +133,13 @@ def checkpoint_stall(args: argparse.Namespace, workdir: Path, background: bool) 
     return statistics.mean(stalls), statistics.mean(writes)
 
 
+def _versus(ours: list[float], base: list[float]) -> dict[str, Any]:
+    # Paired per round: background load varies between rounds far more than within one.
+    ratios = [o / b for o, b in zip(ours, base, strict=True)]
+    return {"img_per_s": [round(v, 1) for v in ours], "ratio_per_round": [round(r, 3) for r in ratios],
+            "ratio_median": round(statistics.median(ratios), 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement")
@@ -138,21 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     images = load_dataset(_spec(args, 1).dataset).images
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        base, ours = [], []
+        base: list[float] = []
+        ours: dict[str, list[float]] = {name: [] for name in TRAINER_CONFIGS}
         for _ in range(args.rounds):
             base.append(baseline(args, images))
-            ours.append(ganforge_loop(args, workdir))
-            print(f"round: baseline {base[-1]:.1f} img/s, ganforge {ours[-1]:.1f} img/s", file=sys.stderr)
+            for name, runs in ours.items():
+                runs.append(ganforge_loop(args, workdir, TRAINER_CONFIGS[name]))
+            print(f"round: baseline {base[-1]:.1f} img/s, ganforge "
+                  + ", ".join(f"{name} {runs[-1]:.1f}" for name, runs in ours.items()), file=sys.stderr)
         torch.set_num_threads(args.threads)
         bg = checkpoint_stall(args, workdir, background=True)
         sync = checkpoint_stall(args, workdir, background=False)
     result = {
         "device": "cpu", "threads": args.threads, "batch": args.batch, "steps": args.steps,
         "load_average": os.getloadavg()[0],
-        "baseline_img_per_s": [round(v, 1) for v in base], "ganforge_img_per_s": [round(v, 1) for v in ours],
-        # Paired per round: background load varies between rounds far more than within one.
-        "ratio_per_round": [round(o / b, 3) for o, b in zip(ours, base, strict=True)],
-        "ratio_median": round(statistics.median(o / b for o, b in zip(ours, base, strict=True)), 3),
+        "baseline_img_per_s": [round(v, 1) for v in base],
+        **{f"ganforge_{name}": _versus(runs, base) for name, runs in ours.items()},
         "checkpoint_stall_background_s": round(bg[0], 4), "checkpoint_stall_sync_s": round(sync[0], 4),
         "checkpoint_write_s": round(bg[1], 4),
     }

@@ -170,7 +170,10 @@ class TrainingSpec(ApiModel):
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Base seed; each rank derives its own.")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Adam settings.")
-    channels_last: bool = Field(False, description="Use the channels_last memory format (GPU).")
+    channels_last: bool = Field(
+        False, description="Use the channels_last memory format: faster convolutions with oneDNN on CPUs "
+        "and with tensor cores on GPUs."
+    )
     compile: bool = Field(False, description="Wrap G and D in torch.compile.")
     report_interval_kimg: float = Field(
         1.0, gt=0.0, le=1e6, description="Log/metrics/progress cadence in thousand images."

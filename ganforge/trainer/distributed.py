@@ -166,6 +166,17 @@ def broadcast_parameters(ctx: DistContext, modules: Sequence[torch.nn.Module]) -
             _collective("broadcast", lambda t=tensor: dist.broadcast(t.data, src=0))
 
 
+def _grad_view(buffer: torch.Tensor, offset: int, param: torch.Tensor) -> torch.Tensor:
+    """A slice of `buffer` shaped and strided like `param`. Autograd's gradient layout contract
+    wants .grad to share the parameter's strides (channels_last weights get channels_last grads);
+    a mismatch would make every accumulation and optimizer step a strided copy."""
+    if param.is_contiguous():
+        return buffer[offset : offset + param.numel()].view(param.shape)
+    if param.dim() == 4 and param.is_contiguous(memory_format=torch.channels_last):
+        return buffer.as_strided(param.shape, param.stride(), offset)
+    raise TypeError(f"parameter of shape {tuple(param.shape)} has an unsupported memory layout {param.stride()}")
+
+
 class FlatGradients:
     """The gradients of `params` live as views into one flat buffer, followed by `extra` control
     slots. Autograd accumulates into an existing .grad in place, so after backward the buffer already
@@ -182,7 +193,7 @@ class FlatGradients:
         for p in self.params:
             if p.dtype != torch.float32:
                 raise TypeError(f"parameters must be float32 master weights, got {p.dtype}")
-            self._views.append(self.buffer[offset : offset + p.numel()].view(p.shape))
+            self._views.append(_grad_view(self.buffer, offset, p))
             offset += p.numel()
         self.zero()
 

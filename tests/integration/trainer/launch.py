@@ -110,3 +110,19 @@ def read_progress(run_dir: Path) -> dict[str, Any] | None:
 def load_checkpoint(directory: Path) -> dict[str, Any]:
     state: dict[str, Any] = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
     return state
+
+
+def assert_identical(a: Any, b: Any, path: str = "") -> None:
+    """Bitwise equality of two state trees, naming the first leaf that differs."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), f"{path} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{path}: keys differ"
+        for key in a:
+            assert_identical(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), f"{path}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_identical(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"

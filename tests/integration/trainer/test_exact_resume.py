@@ -5,30 +5,21 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ganforge.api.exit_codes import ExitCode
 from ganforge.trainer.checkpoint import checkpoint_name
-from tests.integration.trainer.launch import Gang, load_checkpoint, read_progress, tiny_spec, write_spec
+from tests.integration.trainer.launch import (
+    Gang,
+    assert_identical,
+    load_checkpoint,
+    read_progress,
+    tiny_spec,
+    write_spec,
+)
 
 TOTAL_KIMG = 1.92  # 120 steps of 16 images
-
-
-def _assert_identical(a: Any, b: Any, path: str = "") -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), f"{path} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), f"{path}: keys differ"
-        for key in a:
-            _assert_identical(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), f"{path}: lengths differ"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_identical(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 def test_sigterm_then_resume_is_bitwise_identical(tmp_path: Path, cache_dir: Path) -> None:
@@ -61,5 +52,5 @@ def test_sigterm_then_resume_is_bitwise_identical(tmp_path: Path, cache_dir: Pat
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / final)
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / final)
     for key in ("G_ema", "G", "D", "opt_g", "opt_d", "scaler_g", "scaler_d", "progress", "ranks"):
-        _assert_identical(a[key], b[key], key)
+        assert_identical(a[key], b[key], key)
     assert a["progress"]["step"] == 120
