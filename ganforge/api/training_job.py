@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -235,11 +235,11 @@ class EvaluationSpec(ApiModel):
     )
     num_samples: int = Field(10000, ge=64, le=200000, description="Generated (and reference) images used.")
     metrics: list[MetricName] = Field(
-        default_factory=lambda: ["fd", "kid", "precision_recall", "mode_collapse", "memorization"],
+        default_factory=lambda: list(get_args(MetricName)),
         description="Metrics to compute.",
     )
     feature_extractors: list[FeatureExtractorName] = Field(
-        default_factory=lambda: ["effnetlite0", "domain"],
+        default_factory=lambda: list[FeatureExtractorName](["effnetlite0", "domain"]),
         description="Feature spaces; each metric is reported once per extractor (fd_effnetlite0, fd_domain).",
     )
     effnet_resolution: int = Field(

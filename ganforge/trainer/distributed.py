@@ -157,15 +157,6 @@ def broadcast_from_main(ctx: DistContext, obj: Any) -> Any:
     return box[0]
 
 
-def broadcast_parameters(ctx: DistContext, modules: Sequence[torch.nn.Module]) -> None:
-    """Make fresh-start weights identical on all ranks regardless of per-rank init seeds."""
-    if not ctx.initialized:
-        return
-    for module in modules:
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            _collective("broadcast", lambda t=tensor: dist.broadcast(t.data, src=0))
-
-
 def _grad_view(buffer: torch.Tensor, offset: int, param: torch.Tensor) -> torch.Tensor:
     """A slice of `buffer` shaped and strided like `param`. Autograd's gradient layout contract
     wants .grad to share the parameter's strides (channels_last weights get channels_last grads);

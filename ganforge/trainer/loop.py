@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 import random
@@ -318,7 +319,7 @@ class _Run:
                 loss_d = losses.d_loss(kind, d_real, d_fake)
             if kind == "wgan-gp":
                 loss_d = loss_d + reg.gp_lambda * losses.gradient_penalty(
-                    lambda x, y=real_labels: self.D_fwd(x, y), real.detach(), fake.detach())
+                    functools.partial(self.D_fwd, labels=real_labels), real.detach(), fake.detach())
             if reg.r1_gamma > 0:
                 loss_d = loss_d + 0.5 * reg.r1_gamma * losses.r1_penalty(real, d_real)
             self.d_grads.zero()

@@ -41,5 +41,6 @@ def gradient_penalty(
     """WGAN-GP: (||grad D(x_hat)|| - 1)^2 on random interpolates (Gulrajani et al., 2017)."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     mixed = (alpha * real + (1.0 - alpha) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(mixed).float().sum(), mixed, create_graph=True)
-    return (grad.float().flatten(1).norm(dim=1) - 1.0).square().mean()
+    grad: torch.Tensor = torch.autograd.grad(critic(mixed).float().sum(), mixed, create_graph=True)[0]
+    penalty: torch.Tensor = (grad.float().flatten(1).norm(dim=1) - 1.0).square().mean()
+    return penalty

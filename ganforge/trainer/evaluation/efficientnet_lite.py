@@ -62,7 +62,8 @@ class MBConv(nn.Module):
         h = F.relu6(self.bn0(self.expand_conv(x))) if self.expand else x
         h = F.relu6(self.bn1(self.depthwise_conv(h)))
         h = self.bn2(self.project_conv(h))
-        return h + x if self.residual else h
+        out: torch.Tensor = h + x if self.residual else h
+        return out
 
 
 class EfficientNetLite0(nn.Module):

@@ -61,11 +61,13 @@ class DomainFeatures:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(images.to(self.device).float()).float()
+        features: torch.Tensor = self.classifier.features(images.to(self.device).float()).float()
+        return features
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(images.to(self.device).float()).argmax(dim=1)
+        classes: torch.Tensor = self.classifier(images.to(self.device).float()).argmax(dim=1)
+        return classes
 
 
 class TorchScriptFeatures:

@@ -43,7 +43,8 @@ class FeatureStatistics:
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
-    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    root: np.ndarray = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    return root
 
 
 def frechet_distance(mean1: np.ndarray, cov1: np.ndarray, mean2: np.ndarray, cov2: np.ndarray) -> float:

@@ -48,7 +48,7 @@ class ProjectionHead(nn.Module):
         self.embed = maybe_sn(nn.Embedding(num_classes, features), spectral_norm) if num_classes else None
 
     def forward(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        out = self.linear(h).squeeze(1)
+        out: torch.Tensor = self.linear(h).squeeze(1)
         if self.embed is not None and labels is not None:
             out = out + (self.embed(labels) * h).sum(dim=1)
         return out
