@@ -1,0 +1,69 @@
+"""A preempted rank whose peer is gone (stopped, as when its node was reclaimed first) is stuck in
+the step's all_reduce. It must still leave within its grace period, or at once on a second signal,
+with PREEMPTED_NO_CHECKPOINT, instead of waiting out the collective's timeout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ganforge.api.exit_codes import ExitCode
+from tests.integration.trainer.launch import Gang, read_progress, tiny_spec, write_spec
+
+
+@pytest.fixture
+def hung_pair(tmp_path: Path, cache_dir: Path, request: pytest.FixtureRequest) -> Iterator[Gang]:
+    """Two training ranks; rank 1 is frozen with SIGSTOP once training runs, so rank 0 blocks in
+    its next all_reduce (whose timeout, 120 s, is far beyond what these tests wait)."""
+    grace = request.param
+    config = write_spec(tmp_path / "job.yaml", tiny_spec(workers=2, total_kimg=100.0))
+    gang = Gang(config, tmp_path / "run", 2, cache_dir, extra=["--grace-seconds", str(grace)])
+    try:
+        gang.wait_for(lambda: (read_progress(tmp_path / "run") or {}).get("step", 0) >= 5)
+        os.kill(gang.procs[1].pid, signal.SIGSTOP)
+        time.sleep(1.0)  # rank 0 finishes its step and waits for rank 1's share
+        yield gang
+    finally:
+        for proc in gang.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_exit(gang: Gang, rank: int, within: float) -> int:
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        code = gang.procs[rank].poll()
+        if code is not None:
+            return code
+        time.sleep(0.05)
+    raise AssertionError(f"rank {rank} still running after {within}s:\n{gang.output()}")
+
+
+@pytest.mark.parametrize("hung_pair", [3.0], indirect=True)
+def test_grace_deadline_ends_a_rank_stuck_in_a_collective(hung_pair: Gang) -> None:
+    os.kill(hung_pair.procs[0].pid, signal.SIGTERM)
+    start = time.monotonic()
+    code = _wait_exit(hung_pair, 0, within=20)
+    assert code == ExitCode.PREEMPTED_NO_CHECKPOINT, hung_pair.output()
+    assert time.monotonic() - start >= 2.5  # not before the grace period it was given
+    log = hung_pair.full_output()
+    assert "SIGTERM received: stopping at the next step" in log
+    assert "preemption deadline passed; exiting with 76" in log
+
+
+@pytest.mark.parametrize("hung_pair", [300.0], indirect=True)
+def test_second_signal_ends_a_rank_stuck_in_a_collective_at_once(hung_pair: Gang) -> None:
+    rank0 = hung_pair.procs[0]
+    os.kill(rank0.pid, signal.SIGTERM)
+    hung_pair.wait_for(lambda: "SIGTERM received" in hung_pair.logs[0].read_text(errors="replace"), timeout=10)
+    assert rank0.poll() is None  # the first signal only asks to stop; the peer never answers
+    os.kill(rank0.pid, signal.SIGINT)
+    code = _wait_exit(hung_pair, 0, within=10)
+    assert code == ExitCode.PREEMPTED_NO_CHECKPOINT, hung_pair.output()
+    assert "second signal (SIGINT); exiting with 76" in hung_pair.full_output()
