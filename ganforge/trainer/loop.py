@@ -466,6 +466,25 @@ class _Run:
     # -- the run ---------------------------------------------------------------------------
 
     def run(self) -> ExitCode:
+        # Installed before setup: a reclaim during a long setup (dataset load, training the domain
+        # classifier) is handled like one during training: stop after the first step, or leave
+        # when the grace period runs out.
+        preemption = PreemptionHandler(self.rt.grace_seconds).install()
+        try:
+            resumed = self._setup()
+            return self._train(preemption, resumed)
+        finally:
+            preemption.uninstall()
+            if self.manager is not None:
+                self.manager.wait()
+            if self.tb is not None:
+                self.tb.close()
+            if self.job_status is not None:
+                # After the terminal event (if any): sends what is still pending, waiting briefly.
+                self.job_status.close()
+
+    def _setup(self) -> bool:
+        """Everything before the first step; returns whether a checkpoint was resumed."""
         ctx, spec = self.ctx, self.spec
         run_phase(ctx, "checking the world size", self._check_world)
         data = run_phase(ctx, "loading the dataset", self._load_data)
@@ -489,60 +508,52 @@ class _Run:
             restore_rng(rng_state)
         else:
             seed_rank(spec.training.seed, ctx.rank)
+        return resumed
 
+    def _train(self, preemption: PreemptionHandler, resumed: bool) -> ExitCode:
+        ctx, spec = self.ctx, self.spec
         total_nimg = round(spec.training.total_kimg * 1000)
         images_per_step = spec.training.batch_size * spec.training.d_steps_per_g
-        preemption = PreemptionHandler(self.rt.grace_seconds).install()
         stats_sum = torch.zeros(len(STAT_NAMES), device=ctx.device)
         report_steps, report_nimg, report_start = 0, self.nimg, time.perf_counter()
         log.info("training from kimg %.3f to %.3f (%s, world size %d, device %s)", self.nimg / 1000,
                  total_nimg / 1000, "resumed" if resumed else "fresh start", ctx.world_size, ctx.device)
-        try:
-            while self.nimg < total_nimg:
-                flags, stats = self._train_step(preemption)
-                if flags[FLAG_NONFINITE] > 0:
-                    newest = self.manager.newest.uri if self.manager and self.manager.newest else "none (on rank 0)"
-                    raise NonFiniteLossError(
-                        f"non-finite loss at step {self.step + 1} (kimg {self.nimg / 1000:.3f}); no newer checkpoint "
-                        f"is written; the newest good checkpoint is {newest}")
-                if flags[FLAG_FATAL] > 0:
-                    code = int(flags[FLAG_FATAL])
-                    message = self.pending_fatal[1] if self.pending_fatal else f"rank 0 failed (exit code {code})"
-                    raise error_for_code(code, message)
-                before = self.nimg
-                self.nimg += images_per_step
-                self.step += 1
-                ema = spec.model.ema
-                beta = ema_beta(self.nimg, spec.training.batch_size, ema.half_life_kimg, ema.rampup)
-                update_ema(self.G_ema, self.G, beta)
-                stats_sum += stats
-                report_steps += 1
+        while self.nimg < total_nimg:
+            flags, stats = self._train_step(preemption)
+            if flags[FLAG_NONFINITE] > 0:
+                newest = self.manager.newest.uri if self.manager and self.manager.newest else "none (on rank 0)"
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {self.step + 1} (kimg {self.nimg / 1000:.3f}); no newer checkpoint "
+                    f"is written; the newest good checkpoint is {newest}")
+            if flags[FLAG_FATAL] > 0:
+                code = int(flags[FLAG_FATAL])
+                message = self.pending_fatal[1] if self.pending_fatal else f"rank 0 failed (exit code {code})"
+                raise error_for_code(code, message)
+            before = self.nimg
+            self.nimg += images_per_step
+            self.step += 1
+            ema = spec.model.ema
+            beta = ema_beta(self.nimg, spec.training.batch_size, ema.half_life_kimg, ema.rampup)
+            update_ema(self.G_ema, self.G, beta)
+            stats_sum += stats
+            report_steps += 1
 
-                if flags[FLAG_STOP] > 0:
-                    return self._emergency_stop()
-                done = self.nimg >= total_nimg
-                if _crossed(before, self.nimg, spec.training.report_interval_kimg) or done:
-                    self._report(stats_sum, report_steps, time.perf_counter() - report_start, self.nimg - report_nimg)
-                    stats_sum.zero_()
-                    report_steps, report_nimg, report_start = 0, self.nimg, time.perf_counter()
-                if done:
-                    break
-                if _crossed(before, self.nimg, spec.checkpoint.interval_kimg):
-                    self._checkpoint(background=spec.checkpoint.background)
-                if _crossed(before, self.nimg, spec.training.sample_interval_kimg):
-                    self._samples()
-                if _crossed(before, self.nimg, spec.evaluation.interval_kimg):
-                    self._evaluate()
-            return self._finish()
-        finally:
-            preemption.uninstall()
-            if self.manager is not None:
-                self.manager.wait()
-            if self.tb is not None:
-                self.tb.close()
-            if self.job_status is not None:
-                # After the terminal event (if any): sends what is still pending, waiting briefly.
-                self.job_status.close()
+            if flags[FLAG_STOP] > 0:
+                return self._emergency_stop()
+            done = self.nimg >= total_nimg
+            if _crossed(before, self.nimg, spec.training.report_interval_kimg) or done:
+                self._report(stats_sum, report_steps, time.perf_counter() - report_start, self.nimg - report_nimg)
+                stats_sum.zero_()
+                report_steps, report_nimg, report_start = 0, self.nimg, time.perf_counter()
+            if done:
+                break
+            if _crossed(before, self.nimg, spec.checkpoint.interval_kimg):
+                self._checkpoint(background=spec.checkpoint.background)
+            if _crossed(before, self.nimg, spec.training.sample_interval_kimg):
+                self._samples()
+            if _crossed(before, self.nimg, spec.evaluation.interval_kimg):
+                self._evaluate()
+        return self._finish()
 
     def _emergency_stop(self) -> ExitCode:
         log.warning("preemption: all ranks stopped after step %d (kimg %.3f); writing the emergency checkpoint",

@@ -1,6 +1,9 @@
-"""A preempted rank whose peer is gone (stopped, as when its node was reclaimed first) is stuck in
+"""Preemption away from the step boundary.
+
+A preempted rank whose peer is gone (stopped, as when its node was reclaimed first) is stuck in
 the step's all_reduce. It must still leave within its grace period, or at once on a second signal,
-with PREEMPTED_NO_CHECKPOINT, instead of waiting out the collective's timeout."""
+with PREEMPTED_NO_CHECKPOINT, instead of waiting out the collective's timeout. A SIGTERM during
+setup (here: training the domain classifier) stops the run after its first step."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ganforge.api.exit_codes import ExitCode
+from ganforge.trainer.checkpoint import checkpoint_name
 from tests.integration.trainer.launch import Gang, read_progress, tiny_spec, write_spec
 
 
@@ -67,3 +71,32 @@ def test_second_signal_ends_a_rank_stuck_in_a_collective_at_once(hung_pair: Gang
     code = _wait_exit(hung_pair, 0, within=10)
     assert code == ExitCode.PREEMPTED_NO_CHECKPOINT, hung_pair.output()
     assert "second signal (SIGINT); exiting with 76" in hung_pair.full_output()
+
+
+def _setup_in_progress(tmp_path: Path, grace: float) -> Gang:
+    """One rank, signalled once its dataset is loaded and while it trains the domain classifier
+    (about 10 s with an empty cache)."""
+    spec = tiny_spec(workers=1, total_kimg=0.32, evaluation={
+        "metrics": ["fd"], "featureExtractors": ["domain"], "numSamples": 256, "intervalKimg": 0})
+    gang = Gang(write_spec(tmp_path / "job.yaml", spec), tmp_path / "run", 1, tmp_path / "empty-cache",
+                extra=["--grace-seconds", str(grace)])
+    gang.wait_for(lambda: "dataset fake://" in gang.logs[0].read_text(errors="replace"), timeout=60)
+    gang.procs[0].send_signal(signal.SIGTERM)
+    return gang
+
+
+def test_sigterm_during_setup_stops_after_the_first_step(tmp_path: Path) -> None:
+    gang = _setup_in_progress(tmp_path, grace=120)
+    assert gang.wait(timeout=120) == [ExitCode.PREEMPTED], gang.output()
+    log = gang.full_output()
+    assert log.index("SIGTERM received") < log.index("trained the domain classifier") < log.index("training from")
+    assert "all ranks stopped after step 1 (kimg 0.016)" in log
+    assert (tmp_path / "run" / "checkpoints" / checkpoint_name(16) / "manifest.json").exists()
+
+
+def test_grace_deadline_during_setup_exits_without_a_checkpoint(tmp_path: Path) -> None:
+    gang = _setup_in_progress(tmp_path, grace=1)
+    assert gang.wait(timeout=30) == [ExitCode.PREEMPTED_NO_CHECKPOINT], gang.output()
+    log = gang.full_output()
+    assert "preemption deadline passed" in log and "training from" not in log
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
