@@ -9,10 +9,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 
+from ganforge.api.training_job import MetricName
 from ganforge.trainer.evaluation.features import DomainFeatures, FeatureExtractor, as_unit_float, extract
 from ganforge.trainer.evaluation.metrics import (
     FeatureStatistics,
@@ -25,7 +27,7 @@ from ganforge.trainer.evaluation.metrics import (
 
 __all__ = ["ALL_METRICS", "EvaluationResult", "ReferenceStatistics", "evaluate_images"]
 
-ALL_METRICS = ("fd", "kid", "precision_recall", "mode_collapse", "memorization")
+ALL_METRICS: tuple[str, ...] = get_args(MetricName)  # the API's list, in its order
 
 
 @dataclass
