@@ -170,9 +170,20 @@ def test_failures_count_against_backoff_limit_and_bad_data_fails_at_once(
     assert unwritable["failures"] == 2 and unwritable["preemptions"] == 0 and unwritable["gang"] == 1
     assert unwritable["lastFailure"]["reason"] == "CheckpointStorageError", unwritable["lastFailure"]
     assert "backoffLimit 1 exceeded" in next(c for c in unwritable["conditions"] if c["type"] == "Failed")["message"]
-    # The first gang was removed before the second started; the last one is kept for its logs.
-    assert sorted(p.metadata.name for p in _pods(local_core, namespace, "unwritable")) == [
-        "unwritable-g1-w0", "unwritable-g1-w1"]
+    # The first gang was removed before the second started. Of the last gang, the rank that failed is
+    # kept for its logs; its peer is kept if it had exited by then (it usually fails as soon as rank 0
+    # is gone), and stopped if it was still running.
+    failed_pod = f"unwritable-g1-w{unwritable['lastFailure']['rank']}"
+
+    def only_finished_pods_of_the_last_gang() -> list[client.V1Pod] | None:
+        pods = _pods(local_core, namespace, "unwritable")
+        finished = all(p.status.phase in ("Succeeded", "Failed") and p.metadata.deletion_timestamp is None
+                       for p in pods)
+        return pods if finished else None
+
+    kept = eventually(only_finished_pods_of_the_last_gang, 120, "running pods of the failed job to be stopped")
+    names = {p.metadata.name for p in kept}
+    assert failed_pod in names and names <= {"unwritable-g1-w0", "unwritable-g1-w1"}, names
     warnings = [e.reason for e in local_core.list_namespaced_event(namespace).items if e.type == "Warning"]
     assert "WorkerFailed" in warnings and "Failed" in warnings
 
