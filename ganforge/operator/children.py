@@ -144,7 +144,7 @@ def _resources(spec: GANTrainingJobSpec) -> dict[str, Any]:
 def _environment(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings, gang: int,
                  rank: int) -> list[dict[str, Any]]:
     run = run_dir(job, spec)
-    cache = f"{run}/cache" if settings.trainer_cache_host_path is None else "/var/cache/ganforge"
+    cache = f"{run}/cache" if settings.trainer_cache_host_path is None else naming.CACHE_MOUNT
     master = f"{naming.worker_hostname(job.name, 0)}.{naming.rendezvous_service(job.name)}"
     values = {
         # torchrun's contract: one process per pod, so the local rank is always 0.
@@ -172,7 +172,7 @@ def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings
         mounts.append({"name": "run", "mountPath": LOCAL_RUN_ROOT})
         volumes.append({"name": "run", "emptyDir": {}})
     if settings.trainer_cache_host_path is not None:
-        mounts.append({"name": "cache", "mountPath": "/var/cache/ganforge"})
+        mounts.append({"name": "cache", "mountPath": naming.CACHE_MOUNT})
         volumes.append({"name": "cache", "hostPath": {"path": settings.trainer_cache_host_path,
                                                       "type": "DirectoryOrCreate"}})
     labels = {naming.GANG_LABEL: str(gang), naming.RANK_LABEL: str(rank)}

@@ -19,6 +19,7 @@ TRAINER_CONTAINER = "trainer"
 CONFIG_FILE_NAME = "job.yaml"
 CONFIG_MOUNT = "/etc/ganforge"
 PVC_ROOT = "/mnt/pvc"
+CACHE_MOUNT = "/var/cache/ganforge"  # where settings.trainerCacheHostPath is mounted
 RENDEZVOUS_PORT = 29500
 METRICS_PORT = 9100
 

@@ -41,8 +41,6 @@ class Worker:
     message: str = ""
     exit_code: int | None = None
     final: bool = False  # a failure that no retry can fix (bad spec or data)
-    deleting_since: datetime | None = None
-    node: str | None = None
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -65,10 +63,15 @@ def _disruption(pod: Mapping[str, Any], live_nodes: Collection[str] | None) -> t
             return condition.get("reason") or "DisruptionTarget", condition.get("message") or ""
     if status.get("reason") in DISRUPTION_POD_REASONS:
         return status["reason"], status.get("message") or ""
-    node = pod.get("spec", {}).get("nodeName")
-    if node and live_nodes is not None and node not in live_nodes:
-        return "NodeLost", f"node {node} no longer exists"
+    if node_gone(pod, live_nodes):
+        return "NodeLost", f"node {pod['spec']['nodeName']} no longer exists"
     return None
+
+
+def node_gone(pod: Mapping[str, Any], live_nodes: Collection[str] | None) -> bool:
+    """The pod was bound to a node that no longer exists (False when nodes were not checked)."""
+    node = pod.get("spec", {}).get("nodeName")
+    return bool(node) and live_nodes is not None and node not in live_nodes
 
 
 def classify(pod: Mapping[str, Any] | None, rank: int, name: str,
@@ -77,8 +80,6 @@ def classify(pod: Mapping[str, Any] | None, rank: int, name: str,
     if pod is None:
         return Worker(rank, name, WorkerState.MISSING)
     metadata, status = pod.get("metadata", {}), pod.get("status", {})
-    deleting = parse_time(metadata.get("deletionTimestamp"))
-    node = pod.get("spec", {}).get("nodeName")
     terminated = _terminated(pod)
     exit_code = terminated.get("exitCode") if terminated else None
     message = (terminated or {}).get("message") or status.get("message") or ""
@@ -87,37 +88,36 @@ def classify(pod: Mapping[str, Any] | None, rank: int, name: str,
     disruption = _disruption(pod, live_nodes)
     if disruption is not None:
         return Worker(rank, name, WorkerState.DISRUPTED, reason=disruption[0], message=disruption[1] or message,
-                      exit_code=exit_code, deleting_since=deleting, node=node)
+                      exit_code=exit_code)
     if phase == "Succeeded":
-        return Worker(rank, name, WorkerState.SUCCEEDED, exit_code=0, deleting_since=deleting, node=node)
+        return Worker(rank, name, WorkerState.SUCCEEDED, exit_code=0)
     if phase == "Failed":
-        return _failed(rank, name, exit_code, status.get("reason"), message, deleting, node)
-    if deleting is not None:
+        return _failed(rank, name, exit_code, status.get("reason"), message)
+    if metadata.get("deletionTimestamp"):
         # Someone else is deleting a pod of the current gang (the operator deletes only old gangs):
         # the pod is going away through no fault of the training code.
         return Worker(rank, name, WorkerState.DISRUPTED, reason="WorkerPodDeleted",
-                      message=f"pod {name} is being deleted", deleting_since=deleting, node=node)
+                      message=f"pod {name} is being deleted")
     if phase == "Running":
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-        return Worker(rank, name, WorkerState.RUNNING, ready=ready, node=node)
-    return Worker(rank, name, WorkerState.PENDING, reason=_waiting_reason(status), node=node)
+        return Worker(rank, name, WorkerState.RUNNING, ready=ready)
+    return Worker(rank, name, WorkerState.PENDING, reason=_waiting_reason(status))
 
 
-def _failed(rank: int, name: str, exit_code: int | None, pod_reason: str | None, message: str,
-            deleting: datetime | None, node: str | None) -> Worker:
+def _failed(rank: int, name: str, exit_code: int | None, pod_reason: str | None, message: str) -> Worker:
     if exit_code is None:
         # Failed before the container ran (e.g. an image the node cannot run): fix the spec/settings.
         return Worker(rank, name, WorkerState.FAILED, reason=pod_reason or "PodFailed", message=message,
-                      final=True, deleting_since=deleting, node=node)
+                      final=True)
     info = describe(exit_code)
     if not info.counts_against_backoff:
         reason = "Preempted" if info.code in (ExitCode.PREEMPTED, ExitCode.PREEMPTED_NO_CHECKPOINT) else (
             "PeerLost" if info.code == ExitCode.DISTRIBUTED_ERROR else "KilledBySignal")
         return Worker(rank, name, WorkerState.DISRUPTED, reason=reason, message=message or info.meaning,
-                      exit_code=exit_code, deleting_since=deleting, node=node)
+                      exit_code=exit_code)
     reason = _reason_for(exit_code)
     return Worker(rank, name, WorkerState.FAILED, reason=reason, message=message or info.meaning,
-                  exit_code=exit_code, final=not info.resumable, deleting_since=deleting, node=node)
+                  exit_code=exit_code, final=not info.resumable)
 
 
 def _reason_for(exit_code: int) -> str:

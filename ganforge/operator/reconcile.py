@@ -23,7 +23,7 @@ from ganforge.api.training_job import (
     WorkersStatus,
 )
 from ganforge.operator import children, naming
-from ganforge.operator.observe import Worker, WorkerState, classify, parse_time
+from ganforge.operator.observe import Worker, WorkerState, classify, node_gone, parse_time
 from ganforge.operator.settings import OperatorSettings
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -68,18 +68,20 @@ def _rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _gang_of(pod: Mapping[str, Any]) -> int:
+def _label_number(pod: Mapping[str, Any], label: str) -> int:
+    """A pod's gang or rank label; -1 for a pod without it, which then belongs to no gang."""
     try:
-        return int(pod["metadata"]["labels"][naming.GANG_LABEL])
+        return int(pod["metadata"]["labels"][label])
     except (KeyError, ValueError):
         return -1
+
+
+def _gang_of(pod: Mapping[str, Any]) -> int:
+    return _label_number(pod, naming.GANG_LABEL)
 
 
 def _rank_of(pod: Mapping[str, Any]) -> int:
-    try:
-        return int(pod["metadata"]["labels"][naming.RANK_LABEL])
-    except (KeyError, ValueError):
-        return -1
+    return _label_number(pod, naming.RANK_LABEL)
 
 
 def set_condition(conditions: list[Condition], type_: ConditionType, status: bool, reason: str, message: str,
@@ -145,11 +147,10 @@ def _stop_leftovers(plan: Plan, observed: Observed, settings: OperatorSettings, 
         left = True
         name = pod["metadata"]["name"]
         deleting = parse_time(pod["metadata"].get("deletionTimestamp"))
-        node = pod.get("spec", {}).get("nodeName")
-        node_gone = bool(node) and observed.live_nodes is not None and node not in observed.live_nodes
+        gone = node_gone(pod, observed.live_nodes)
         if deleting is None:
-            plan.delete.append(DeletePod(name, force=node_gone))
-        elif node_gone or observed.now > deleting + timedelta(seconds=settings.lost_pod_timeout_seconds):
+            plan.delete.append(DeletePod(name, force=gone))
+        elif gone or observed.now > deleting + timedelta(seconds=settings.lost_pod_timeout_seconds):
             # Nobody will ever confirm this pod's termination; without this the job would be stuck.
             plan.delete.append(DeletePod(name, force=True))
     if left:
