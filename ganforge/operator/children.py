@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ganforge.api import trainer_env
 from ganforge.api.training_job import API_VERSION, KIND, GANTrainingJobSpec
 from ganforge.operator import naming
 from ganforge.operator.settings import OperatorSettings
@@ -150,11 +151,11 @@ def _environment(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettin
         # torchrun's contract: one process per pod, so the local rank is always 0.
         "RANK": str(rank), "WORLD_SIZE": str(spec.resources.workers), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
         "GROUP_RANK": str(rank), "MASTER_ADDR": master, "MASTER_PORT": str(naming.RENDEZVOUS_PORT),
-        "GANFORGE_JOB_NAME": job.name, "GANFORGE_JOB_NAMESPACE": job.namespace, "GANFORGE_GANG": str(gang),
-        "GANFORGE_RUN_DIR": run, "GANFORGE_PVC_ROOT": naming.PVC_ROOT, "GANFORGE_CACHE_DIR": cache,
-        "GANFORGE_GRACE_SECONDS": f"{settings.trainer_grace_seconds:g}",
-        "GANFORGE_DEVICE": "cuda" if spec.resources.gpus_per_worker else "cpu",
-        "GANFORGE_METRICS_PORT": str(naming.METRICS_PORT),
+        trainer_env.JOB_NAME: job.name, trainer_env.JOB_NAMESPACE: job.namespace, trainer_env.GANG: str(gang),
+        trainer_env.RUN_DIR: run, trainer_env.PVC_ROOT: naming.PVC_ROOT, trainer_env.CACHE_DIR: cache,
+        trainer_env.GRACE_SECONDS: f"{settings.trainer_grace_seconds:g}",
+        trainer_env.DEVICE: "cuda" if spec.resources.gpus_per_worker else "cpu",
+        trainer_env.METRICS_PORT: str(naming.METRICS_PORT),
         **settings.trainer_env,
     }
     return [{"name": key, "value": value} for key, value in values.items()]

@@ -9,9 +9,8 @@ from typing import Any
 
 import kopf
 
-from ganforge.api.training_job import API_GROUP
+from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
 from ganforge.operator import naming
-from ganforge.operator.kube import PLURAL, VERSION
 from ganforge.operator.runtime import OperatorRuntime
 
 

@@ -15,14 +15,11 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from ganforge.api.training_job import API_GROUP
+from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
 from ganforge.operator import naming
 from ganforge.operator.reconcile import Event, Plan
 
 log = logging.getLogger("ganforge.operator")
-
-PLURAL = "gantrainingjobs"
-VERSION = "v1alpha1"
 
 # Test-only failpoint: exit abruptly after this many successful writes, to prove that an operator
 # killed mid-reconcile recovers without duplicates (tests/e2e/test_operator.py).

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ganforge.api import trainer_env
 from ganforge.api.exit_codes import EXIT_CODE_TABLE, ExitCode
 
 log = logging.getLogger("ganforge.trainer")
@@ -26,19 +27,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     env = os.environ.get
     parser.add_argument("--config", required=True, help="GANTrainingJob (or its spec) as YAML or JSON")
-    parser.add_argument("--run-dir", default=env("GANFORGE_RUN_DIR", "runs/default"),
+    parser.add_argument("--run-dir", default=env(trainer_env.RUN_DIR, "runs/default"),
                         help="outputs: training_options.json, samples, logs, default checkpoints [$GANFORGE_RUN_DIR]")
-    parser.add_argument("--metrics-port", type=int, default=int(env("GANFORGE_METRICS_PORT", "0") or 0),
+    parser.add_argument("--metrics-port", type=int, default=int(env(trainer_env.METRICS_PORT, "0") or 0),
                         help="Prometheus port on rank 0; 0 = off [$GANFORGE_METRICS_PORT]")
-    parser.add_argument("--pvc-root", default=env("GANFORGE_PVC_ROOT", "/mnt/pvc"),
+    parser.add_argument("--pvc-root", default=env(trainer_env.PVC_ROOT, "/mnt/pvc"),
                         help="where pvc://CLAIM/... URIs are mounted: <root>/CLAIM [$GANFORGE_PVC_ROOT]")
-    parser.add_argument("--cache-dir", default=env("GANFORGE_CACHE_DIR", os.path.expanduser("~/.cache/ganforge")),
+    parser.add_argument("--cache-dir", default=env(trainer_env.CACHE_DIR, os.path.expanduser("~/.cache/ganforge")),
                         help="reference statistics and the domain classifier [$GANFORGE_CACHE_DIR]")
-    parser.add_argument("--grace-seconds", type=float, default=float(env("GANFORGE_GRACE_SECONDS", "25")),
+    parser.add_argument("--grace-seconds", type=float, default=float(env(trainer_env.GRACE_SECONDS, "25")),
                         help="after SIGTERM, exit by this deadline even if the emergency checkpoint is not "
                         "done; keep below terminationGracePeriodSeconds [$GANFORGE_GRACE_SECONDS]")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=env("GANFORGE_DEVICE", "auto"))
-    parser.add_argument("--threads", type=int, default=int(env("GANFORGE_THREADS", "0") or 0),
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=env(trainer_env.DEVICE, "auto"))
+    parser.add_argument("--threads", type=int, default=int(env(trainer_env.THREADS, "0") or 0),
                         help="CPU threads per rank; 0 = cores / local ranks")
     parser.add_argument("--dist-timeout", type=float, default=1800.0, help="collective timeout in seconds")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")

@@ -29,16 +29,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ganforge.api.training_job import API_VERSION, CheckpointStatus, TrainingProgress
+from ganforge.api import trainer_env
+from ganforge.api.training_job import API_VERSION, PLURAL, CheckpointStatus, TrainingProgress
 from ganforge.trainer.checkpoint import CheckpointInfo
 from ganforge.trainer.outputs import ProgressEvent
 
 log = logging.getLogger(__name__)
 
-JOB_NAME_ENV = "GANFORGE_JOB_NAME"
-JOB_NAMESPACE_ENV = "GANFORGE_JOB_NAMESPACE"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-PLURAL = "gantrainingjobs"
 TERMINAL_STATES = frozenset({"finished", "preempted", "failed"})
 REQUEST_TIMEOUT_SECONDS = 3.0
 TERMINAL_WAIT_SECONDS = 5.0
@@ -127,14 +125,14 @@ class JobStatusReporter:
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> JobStatusReporter | None:
         """The reporter for the job named in the environment, or None outside a job's pod."""
         env = os.environ if environ is None else environ
-        name, namespace = env.get(JOB_NAME_ENV), env.get(JOB_NAMESPACE_ENV)
+        name, namespace = env.get(trainer_env.JOB_NAME), env.get(trainer_env.JOB_NAMESPACE)
         if not name or not namespace:
             return None
         host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
         token, ca = SERVICE_ACCOUNT_DIR / "token", SERVICE_ACCOUNT_DIR / "ca.crt"
         if not host or not port or not token.is_file():
             log.info("job status reporting off: %s=%s is set but this is not a Kubernetes pod "
-                     "(no KUBERNETES_SERVICE_HOST/PORT or no %s)", JOB_NAME_ENV, name, token)
+                     "(no KUBERNETES_SERVICE_HOST/PORT or no %s)", trainer_env.JOB_NAME, name, token)
             return None
         server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
         # Like client-go's in-cluster config: without the CA file, the system's roots are tried.

@@ -22,12 +22,12 @@ import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
 
+from ganforge.api.training_job import API_GROUP, API_VERSION, KIND, PLURAL, VERSION
 from ganforge.local.install import MANIFESTS, OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install, kubectl
 from ganforge.operator.kube import CRASH_AFTER_WRITES_ENV
 from tests.helpers import eventually
 
 EXAMPLE = MANIFESTS / "examples" / "fashion-mnist-dcgan.yaml"
-GROUP, VERSION, PLURAL = "ganforge.io", "v1alpha1", "gantrainingjobs"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def operator(local_cluster: Any) -> Iterator[Path]:
 
 def _job(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
     return client.CustomObjectsApi(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
-        GROUP, VERSION, namespace, PLURAL, name)
+        API_GROUP, VERSION, namespace, PLURAL, name)
 
 
 def _status(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def _fast_job(name: str, **spec: Any) -> dict[str, Any]:
     }
     for key, value in spec.items():
         body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GANTrainingJob", "metadata": {"name": name}, "spec": body}
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": body}
 
 
 def _timestamp(value: Any) -> float:

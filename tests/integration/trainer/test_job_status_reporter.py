@@ -23,19 +23,19 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiClient
 
-from ganforge.api.training_job import API_GROUP, API_VERSION, KIND
+from ganforge.api import crd, trainer_env
+from ganforge.api.training_job import API_GROUP, API_VERSION, KIND, PLURAL, VERSION
 from ganforge.local.control_plane import ControlPlane
 from ganforge.trainer import job_status
 from ganforge.trainer.checkpoint import CheckpointInfo
-from ganforge.trainer.job_status import PLURAL, JobStatusReporter
+from ganforge.trainer.job_status import JobStatusReporter
 from ganforge.trainer.outputs import ProgressEvent
 from tests.conftest import Kubectl
 from tests.helpers import eventually
 from tests.integration.trainer.launch import tiny_spec, write_spec
 
 REPO = Path(__file__).resolve().parents[3]
-CRD_FILE = REPO / "manifests" / "crds" / f"{PLURAL}.{API_GROUP}.yaml"
-VERSION = API_VERSION.split("/", 1)[1]
+CRD_FILE = REPO / crd.MANIFEST_PATH
 SERVICE_ACCOUNT = "trainer"
 JOB, OTHER_JOB = "job-a", "job-b"
 
@@ -47,7 +47,7 @@ def job_crd(kubectl: Kubectl) -> None:
         pytest.fail(f"{CRD_FILE.relative_to(REPO)} is missing: generate it with `make manifests` "
                     "(python -m ganforge.api.crd)", pytrace=False)
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kubectl.run("wait", "--for=condition=Established", f"crd/{PLURAL}.{API_GROUP}", "--timeout=60s")
+    kubectl.run("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
 
 
 @dataclass
@@ -197,7 +197,7 @@ def run_trainer_in_pod(trainer: Trainer, plane: ControlPlane, config: Path, run_
     # The mount point has to exist; the node runtime creates the same directory for its pods.
     job_status.SERVICE_ACCOUNT_DIR.mkdir(parents=True, exist_ok=True)
     env = {key: value for key, value in os.environ.items() if not key.startswith("KUBE")}
-    env.update({job_status.JOB_NAME_ENV: JOB, job_status.JOB_NAMESPACE_ENV: trainer.namespace,
+    env.update({trainer_env.JOB_NAME: JOB, trainer_env.JOB_NAMESPACE: trainer.namespace,
                 "KUBERNETES_SERVICE_HOST": plane.advertise_address,
                 "KUBERNETES_SERVICE_PORT": str(plane.apiserver_port)})
     bind_then_exec = 'mount --bind "$0" "$1" && shift && exec "$@"'

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ganforge.api import trainer_env
 from ganforge.api.training_job import GANTrainingJobStatus
 from ganforge.trainer import job_status
 from ganforge.trainer.checkpoint import CheckpointInfo
@@ -58,7 +59,7 @@ def test_progress_file_keeps_its_keys_and_gains_the_resume_point(tmp_path: Path)
 
 def test_outside_a_pod_there_is_no_reporter(caplog: pytest.LogCaptureFixture) -> None:
     assert JobStatusReporter.from_environment({}) is None
-    job = {job_status.JOB_NAME_ENV: "fashion", job_status.JOB_NAMESPACE_ENV: "team-a"}
+    job = {trainer_env.JOB_NAME: "fashion", trainer_env.JOB_NAMESPACE: "team-a"}
     with caplog.at_level(logging.INFO, logger=job_status.__name__):
         assert JobStatusReporter.from_environment(job) is None
     assert len(caplog.records) == 1 and "not a Kubernetes pod" in caplog.messages[0]

@@ -1,0 +1,15 @@
+"""The environment the operator gives trainer pods and `ganforge train` reads: one list of names,
+so a rename on one side cannot silently switch a feature off on the other."""
+
+from __future__ import annotations
+
+JOB_NAME = "GANFORGE_JOB_NAME"  # with JOB_NAMESPACE: the job whose status rank 0 reports on
+JOB_NAMESPACE = "GANFORGE_JOB_NAMESPACE"
+GANG = "GANFORGE_GANG"  # which gang this worker belongs to (for logs and debugging)
+RUN_DIR = "GANFORGE_RUN_DIR"
+PVC_ROOT = "GANFORGE_PVC_ROOT"
+CACHE_DIR = "GANFORGE_CACHE_DIR"
+GRACE_SECONDS = "GANFORGE_GRACE_SECONDS"
+DEVICE = "GANFORGE_DEVICE"
+METRICS_PORT = "GANFORGE_METRICS_PORT"
+THREADS = "GANFORGE_THREADS"
