@@ -79,6 +79,7 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
     InvalidSpec("negative-total-kimg", "spec.training.totalKimg", {"training": {"totalKimg": -5}}),
     InvalidSpec("bad-cpu", "spec.resources.cpu", {"resources": {"cpu": "four"}}),
     InvalidSpec("bad-memory", "spec.resources.memory", {"resources": {"memory": "16 GB"}}),
+    InvalidSpec("cpu-with-trailing-newline", "spec.resources.cpu", {"resources": {"cpu": "4\n"}}),
     InvalidSpec("zero-keep-last", "spec.checkpoint.keepLast", {"checkpoint": {"keepLast": 0}}),
     InvalidSpec("too-many-gpus", "spec.resources.gpusPerWorker", {"resources": {"gpusPerWorker": 17}}),
     InvalidSpec(

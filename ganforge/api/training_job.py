@@ -20,8 +20,7 @@ API_VERSION = f"{API_GROUP}/{VERSION}"
 KIND = "GANTrainingJob"
 PLURAL = "gantrainingjobs"
 
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-QUANTITY_PATTERN = _QUANTITY.pattern
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
 # The operator derives pod and service names (with suffixes) from the job name, which must stay
 # within the 63-character label limit.
@@ -195,7 +194,7 @@ class ResourcesSpec(ApiModel):
     @field_validator("cpu", "memory")
     @classmethod
     def _quantity(cls, value: str) -> str:
-        if not _QUANTITY.match(value):
+        if not _matches(QUANTITY_PATTERN, value):  # whole string: `$` alone accepts a trailing newline
             raise ValueError(f"not a Kubernetes quantity: {value!r}")
         return value
 

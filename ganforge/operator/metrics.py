@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ganforge.api.training_job import Phase
 from ganforge.operator.reconcile import FAILED, PREEMPTED, WORKER_FAILED, Plan
 
-PHASES: tuple[Phase, ...] = ("Pending", "Running", "Restarting", "Exporting", "RollingOut", "Succeeded", "Failed")
+PHASES: tuple[Phase, ...] = get_args(Phase)
 
 
 class OperatorMetrics:
