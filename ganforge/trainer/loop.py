@@ -471,8 +471,8 @@ class _Run:
         # when the grace period runs out.
         preemption = PreemptionHandler(self.rt.grace_seconds).install()
         try:
-            resumed = self._setup()
-            return self._train(preemption, resumed)
+            self._setup()
+            return self._train(preemption)
         finally:
             preemption.uninstall()
             if self.manager is not None:
@@ -483,8 +483,8 @@ class _Run:
                 # After the terminal event (if any): sends what is still pending, waiting briefly.
                 self.job_status.close()
 
-    def _setup(self) -> bool:
-        """Everything before the first step; returns whether a checkpoint was resumed."""
+    def _setup(self) -> None:
+        """Everything before the first step, including loading the newest checkpoint (`resumed_from`)."""
         ctx, spec = self.ctx, self.spec
         run_phase(ctx, "checking the world size", self._check_world)
         data = run_phase(ctx, "loading the dataset", self._load_data)
@@ -493,13 +493,12 @@ class _Run:
         state = run_phase(ctx, "loading the newest checkpoint", self._load_checkpoint)
         state = broadcast_from_main(ctx, state)
         rng_state = self._apply_checkpoint(state) if state is not None else None
-        resumed = state is not None
-        self.resumed_from = (self.nimg, self.step) if resumed else None
+        self.resumed_from = (self.nimg, self.step) if state is not None else None
         del state
         run_phase(ctx, "creating outputs", lambda: self._setup_outputs(data))
         with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
             run_phase(ctx, "preparing evaluation", lambda: self._setup_evaluation(data))
-            if not resumed:
+            if self.resumed_from is None:
                 self._samples()
                 if spec.evaluation.at_start:
                     self._evaluate()
@@ -508,16 +507,16 @@ class _Run:
             restore_rng(rng_state)
         else:
             seed_rank(spec.training.seed, ctx.rank)
-        return resumed
 
-    def _train(self, preemption: PreemptionHandler, resumed: bool) -> ExitCode:
+    def _train(self, preemption: PreemptionHandler) -> ExitCode:
         ctx, spec = self.ctx, self.spec
         total_nimg = round(spec.training.total_kimg * 1000)
         images_per_step = spec.training.batch_size * spec.training.d_steps_per_g
         stats_sum = torch.zeros(len(STAT_NAMES), device=ctx.device)
         report_steps, report_nimg, report_start = 0, self.nimg, time.perf_counter()
+        start = "fresh start" if self.resumed_from is None else "resumed"
         log.info("training from kimg %.3f to %.3f (%s, world size %d, device %s)", self.nimg / 1000,
-                 total_nimg / 1000, "resumed" if resumed else "fresh start", ctx.world_size, ctx.device)
+                 total_nimg / 1000, start, ctx.world_size, ctx.device)
         while self.nimg < total_nimg:
             flags, stats = self._train_step(preemption)
             if flags[FLAG_NONFINITE] > 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from typing import Any
 
 import torch
 import yaml
+
+from ganforge.local.control_plane import free_port
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -39,12 +40,6 @@ def write_spec(path: Path, spec: dict[str, Any]) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Gang:
     """World-size processes of `ganforge train` with the torchrun environment contract."""
 
@@ -52,7 +47,7 @@ class Gang:
                  threads: int = 1) -> None:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
         for rank in range(world):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,13 +41,10 @@ def hung_pair(tmp_path: Path, cache_dir: Path, request: pytest.FixtureRequest) -
 
 
 def _wait_exit(gang: Gang, rank: int, within: float) -> int:
-    start = time.monotonic()
-    while time.monotonic() - start < within:
-        code = gang.procs[rank].poll()
-        if code is not None:
-            return code
-        time.sleep(0.05)
-    raise AssertionError(f"rank {rank} still running after {within}s:\n{gang.output()}")
+    try:
+        return gang.procs[rank].wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"rank {rank} still running after {within}s:\n{gang.output()}") from None
 
 
 @pytest.mark.parametrize("hung_pair", [3.0], indirect=True)

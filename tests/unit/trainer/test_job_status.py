@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from ganforge.api import trainer_env
 from ganforge.api.training_job import GANTrainingJobStatus
+from ganforge.local.control_plane import free_port
 from ganforge.trainer import job_status
 from ganforge.trainer.checkpoint import CheckpointInfo
 from ganforge.trainer.job_status import JobStatusReporter, status_patch, status_path
@@ -65,16 +65,10 @@ def test_outside_a_pod_there_is_no_reporter(caplog: pytest.LogCaptureFixture) ->
     assert len(caplog.records) == 1 and "not a Kubernetes pod" in caplog.messages[0]
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_an_unreachable_apiserver_costs_the_caller_nothing(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("not-a-real-token")
-    reporter = JobStatusReporter(f"https://127.0.0.1:{closed_port()}", "team-a", "fashion", token, None,
+    reporter = JobStatusReporter(f"https://127.0.0.1:{free_port()}", "team-a", "fashion", token, None,
                                  request_timeout=0.5, terminal_wait=2.0)
     try:
         started = time.monotonic()

@@ -8,19 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 from ganforge.api.exit_codes import ExitCode
 from ganforge.trainer.preemption import PreemptionHandler
-
-
-def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
+from tests.helpers import eventually
 
 
 def test_sigterm_sets_the_flag_and_uninstall_restores_the_previous_handlers() -> None:
@@ -29,7 +20,7 @@ def test_sigterm_sets_the_flag_and_uninstall_restores_the_previous_handlers() ->
     try:
         assert not handler.requested
         os.kill(os.getpid(), signal.SIGTERM)
-        assert _until(lambda: handler.requested)
+        eventually(lambda: handler.requested, 5, "the preemption flag")
         assert handler.signal_name == "SIGTERM"
     finally:
         handler.uninstall()
@@ -49,6 +40,7 @@ def test_request_without_a_signal_is_idempotent() -> None:
 _SLEEPER = """
 import sys, time
 from ganforge.trainer.preemption import PreemptionHandler
+from tests.helpers import eventually
 handler = PreemptionHandler(grace_seconds=float(sys.argv[1])).install()
 print("ready", flush=True)
 time.sleep(60)
