@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client, config
 
 from ganforge.local.cli import state_dir
-from ganforge.local.install import MANIFESTS, kubectl
+from ganforge.local.install import EXAMPLE_JOB, kubectl
+from ganforge.local.provisioner import claim_host_path
 
-EXAMPLE = MANIFESTS / "examples" / "fashion-mnist-dcgan.yaml"
 NAME, NAMESPACE = "fashion-mnist-dcgan", "default"
 
 
@@ -43,10 +44,11 @@ def describe(status: dict[str, Any]) -> str:
 
 
 def sample_grid(kubeconfig: Path) -> Path | None:
-    claim = json.loads(kubectl(kubeconfig, "get", "pvc", f"{NAME}-checkpoints", "-n", NAMESPACE, "-o", "json"))
-    volume = json.loads(kubectl(kubeconfig, "get", "pv", claim["spec"]["volumeName"], "-o", "json"))
-    source = volume["spec"].get("hostPath") or volume["spec"].get("local") or {}
-    grids = sorted((Path(source.get("path", "/nonexistent")) / "checkpoints" / "run" / "samples").glob("fakes-*.png"))
+    core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+    volume = claim_host_path(core, NAMESPACE, f"{NAME}-checkpoints")
+    if volume is None:
+        return None
+    grids = sorted((Path(volume) / "checkpoints" / "run" / "samples").glob("fakes-*.png"))
     return grids[-1] if grids else None
 
 
@@ -60,8 +62,8 @@ def main() -> int:
     ganforge("local", "install")
     kubeconfig = state_dir() / "kubeconfig"
     kubectl(kubeconfig, "delete", "gtj", NAME, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
-    kubectl(kubeconfig, "apply", "-n", NAMESPACE, "-f", str(EXAMPLE))
-    total = float(yaml.safe_load(EXAMPLE.read_text())["spec"]["training"]["totalKimg"])
+    kubectl(kubeconfig, "apply", "-n", NAMESPACE, "-f", str(EXAMPLE_JOB))
+    total = float(yaml.safe_load(EXAMPLE_JOB.read_text())["spec"]["training"]["totalKimg"])
     reclaim: subprocess.Popen[bytes] | None = None
     last = ""
     status: dict[str, Any] = {}

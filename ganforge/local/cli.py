@@ -167,7 +167,7 @@ def preempt(root: Path, node: str, grace: int, timeout: float) -> int:
 
 
 def install_operator(root: Path) -> int:
-    from ganforge.local.install import InstallError, install
+    from ganforge.local.install import OPERATOR_NAMESPACE, InstallError, install
 
     if not (root / "ready").exists():
         print("ganforge local install: the cluster is not up (run `ganforge local up`)", file=sys.stderr)
@@ -177,7 +177,7 @@ def install_operator(root: Path) -> int:
     except InstallError as error:
         print(f"ganforge local install: {error}", file=sys.stderr)
         return EXIT_FAILED
-    print("ganforge operator is running in namespace ganforge-system")
+    print(f"ganforge operator is running in namespace {OPERATOR_NAMESPACE}")
     return EXIT_OK
 
 

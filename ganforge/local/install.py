@@ -9,6 +9,7 @@ from pathlib import Path
 from ganforge.local import tools
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+EXAMPLE_JOB = MANIFESTS / "examples" / "fashion-mnist-dcgan.yaml"
 OPERATOR_NAMESPACE = "ganforge-system"
 OPERATOR_DEPLOYMENT = "ganforge-operator"
 

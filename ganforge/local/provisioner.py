@@ -20,6 +20,7 @@ beside a cluster with LocalStorage.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import signal
@@ -107,6 +108,22 @@ def persistent_volume(root: Path, claim: Claim) -> client.V1PersistentVolume:
             ),
         ),
     )
+
+
+def claim_host_path(core: client.CoreV1Api, namespace: str, claim: str) -> str | None:
+    """The host directory behind a bound claim (hostPath or local volume); None while it is
+    unbound, missing, not readable by this client, or on another kind of volume."""
+    try:
+        pvc = json.loads(core.read_namespaced_persistent_volume_claim(claim, namespace, _preload_content=False).data)
+    except ApiException as error:
+        if error.status in (403, 404):
+            return None
+        raise
+    if pvc.get("status", {}).get("phase") != "Bound":
+        return None
+    volume = json.loads(core.read_persistent_volume(pvc["spec"]["volumeName"], _preload_content=False).data)
+    source = volume["spec"].get("hostPath") or volume["spec"].get("local")
+    return None if source is None else str(source["path"])
 
 
 def _items(listing: Any) -> list[Any]:

@@ -23,11 +23,10 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 
 from ganforge.api.training_job import API_GROUP, API_VERSION, KIND, PLURAL, VERSION
-from ganforge.local.install import MANIFESTS, OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install, kubectl
+from ganforge.local.install import EXAMPLE_JOB, OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install, kubectl
+from ganforge.local.provisioner import claim_host_path
 from ganforge.operator.kube import CRASH_AFTER_WRITES_ENV
 from tests.helpers import eventually
-
-EXAMPLE = MANIFESTS / "examples" / "fashion-mnist-dcgan.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +76,13 @@ def _timestamp(value: Any) -> float:
         str(value).replace("Z", "+00:00")).timestamp()
 
 
-def _claim_host_path(core: client.CoreV1Api, namespace: str, claim: str) -> Path:
-    volume = core.read_namespaced_persistent_volume_claim(claim, namespace).spec.volume_name
-    pv = core.read_persistent_volume(volume)
-    source = pv.spec.host_path or pv.spec.local
-    return Path(source.path)
-
-
 def test_example_trains_survives_a_spot_reclaim_and_resumes(
         operator: Path, local_cluster: Any, local_api: ApiClient, local_core: client.CoreV1Api,
         local_namespace: str) -> None:
     namespace, name = local_namespace, "fashion-mnist-dcgan"
-    document = yaml.safe_load(EXAMPLE.read_text())
+    document = yaml.safe_load(EXAMPLE_JOB.read_text())
     assert document["metadata"]["name"] == name
-    kubectl(operator, "apply", "-n", namespace, "-f", str(EXAMPLE))
+    kubectl(operator, "apply", "-n", namespace, "-f", str(EXAMPLE_JOB))
     created = _timestamp(_job(local_api, namespace, name)["metadata"]["creationTimestamp"])
 
     pods = eventually(lambda: (p := _pods(local_core, namespace, name)) and len(p) == 2 and p, 60, "2 worker pods")
@@ -140,7 +132,9 @@ def test_example_trains_survives_a_spot_reclaim_and_resumes(
     assert final["preemptions"] == 1 and final["failures"] == 0 and final["gang"] == 1
     assert final["progress"]["kimg"] == pytest.approx(total)
     assert "fd_domain" in final["metrics"], final["metrics"]
-    run_dir = _claim_host_path(local_core, namespace, f"{name}-checkpoints") / "checkpoints" / "run"
+    volume = claim_host_path(local_core, namespace, f"{name}-checkpoints")
+    assert volume is not None, f"{name}-checkpoints is not bound to a host directory"
+    run_dir = Path(volume) / "checkpoints" / "run"
     grids = sorted((run_dir / "samples").glob("fakes-*.png"))
     assert grids, f"no sample grid in {run_dir}"
     reasons = [e.reason for e in local_core.list_namespaced_event(namespace).items

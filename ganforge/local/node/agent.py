@@ -26,9 +26,11 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from ganforge.local import provisioner
 from ganforge.local.node.environment import Pod
 from ganforge.local.node.network import AddressAllocator, node_subnet
 from ganforge.local.node.pod_worker import PodWorker
+from ganforge.local.node.shim import now_rfc3339
 from ganforge.local.node.volumes import decode_binary
 
 log = logging.getLogger("ganforge.local.node")
@@ -72,10 +74,6 @@ class NodeConfig:
 
 def _micro_time() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _time() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def node_manifest(cfg: NodeConfig) -> dict[str, Any]:
@@ -146,7 +144,7 @@ class NodeAgent:
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.node_uid = ""
-        self.started_at = _time()
+        self.started_at = now_rfc3339()
 
     # -- API helpers used by pod workers (NodeServices) -----------------------------------------
 
@@ -170,18 +168,7 @@ class NodeAgent:
         return None if data is None else {key: value.decode(errors="replace") for key, value in data.items()}
 
     def claim_host_path(self, namespace: str, claim: str) -> str | None:
-        try:
-            pvc = json.loads(self.core.read_namespaced_persistent_volume_claim(claim, namespace,
-                                                                               _preload_content=False).data)
-        except ApiException as error:
-            if error.status in (403, 404):
-                return None
-            raise
-        if pvc.get("status", {}).get("phase") != "Bound":
-            return None
-        volume = json.loads(self.core.read_persistent_volume(pvc["spec"]["volumeName"], _preload_content=False).data)
-        source = volume["spec"].get("hostPath") or volume["spec"].get("local")
-        return None if source is None else str(source["path"])
+        return provisioner.claim_host_path(self.core, namespace, claim)
 
     def request_token(self, pod: Pod, audience: str | None, seconds: int) -> str:
         account = pod["spec"].get("serviceAccountName") or "default"
@@ -232,7 +219,7 @@ class NodeAgent:
         log.info("node %s registered (uid %s)", self.cfg.name, self.node_uid)
 
     def post_status(self) -> None:
-        self.core.patch_node_status(self.cfg.name, {"status": node_status(self.cfg, _time(), self.started_at)},
+        self.core.patch_node_status(self.cfg.name, {"status": node_status(self.cfg, now_rfc3339(), self.started_at)},
                                     _content_type=STRATEGIC_MERGE)
 
     def renew_lease(self) -> None:

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ganforge.local.control_plane import KUBERNETES_SERVICE_IP
+from ganforge.local.network import KUBERNETES_SERVICE_IP
 
 Pod = dict[str, Any]
 # (kind, namespace, name) -> data, for configMapKeyRef / secretKeyRef / envFrom lookups.

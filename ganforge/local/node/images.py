@@ -66,8 +66,8 @@ def default_table() -> tuple[LocalImage, ...]:
     return tuple(table)
 
 
-def resolve(image: str, table: tuple[LocalImage, ...] | None = None) -> LocalImage:
-    entries = default_table() if table is None else table
+def resolve(image: str) -> LocalImage:
+    entries = default_table()
     for entry in entries:
         if fnmatch.fnmatchcase(image, entry.pattern):
             return entry

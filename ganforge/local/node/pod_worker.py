@@ -75,6 +75,7 @@ class PodWorker:
         self.allocator = allocator
         self.services = services
         self.network: PodNetwork | None = None
+        self.name_resolution_mounts: list[MountSpec] = []  # written with the network: same for every container
         self.volumes: PodVolumes | None = None
         self.failure: tuple[str, str] | None = None
         self.pending_reason: tuple[str, str] | None = None
@@ -142,6 +143,7 @@ class PodWorker:
         if self.network is None:
             address = self.allocator.allocate(self.uid)
             self.network = setup_pod_network(self.uid, address)
+            self.name_resolution_mounts = self._write_name_resolution_files()
         if self.volumes is None:
             volumes = PodVolumes(self.pod, self.dir / "volumes", self.services)
             volumes.prepare()
@@ -188,7 +190,7 @@ class PodWorker:
                                                "hostIP": self.services.host_ip}}
             env = container_environment(pod_view, container, self.services.object_data, base)
             argv = container_argv(container, image.entrypoint, env)
-            mounts = self.volumes.mounts_for(container) + self._name_resolution_mounts()
+            mounts = self.volumes.mounts_for(container) + self.name_resolution_mounts
         except (ContainerConfigError, VolumeNotReady) as error:
             self.pending_reason = ("CreateContainerConfigError", str(error))
             return
@@ -207,7 +209,7 @@ class PodWorker:
         attempt.launch(spec, self.network.netns, dict(self.services.base_env))
         log.info("pod %s: started container %s (attempt %d)", self.name, name, number)
 
-    def _name_resolution_mounts(self) -> list[MountSpec]:
+    def _write_name_resolution_files(self) -> list[MountSpec]:
         """/etc/hostname, /etc/hosts and /etc/resolv.conf of the pod, as kubelet and the runtime write them."""
         assert self.network is not None
         metadata = self.pod["metadata"]

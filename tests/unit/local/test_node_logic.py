@@ -114,17 +114,37 @@ def test_message_prefers_the_file_and_falls_back_to_logs_only_on_error() -> None
     assert termination.choose_message(b"\xff ok", termination.POLICY_FILE, 0, b"") == "\ufffd ok"
 
 
-def test_termination_message_reads_only_the_tails_of_its_files(tmp_path: Path) -> None:
+def test_read_tail_returns_the_last_bytes_and_nothing_for_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * 40)
+    assert termination.read_tail(path, 10) == bytes(range(246, 256))
+    assert termination.read_tail(path, 1 << 20) == path.read_bytes()
+    assert termination.read_tail(tmp_path / "absent", 10) == b""
+
+
+def test_termination_message_reads_only_the_tails_of_its_files(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     log_file, message_file = tmp_path / "0.log", tmp_path / "termination-log"
     log_file.write_bytes(b"".join(b"%05d\n" % i for i in range(100_000)))
     message_file.write_bytes(b"")
     expected = b"".join(b"%05d\n" % i for i in range(99_920, 100_000)).decode()
     policy = termination.POLICY_FALLBACK_TO_LOGS
+    # Every read goes through read_tail with the kubelet's byte limits, never the whole 600 kB log.
+    reads: list[tuple[str, int]] = []
+    real_read_tail = termination.read_tail
+
+    def recording_read_tail(path: Path, limit: int) -> bytes:
+        reads.append((path.name, limit))
+        return real_read_tail(path, limit)
+
+    monkeypatch.setattr(termination, "read_tail", recording_read_tail)
     assert termination.termination_message(message_file, policy, 1, log_file) == expected
     assert termination.termination_message(tmp_path / "absent", policy, 1, log_file) == expected
     message_file.write_text("done: 42 images")
     assert termination.termination_message(message_file, policy, 1, log_file) == "done: 42 images"
     assert termination.termination_message(None, termination.POLICY_FILE, 1, log_file) == ""
+    assert set(reads) == {("termination-log", termination.MAX_MESSAGE_BYTES), ("absent", termination.MAX_MESSAGE_BYTES),
+                          ("0.log", termination.MAX_LOG_BYTES)}
 
 
 def view(**overrides: object) -> ContainerView:
