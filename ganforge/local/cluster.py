@@ -139,7 +139,8 @@ class LocalCluster:
         try:
             taint_for_reclaim(core, name)
             evict_node_pods(core, name, grace_seconds)
-            wait_until_drained(core, name, timeout=grace_seconds + 5)
+            if not wait_until_drained(core, name, timeout=grace_seconds + 5):
+                log.warning("node %s not drained within %ss; reclaiming it anyway", name, grace_seconds + 5)
             with self._lock:
                 node = self.agents[name]
                 node.reclaiming = True

@@ -55,11 +55,15 @@ def evict_node_pods(core: client.CoreV1Api, node_name: str, grace_seconds: int) 
 
 
 def wait_until_drained(core: client.CoreV1Api, node_name: str, timeout: float) -> bool:
-    """Wait for every evicted pod to be gone; the reclaim goes on regardless after `timeout`."""
+    """Wait for every evicted pod to be gone; the reclaim goes on regardless after `timeout`.
+
+    A pod that reports a terminal phase while it is being deleted still waits for the agent's final
+    delete; only pods that had finished before the eviction (never deleted by it) may stay."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        running = [p for p in pods_on(core, node_name) if p.status.phase not in ("Succeeded", "Failed")]
-        if not running:
+        remaining = [p for p in pods_on(core, node_name)
+                     if p.metadata.deletion_timestamp or p.status.phase not in ("Succeeded", "Failed")]
+        if not remaining:
             return True
         time.sleep(0.5)
     return False
