@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import os
+import random
 import socket
 import ssl
 import time
@@ -38,11 +39,32 @@ class ControlPlaneError(RuntimeError):
     """A component failed to start or become ready; the message carries its log tail."""
 
 
+# Listening ports are picked below the NodePort range (30000-32767, which kube-proxy intercepts)
+# and below the kernel's ephemeral range: a port the kernel may hand to an outgoing connection can
+# be taken by one between this check and the server's own bind, on a machine busy with clients.
+LISTEN_PORTS = range(20000, 30000)
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port nothing is bound to now, for a server that binds it shortly after."""
+    candidates = range(LISTEN_PORTS.start, min(LISTEN_PORTS.stop, _ephemeral_ports_start()))
+    for _ in range(200):
+        port = random.choice(candidates) if candidates else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            chosen: int = sock.getsockname()[1]
+            return chosen
+    raise OSError(f"no free port in {candidates.start}-{candidates.stop - 1}")
 
 
 def host_address() -> str:

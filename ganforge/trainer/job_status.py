@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TERMINAL_STATES = frozenset({"finished", "preempted", "failed"})
-REQUEST_TIMEOUT_SECONDS = 3.0
-TERMINAL_WAIT_SECONDS = 5.0
+# A busy apiserver can take seconds to answer; a report that times out is lost, not retried.
+REQUEST_TIMEOUT_SECONDS = 10.0
+# Bounded well inside the preemption deadline, which must also fit the emergency checkpoint.
+TERMINAL_WAIT_SECONDS = 10.0
 FAILURE_LOG_INTERVAL_SECONDS = 60.0
 
 

@@ -76,6 +76,8 @@ def _timestamp(value: Any) -> float:
         str(value).replace("Z", "+00:00")).timestamp()
 
 
+# Its waits add up to more than the default per-test limit; each of them is bounded on its own.
+@pytest.mark.timeout(1800)
 def test_example_trains_survives_a_spot_reclaim_and_resumes(
         operator: Path, local_cluster: Any, local_api: ApiClient, local_core: client.CoreV1Api,
         local_namespace: str) -> None:
@@ -137,9 +139,9 @@ def test_example_trains_survives_a_spot_reclaim_and_resumes(
     run_dir = Path(volume) / "checkpoints" / "run"
     grids = sorted((run_dir / "samples").glob("fakes-*.png"))
     assert grids, f"no sample grid in {run_dir}"
-    reasons = [e.reason for e in local_core.list_namespaced_event(namespace).items
-               if e.involved_object.kind == "GANTrainingJob"]
-    assert {"GangCreated", "Preempted", "Succeeded"} <= set(reasons), reasons
+    # Events are posted by the operator after the status write that they describe, so wait for them.
+    eventually(lambda: {"GangCreated", "Preempted", "Succeeded"} <= _event_reasons(local_core, namespace), 60,
+               "the job's GangCreated, Preempted and Succeeded events")
 
 
 def test_failures_count_against_backoff_limit_and_bad_data_fails_at_once(
@@ -178,8 +180,13 @@ def test_failures_count_against_backoff_limit_and_bad_data_fails_at_once(
     kept = eventually(only_finished_pods_of_the_last_gang, 120, "running pods of the failed job to be stopped")
     names = {p.metadata.name for p in kept}
     assert failed_pod in names and names <= {"unwritable-g1-w0", "unwritable-g1-w1"}, names
-    warnings = [e.reason for e in local_core.list_namespaced_event(namespace).items if e.type == "Warning"]
-    assert "WorkerFailed" in warnings and "Failed" in warnings
+    eventually(lambda: {"WorkerFailed", "Failed"} <= _event_reasons(local_core, namespace, "Warning"), 60,
+               "the WorkerFailed and Failed warnings")
+
+
+def _event_reasons(core: client.CoreV1Api, namespace: str, type_: str | None = None) -> set[str]:
+    return {e.reason for e in core.list_namespaced_event(namespace).items
+            if e.involved_object.kind == "GANTrainingJob" and type_ in (None, e.type)}
 
 
 def _operator_kubeconfig(local_cluster: Any, local_core: client.CoreV1Api, path: Path) -> Path:
@@ -213,6 +220,11 @@ def test_operator_killed_mid_reconcile_leaves_no_duplicates(
         local_namespace: str, tmp_path: Path) -> None:
     namespace, name = local_namespace, "crashy"
     apps = client.AppsV1Api(local_api)
+    # The failpoint counts every write of the standalone operator: earlier tests' jobs, still being
+    # deleted with their namespaces, must be finished off by the in-cluster operator first.
+    custom = client.CustomObjectsApi(local_api)
+    eventually(lambda: not custom.list_cluster_custom_object(API_GROUP, VERSION, PLURAL)["items"], 180,
+               "earlier tests' jobs to be deleted")
     apps.patch_namespaced_deployment_scale(OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, {"spec": {"replicas": 0}})
     try:
         eventually(lambda: not local_core.list_namespaced_pod(

@@ -86,12 +86,17 @@ def resolve_tcp(name: str, server: str = CLUSTER_DNS_IP, port: int = 53) -> tupl
     return _parse_a_records(data[2:], query_id)
 
 
-def answered(resolver: Callable[[str], tuple[int, list[str]]], name: str) -> list[str] | None:
+def _answer_or_none(resolver: Callable[[str], tuple[int, list[str]]], name: str) -> tuple[int, list[str]] | None:
+    """The (rcode, addresses) answer, or None when the query timed out (retried by the caller)."""
     try:
-        rcode, addresses = resolver(name)
+        return resolver(name)
     except OSError:
         return None
-    return addresses if rcode == 0 and addresses else None
+
+
+def answered(resolver: Callable[[str], tuple[int, list[str]]], name: str) -> list[str] | None:
+    answer = _answer_or_none(resolver, name)
+    return answer[1] if answer is not None and answer[0] == 0 and answer[1] else None
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -155,7 +160,7 @@ def selectorless_service(
 def service_processes(plane: ControlPlane) -> list[str]:
     """Live kube-proxy and CoreDNS processes of this cluster, as 'pid name'."""
     needle = f"{MARKER_ENV}={plane.cluster_id}".encode()
-    found = []
+    found: dict[int, str] = {}
     for pid in plane.leftover_processes():
         try:
             name = Path(f"/proc/{pid}/comm").read_text().strip()
@@ -163,8 +168,17 @@ def service_processes(plane: ControlPlane) -> list[str]:
         except OSError:
             continue
         if name in ("kube-proxy", "coredns") and needle in environ.split(b"\0"):
-            found.append(f"{pid} {name}")
-    return found
+            found[pid] = name
+    # kube-proxy forks iptables-restore; until the exec the child still looks like kube-proxy.
+    return [f"{pid} {name}" for pid, name in found.items() if _parent(pid) not in found]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state; comm may hold spaces
 
 
 # -- tests --------------------------------------------------------------------------------------
@@ -198,8 +212,8 @@ def test_coredns_answers_through_the_kube_dns_service(
     name = f"model.{namespace}.svc.cluster.local"
     assert eventually(lambda: answered(resolve_udp, name), what=name) == [service.spec.cluster_ip]
     # A name in the cluster zone that no Service has is a real NXDOMAIN, not a timeout.
-    rcode, addresses = resolve_udp(f"missing.{namespace}.svc.cluster.local")
-    assert (rcode, addresses) == (3, [])
+    missing = f"missing.{namespace}.svc.cluster.local"
+    assert eventually(lambda: _answer_or_none(resolve_udp, missing), what=missing) == (3, [])
 
 
 def test_provisioner_binds_a_claim_and_deletes_its_directory(

@@ -69,14 +69,27 @@ def test_pods_reach_a_service_by_dns_name(local_core: client.CoreV1Api, local_na
     assert len({pod.status.pod_ip for pod in pods}) == 2, "every pod has its own IP"
 
     out = tmp_path / "answers"
+    # Ready pods are not yet programmed endpoints: the EndpointSlice controller, CoreDNS and kube-proxy
+    # follow on their own time, so the first lookup and request are retried for a while.
     client_script = f"""
-        import socket, urllib.request
-        addresses = {{socket.gethostbyname(name) for name in ("web", "web.{ns}.svc.cluster.local")}}
-        answers = {{urllib.request.urlopen("http://web/", timeout=5).read().decode() for _ in range(30)}}
+        import socket, time, urllib.request
+        def ask():
+            addresses = {{socket.gethostbyname(name) for name in ("web", "web.{ns}.svc.cluster.local")}}
+            return addresses, urllib.request.urlopen("http://web/", timeout=5).read().decode()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                addresses, first = ask()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        answers = {{first}} | {{ask()[1] for _ in range(29)}}
         open({str(out)!r}, "w").write(" ".join(sorted(addresses)) + "\\n" + " ".join(sorted(answers)))
     """
     core.create_namespaced_pod(ns, one_shot("caller", client_script))
-    done = eventually(lambda: finished(core, ns, "caller"), timeout=90, what="the caller pod to finish")
+    done = eventually(lambda: finished(core, ns, "caller"), timeout=150, what="the caller pod to finish")
     assert done.status.phase == "Succeeded", done.status.container_statuses
     addresses, answers = out.read_text().split("\n")
     service_ip = core.read_namespaced_service("web", ns).spec.cluster_ip
