@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ganforge.trainer.config import resolve_uri
 from ganforge.trainer.errors import CheckpointStorageError
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalStorage:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, uri: str | None = None) -> None:
         self.root = Path(root)
+        # How the job names this place (pvc://claim/dir, file:///dir). The job's status and the
+        # errors say that, since the mount path means nothing outside this pod.
+        self.uri = (uri or str(self.root)).rstrip("/") or "/"
 
     def describe(self, name: str = "") -> str:
-        return str(self.root / name) if name else str(self.root)
+        return f"{self.uri.rstrip('/')}/{name}" if name else self.uri
+
+    def _named(self) -> str:
+        return f"{self.uri} (mounted at {self.root})" if self.uri.startswith("pvc://") else self.uri
 
     def probe(self) -> None:
         try:
@@ -92,7 +99,7 @@ class LocalStorage:
             probe.unlink()
         except OSError as error:
             raise CheckpointStorageError(
-                f"checkpoint location {self.root} is not writable: {error.strerror or error}"
+                f"checkpoint location {self._named()} is not writable: {error.strerror or error}"
             ) from None
 
     def list_names(self) -> list[str]:
@@ -214,10 +221,13 @@ class FsspecStorage:
         return removed
 
 
-def open_storage(location: str) -> Storage:
-    if "://" in location and not location.startswith("file://"):
+def open_storage(uri: str, pvc_root: str = "/mnt/pvc") -> Storage:
+    """The storage behind a checkpoint URI: a path, file://, pvc://claim/path (mounted under
+    `pvc_root`) or any fsspec URL."""
+    location = resolve_uri(uri, pvc_root)
+    if "://" in location:
         return FsspecStorage(location)
-    return LocalStorage(location.removeprefix("file://"))
+    return LocalStorage(location, uri)
 
 
 @dataclass(frozen=True)

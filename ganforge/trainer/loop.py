@@ -25,7 +25,7 @@ from torch import nn
 from ganforge.api.exit_codes import ExitCode
 from ganforge.trainer import losses
 from ganforge.trainer.checkpoint import CheckpointInfo, CheckpointManager, open_storage, to_host
-from ganforge.trainer.config import TrainingOptions, resolve_uri, write_options
+from ganforge.trainer.config import TrainingOptions, write_options
 from ganforge.trainer.data import ImageDataset, load_dataset, to_float, to_uint8
 from ganforge.trainer.distributed import (
     DistContext,
@@ -170,7 +170,7 @@ class _Run:
         if not self.ctx.is_main:
             return
         location = self.spec.checkpoint.uri or str(self.run_dir / "checkpoints")
-        storage = open_storage(resolve_uri(location, self.rt.pvc_root))
+        storage = open_storage(location, self.rt.pvc_root)
         self.manager = CheckpointManager(storage, self.spec.checkpoint.keep_last)
         self.manager.prepare()
 

@@ -134,6 +134,8 @@ def test_example_trains_survives_a_spot_reclaim_and_resumes(
     assert final["preemptions"] == 1 and final["failures"] == 0 and final["gang"] == 1
     assert final["progress"]["kimg"] == pytest.approx(total)
     assert "fd_domain" in final["metrics"], final["metrics"]
+    # The checkpoint is named as the job names its storage, not by the pod's mount path.
+    assert final["checkpoint"]["uri"].startswith(f"pvc://{name}-checkpoints/checkpoints/ckpt-"), final["checkpoint"]
     volume = claim_host_path(local_core, namespace, f"{name}-checkpoints")
     assert volume is not None, f"{name}-checkpoints is not bound to a host directory"
     run_dir = Path(volume) / "checkpoints" / "run"

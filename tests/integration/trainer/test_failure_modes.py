@@ -40,7 +40,7 @@ def test_unwritable_checkpoint_location(tmp_path: Path, cache_dir: Path, capsys:
     spec = tiny_spec(workers=1, checkpoint={"uri": f"file://{blocker}/ckpt"})
     code = _run(write_spec(tmp_path / "job.yaml", spec), tmp_path / "run", cache_dir)
     assert code == ExitCode.CHECKPOINT_STORAGE_ERROR
-    assert f"checkpoint location {blocker}/ckpt is not writable" in capsys.readouterr().err
+    assert f"checkpoint location file://{blocker}/ckpt is not writable" in capsys.readouterr().err
 
 
 def test_world_size_mismatch_is_a_config_error(

@@ -99,6 +99,22 @@ def test_unwritable_location_is_a_storage_error(tmp_path: Path) -> None:
         CheckpointManager(LocalStorage(blocker / "ckpt"), keep_last=1).prepare()
 
 
+def test_a_claim_is_named_by_its_uri_not_the_pods_mount_path(tmp_path: Path) -> None:
+    storage = open_storage("pvc://run-checkpoints/checkpoints", pvc_root=str(tmp_path))
+    assert isinstance(storage, LocalStorage) and storage.root == tmp_path / "run-checkpoints" / "checkpoints"
+    manager = CheckpointManager(storage, keep_last=1)
+    manager.prepare()
+    _save(manager, 100, 1.0)
+    assert manager.newest is not None and manager.newest.uri == f"pvc://run-checkpoints/checkpoints/{checkpoint_name(100)}"
+    assert (tmp_path / "run-checkpoints" / "checkpoints" / checkpoint_name(100) / "manifest.json").is_file()
+
+    (tmp_path / "blocked").write_text("not a directory")
+    unwritable = open_storage("pvc://blocked/checkpoints", pvc_root=str(tmp_path))
+    with pytest.raises(CheckpointStorageError) as error:
+        CheckpointManager(unwritable, keep_last=1).prepare()
+    assert f"pvc://blocked/checkpoints (mounted at {tmp_path}/blocked/checkpoints) is not writable" in str(error.value)
+
+
 def test_background_failure_is_counted_not_raised(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
