@@ -115,16 +115,28 @@ from ganforge.local.provisioner import LocalStorage  # noqa: E402 - appended sec
 SERVICE_PROXY_NODE = "ganforge-node-0"
 
 
+# Networks of the session's local clusters, which the module-scoped network below pauses.
+_local_networks: list[ClusterNetwork] = []
+
+
 # Module-scoped, not session-scoped: kube-proxy's rules are machine-wide, so only one cluster per
 # machine may run it (ganforge.local.service_proxy), and the `local_cluster` fixture's cluster runs
-# its own. Ending this one with the module that used it lets both appear in one pytest run.
+# its own. This one ends with the module that used it, and a local cluster started by an earlier
+# module hands its network over for that long, so both kinds of test mix in one run in any order.
 @pytest.fixture(scope="module")
 def cluster_network(control_plane: ControlPlane) -> Iterator[ClusterNetwork]:
     """kube-proxy and CoreDNS (kube-dns at 10.96.0.10) on top of the session's control plane."""
     _require_tools("kube-proxy", "coredns")
-    network = ClusterNetwork(control_plane, node_name=SERVICE_PROXY_NODE)
-    with network:
-        yield network
+    paused = list(_local_networks)
+    for other in paused:
+        other.stop()
+    try:
+        network = ClusterNetwork(control_plane, node_name=SERVICE_PROXY_NODE)
+        with network:
+            yield network
+    finally:
+        for other in paused:
+            other.start()
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +168,13 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             if time.monotonic() > deadline:
                 raise TimeoutError("local cluster nodes did not become Ready")
             time.sleep(0.3)
-        yield cluster
+        if cluster.network is not None:
+            _local_networks.append(cluster.network)
+        try:
+            yield cluster
+        finally:
+            if cluster.network is not None:
+                _local_networks.remove(cluster.network)
 
 
 def _node_ready(node: client.V1Node) -> bool:
