@@ -139,8 +139,9 @@ class LocalCluster:
         try:
             taint_for_reclaim(core, name)
             evict_node_pods(core, name, grace_seconds)
-            if not wait_until_drained(core, name, timeout=grace_seconds + 5):
-                log.warning("node %s not drained within %ss; reclaiming it anyway", name, grace_seconds + 5)
+            drain_seconds = grace_seconds + 5
+            if not wait_until_drained(core, name, timeout=drain_seconds):
+                log.warning("node %s not drained within %ss; reclaiming it anyway", name, drain_seconds)
             with self._lock:
                 node = self.agents[name]
                 node.reclaiming = True

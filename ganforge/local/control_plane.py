@@ -8,6 +8,7 @@ exactly as on a production cluster.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ class ControlPlaneError(RuntimeError):
 LISTEN_PORTS = range(20000, 30000)
 
 
+@functools.cache
 def _ephemeral_ports_start() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

@@ -80,7 +80,7 @@ class LocalStorage:
         self.root = Path(root)
         # How the job names this place (pvc://claim/dir, file:///dir). The job's status and the
         # errors say that, since the mount path means nothing outside this pod.
-        self.uri = (uri or str(self.root)).rstrip("/") or "/"
+        self.uri = uri or str(self.root)
 
     def describe(self, name: str = "") -> str:
         return f"{self.uri.rstrip('/')}/{name}" if name else self.uri
@@ -221,7 +221,7 @@ class FsspecStorage:
         return removed
 
 
-def open_storage(uri: str, pvc_root: str = "/mnt/pvc") -> Storage:
+def open_storage(uri: str, pvc_root: str) -> Storage:
     """The storage behind a checkpoint URI: a path, file://, pvc://claim/path (mounted under
     `pvc_root`) or any fsspec URL."""
     location = resolve_uri(uri, pvc_root)

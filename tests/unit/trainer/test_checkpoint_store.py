@@ -136,7 +136,7 @@ def test_non_finite_weights_are_never_written(tmp_path: Path) -> None:
 
 
 def test_fsspec_storage_round_trip() -> None:
-    storage = open_storage("memory://ganforge-test/ckpts")
+    storage = open_storage("memory://ganforge-test/ckpts", pvc_root="/unused")
     assert isinstance(storage, FsspecStorage)
     manager = CheckpointManager(storage, keep_last=1)
     manager.prepare()

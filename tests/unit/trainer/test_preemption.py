@@ -40,7 +40,6 @@ def test_request_without_a_signal_is_idempotent() -> None:
 _SLEEPER = """
 import sys, time
 from ganforge.trainer.preemption import PreemptionHandler
-from tests.helpers import eventually
 handler = PreemptionHandler(grace_seconds=float(sys.argv[1])).install()
 print("ready", flush=True)
 time.sleep(60)
