@@ -268,7 +268,7 @@ class _Run:
         ev = self.spec.evaluation
         if not self.ctx.is_main or not ev.metrics or not ev.feature_extractors:
             return
-        from ganforge.trainer.evaluation.suite import build_suite
+        from ganforge.trainer.evaluation_suite import build_suite
 
         start = time.perf_counter()
         self.suite = build_suite(ev, data, Path(self.rt.cache_dir), self.ctx.device)

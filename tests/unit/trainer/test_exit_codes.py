@@ -32,7 +32,7 @@ def test_api_package_does_not_import_torch() -> None:
 
 def test_trainer_does_not_import_other_components() -> None:
     code = (
-        "import sys, ganforge.trainer.loop, ganforge.trainer.cli, ganforge.trainer.evaluation.suite; "
+        "import sys, ganforge.trainer.loop, ganforge.trainer.cli, ganforge.trainer.evaluation_suite; "
         "bad = [m for m in sys.modules if m.startswith(('ganforge.operator', 'ganforge.serving', 'ganforge.local'))]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

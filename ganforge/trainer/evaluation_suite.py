@@ -17,17 +17,17 @@ from torch import nn
 from ganforge.api.training_job import EvaluationSpec
 from ganforge.trainer.data import ImageDataset, to_uint8
 from ganforge.trainer.errors import EvaluationError
-from ganforge.trainer.evaluation import EvaluationResult, ReferenceStatistics, evaluate_images
-from ganforge.trainer.evaluation.domain_classifier import VERSION as CLASSIFIER_VERSION
-from ganforge.trainer.evaluation.domain_classifier import load_or_train
-from ganforge.trainer.evaluation.features import (
+from ganforge.evaluation import EvaluationResult, ReferenceStatistics, evaluate_images
+from ganforge.evaluation.domain_classifier import VERSION as CLASSIFIER_VERSION
+from ganforge.evaluation.domain_classifier import load_or_train
+from ganforge.evaluation.features import (
     DomainFeatures,
     EffNetLite0Features,
     FeatureExtractor,
     TorchScriptFeatures,
     extract,
 )
-from ganforge.trainer.evaluation.metrics import FeatureStatistics, nearest_neighbour_distances
+from ganforge.evaluation.metrics import FeatureStatistics, nearest_neighbour_distances
 
 log = logging.getLogger(__name__)
 CLASSIFIER_STEPS = 300

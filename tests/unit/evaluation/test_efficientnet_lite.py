@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from ganforge.trainer.evaluation.efficientnet_lite import EfficientNetLite0, default_weights_path, load_pretrained
-from ganforge.trainer.evaluation.features import EffNetLite0Features, extract
+from ganforge.evaluation.efficientnet_lite import EfficientNetLite0, default_weights_path, load_pretrained
+from ganforge.evaluation.features import EffNetLite0Features, extract
 
 
 def test_wheel_weights_load_by_position_and_give_deterministic_features() -> None:

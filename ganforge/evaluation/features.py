@@ -8,8 +8,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from ganforge.trainer.evaluation.domain_classifier import DomainClassifier
-from ganforge.trainer.evaluation.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, load_pretrained
+from ganforge.evaluation.domain_classifier import DomainClassifier
+from ganforge.evaluation.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, load_pretrained
 
 
 class FeatureExtractor(Protocol):

@@ -5,8 +5,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from ganforge.trainer.evaluation import ReferenceStatistics, evaluate_images
-from ganforge.trainer.evaluation.metrics import (
+from ganforge.evaluation import ReferenceStatistics, evaluate_images
+from ganforge.evaluation.metrics import (
     FeatureStatistics,
     class_coverage,
     frechet_distance,

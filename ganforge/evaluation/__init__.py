@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ganforge.api.training_job import MetricName
-from ganforge.trainer.evaluation.features import DomainFeatures, FeatureExtractor, as_unit_float, extract
-from ganforge.trainer.evaluation.metrics import (
+from ganforge.evaluation.features import DomainFeatures, FeatureExtractor, as_unit_float, extract
+from ganforge.evaluation.metrics import (
     FeatureStatistics,
     class_coverage,
     frechet_distance,
