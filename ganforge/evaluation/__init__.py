@@ -4,9 +4,10 @@ the images, the cached reference statistics and the (deterministic) feature extr
 
 from __future__ import annotations
 
+import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
@@ -28,6 +29,7 @@ from ganforge.evaluation.metrics import (
 __all__ = ["ALL_METRICS", "EvaluationResult", "ReferenceStatistics", "evaluate_images"]
 
 ALL_METRICS: tuple[str, ...] = get_args(MetricName)  # the API's list, in its order
+REFERENCE_META = "reference.json"
 
 
 @dataclass
@@ -41,19 +43,32 @@ class ReferenceStatistics:
     # the yardstick that makes generated->train distances interpretable.
     heldout_nn_median: dict[str, float] = field(default_factory=dict)
 
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+    def to_files(self) -> dict[str, bytes]:
+        """One .npz per feature space plus reference.json: what a directory (or an artifact) holds."""
+        files: dict[str, bytes] = {}
         for name, stats in self.features.items():
-            stats.save(directory / f"{name}.npz")
+            buffer = io.BytesIO()
+            stats.save(buffer)
+            files[f"{name}.npz"] = buffer.getvalue()
         meta = {"datasetHash": self.dataset_hash, "numClasses": self.num_classes,
                 "extractors": sorted(self.features), "heldoutNnMedian": self.heldout_nn_median}
-        (directory / "reference.json").write_text(json.dumps(meta, indent=2) + "\n")
+        files[REFERENCE_META] = (json.dumps(meta, indent=2) + "\n").encode()
+        return files
+
+    @classmethod
+    def from_files(cls, read: Callable[[str], bytes]) -> ReferenceStatistics:
+        meta = json.loads(read(REFERENCE_META))
+        features = {name: FeatureStatistics.load(io.BytesIO(read(f"{name}.npz"))) for name in meta["extractors"]}
+        return cls(meta["datasetHash"], int(meta["numClasses"]), features, dict(meta["heldoutNnMedian"]))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in self.to_files().items():
+            (directory / name).write_bytes(data)
 
     @classmethod
     def load(cls, directory: Path) -> ReferenceStatistics:
-        meta = json.loads((directory / "reference.json").read_text())
-        features = {name: FeatureStatistics.load(directory / f"{name}.npz") for name in meta["extractors"]}
-        return cls(meta["datasetHash"], int(meta["numClasses"]), features, dict(meta["heldoutNnMedian"]))
+        return cls.from_files(lambda name: (directory / name).read_bytes())
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -32,11 +33,11 @@ class FeatureStatistics:
         return cls(as64.mean(axis=0), np.cov(as64, rowvar=False), feats[:max_sample].astype(np.float32),
                    int(feats.shape[0]))
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path | BinaryIO) -> None:
         np.savez(path, mean=self.mean, cov=self.cov, sample=self.sample, count=np.int64(self.count))
 
     @classmethod
-    def load(cls, path: Path) -> FeatureStatistics:
+    def load(cls, path: Path | BinaryIO) -> FeatureStatistics:
         with np.load(path) as data:
             return cls(data["mean"], data["cov"], data["sample"], int(data["count"]))
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ganforge.api import trainer_env
+from ganforge.api.storage import ClaimLocation, parse_pvc_uri
 from ganforge.api.training_job import API_VERSION, KIND, GANTrainingJobSpec
 from ganforge.operator import naming
 from ganforge.operator.settings import OperatorSettings
@@ -40,17 +41,9 @@ class JobRef:
                 "ownerReferences": [self.owner_reference()]}
 
 
-@dataclass(frozen=True)
-class PvcLocation:
-    claim: str
-    path: str  # inside the claim, no leading slash
-
-
-def parse_pvc_uri(uri: str) -> PvcLocation | None:
-    if not uri.startswith("pvc://"):
-        return None
-    claim, _, path = uri.removeprefix("pvc://").partition("/")
-    return PvcLocation(claim, path.strip("/"))
+def claim_location(uri: str) -> ClaimLocation | None:
+    """The claim a pvc:// URI names; None for every other kind of URI (the API validated it)."""
+    return parse_pvc_uri(uri) if uri.startswith("pvc://") else None
 
 
 def resolved_checkpoint_uri(job: JobRef, spec: GANTrainingJobSpec) -> str:
@@ -61,7 +54,7 @@ def resolved_checkpoint_uri(job: JobRef, spec: GANTrainingJobSpec) -> str:
 def run_dir(job: JobRef, spec: GANTrainingJobSpec) -> str:
     """Outputs (samples, metrics, progress) live beside the checkpoints when those are on a claim,
     so they survive a gang restart; remote checkpoint URIs keep outputs in the pod."""
-    location = parse_pvc_uri(resolved_checkpoint_uri(job, spec))
+    location = claim_location(resolved_checkpoint_uri(job, spec))
     if location is None:
         return f"{LOCAL_RUN_ROOT}/run"
     return "/".join(part for part in (naming.PVC_ROOT, location.claim, location.path, "run") if part)
@@ -120,7 +113,7 @@ def trainer_rbac(job: JobRef) -> list[dict[str, Any]]:
 def claims_to_mount(job: JobRef, spec: GANTrainingJobSpec) -> list[str]:
     claims = []
     for uri in (spec.dataset.uri, resolved_checkpoint_uri(job, spec)):
-        location = parse_pvc_uri(uri)
+        location = claim_location(uri)
         if location is not None and location.claim not in claims:
             claims.append(location.claim)
     return claims
@@ -168,7 +161,7 @@ def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings
     for index, claim in enumerate(claims_to_mount(job, spec)):
         mounts.append({"name": f"claim-{index}", "mountPath": f"{naming.PVC_ROOT}/{claim}"})
         volumes.append({"name": f"claim-{index}", "persistentVolumeClaim": {"claimName": claim}})
-    if parse_pvc_uri(resolved_checkpoint_uri(job, spec)) is None:
+    if claim_location(resolved_checkpoint_uri(job, spec)) is None:
         # Checkpoints go to a remote URI; outputs stay in the pod (never on the node's own disk).
         mounts.append({"name": "run", "mountPath": LOCAL_RUN_ROOT})
         volumes.append({"name": "run", "emptyDir": {}})

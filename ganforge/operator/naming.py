@@ -7,6 +7,8 @@ same names, the apiserver answers AlreadyExists, and no duplicate pod can ever a
 
 from __future__ import annotations
 
+from ganforge.api.storage import PVC_MOUNT_ROOT
+
 LABEL_PREFIX = "ganforge.io"
 JOB_LABEL = f"{LABEL_PREFIX}/job"
 GANG_LABEL = f"{LABEL_PREFIX}/gang"
@@ -18,7 +20,7 @@ CONFIG_HASH_ANNOTATION = f"{LABEL_PREFIX}/config-sha256"
 TRAINER_CONTAINER = "trainer"
 CONFIG_FILE_NAME = "job.yaml"
 CONFIG_MOUNT = "/etc/ganforge"
-PVC_ROOT = "/mnt/pvc"
+PVC_ROOT = PVC_MOUNT_ROOT
 CACHE_MOUNT = "/var/cache/ganforge"  # where settings.trainerCacheHostPath is mounted
 RENDEZVOUS_PORT = 29500
 METRICS_PORT = 9100

@@ -1,13 +1,7 @@
 """Checkpoints: atomic, verified, pruned, written in the background.
 
-Layout under the checkpoint root (a directory or an fsspec URI)::
-
-    ckpt-000000128000/          # images seen, zero-padded so names sort by progress
-        state.pt                # torch.save of every tensor the run needs (see loop.capture_state)
-        spec.json               # the job spec that produced it, for export and for humans
-        manifest.json           # written last: sizes and sha256 of the files above
-
-A checkpoint exists once its directory has its final name (local: a temp directory is fsynced and
+The format (directory layout, manifest, verification) is ganforge.api.checkpoint_format's. A
+checkpoint exists once its directory has its final name (local: a temp directory is fsynced and
 renamed) or once manifest.json exists (object stores, where the manifest is the commit point). On
 load, every file is checked against the manifest, so torn, truncated or bit-flipped checkpoints are
 skipped in favour of the newest one that verifies.
@@ -15,7 +9,6 @@ skipped in favour of the newest one that verifies.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -26,33 +19,29 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+from ganforge.api.checkpoint_format import (
+    MANIFEST,
+    PREFIX,
+    SPEC_FILE,
+    STATE_FILE,
+    CheckpointCorrupt,
+    checkpoint_name,
+    parse_manifest,
+    read_verified,
+    sha256_hex,
+    with_manifest,
+)
 from ganforge.trainer.config import resolve_uri
 from ganforge.trainer.errors import CheckpointStorageError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-PREFIX = "ckpt-"
-MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
-
-
-def checkpoint_name(nimg: int) -> str:
-    return f"{PREFIX}{nimg:012d}"
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class CheckpointCorrupt(Exception):
-    pass
 
 
 class Storage(Protocol):
@@ -274,43 +263,18 @@ def _all_finite(obj: Any) -> bool:
 def encode_checkpoint(state: dict[str, Any], meta: dict[str, Any], spec: dict[str, Any]) -> dict[str, bytes]:
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    files = {"state.pt": buffer.getvalue(), "spec.json": json.dumps(spec, indent=2, sort_keys=True).encode()}
-    manifest = {
-        "formatVersion": FORMAT_VERSION,
-        **meta,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": {name: {"bytes": len(data), "sha256": sha256_hex(data)} for name, data in files.items()},
-    }
-    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    return files
+    files = {STATE_FILE: buffer.getvalue(), SPEC_FILE: json.dumps(spec, indent=2, sort_keys=True).encode()}
+    return with_manifest(files, meta)
 
 
 def verify(storage: Storage, name: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(manifest, file contents) of a checkpoint whose every file matches its manifest."""
     try:
         raw_manifest = storage.read(name, MANIFEST)
-    except (OSError, FileNotFoundError) as error:
+    except OSError as error:
         raise CheckpointCorrupt(f"no readable manifest ({error})") from None
-    try:
-        manifest = json.loads(raw_manifest)
-        if manifest.get("formatVersion") != FORMAT_VERSION:
-            raise CheckpointCorrupt(f"unsupported format version {manifest.get('formatVersion')!r}")
-        entries = manifest["files"]
-    except (ValueError, KeyError, AttributeError) as error:
-        raise CheckpointCorrupt(f"manifest is not valid: {error}") from None
-    contents: dict[str, bytes] = {}
-    for file_name, entry in entries.items():
-        try:
-            data = storage.read(name, file_name)
-        except (OSError, FileNotFoundError) as error:
-            raise CheckpointCorrupt(f"{file_name} missing ({error})") from None
-        if len(data) != entry["bytes"]:
-            raise CheckpointCorrupt(f"{file_name} has {len(data)} bytes, manifest says {entry['bytes']}")
-        if sha256_hex(data) != entry["sha256"]:
-            raise CheckpointCorrupt(f"{file_name} sha256 mismatch")
-        contents[file_name] = data
-    manifest["_sha256"] = sha256_hex(raw_manifest)
-    return manifest, contents
+    manifest = parse_manifest(raw_manifest)
+    return manifest, read_verified(manifest, lambda file_name: storage.read(name, file_name))
 
 
 def decode_state(data: bytes) -> dict[str, Any]:
@@ -364,7 +328,7 @@ class CheckpointManager:
         for name in reversed(self.storage.list_names()):
             try:
                 manifest, contents = verify(self.storage, name)
-                state = decode_state(contents["state.pt"])
+                state = decode_state(contents[STATE_FILE])
             except CheckpointCorrupt as error:
                 log.warning("skipping checkpoint %s: %s", self.storage.describe(name), error)
                 skipped.append(name)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from ganforge.api import trainer_env
 from ganforge.api.exit_codes import EXIT_CODE_TABLE, ExitCode
+from ganforge.api.storage import PVC_MOUNT_ROOT
 
 log = logging.getLogger("ganforge.trainer")
 
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="outputs: training_options.json, samples, logs, default checkpoints [$GANFORGE_RUN_DIR]")
     parser.add_argument("--metrics-port", type=int, default=int(env(trainer_env.METRICS_PORT, "0") or 0),
                         help="Prometheus port on rank 0; 0 = off [$GANFORGE_METRICS_PORT]")
-    parser.add_argument("--pvc-root", default=env(trainer_env.PVC_ROOT, "/mnt/pvc"),
+    parser.add_argument("--pvc-root", default=env(trainer_env.PVC_ROOT, PVC_MOUNT_ROOT),
                         help="where pvc://CLAIM/... URIs are mounted: <root>/CLAIM [$GANFORGE_PVC_ROOT]")
     parser.add_argument("--cache-dir", default=env(trainer_env.CACHE_DIR, os.path.expanduser("~/.cache/ganforge")),
                         help="reference statistics and the domain classifier [$GANFORGE_CACHE_DIR]")

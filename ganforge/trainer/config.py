@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ganforge.api import storage
 from ganforge.api.training_job import GANTrainingJob, GANTrainingJobSpec
 from ganforge.trainer.errors import ConfigError
 
@@ -24,7 +25,7 @@ class RuntimeOptions:
 
     run_dir: str = "runs/default"
     metrics_port: int = 0
-    pvc_root: str = "/mnt/pvc"
+    pvc_root: str = storage.PVC_MOUNT_ROOT
     cache_dir: str = field(default_factory=lambda: str(Path.home() / ".cache" / "ganforge"))
     grace_seconds: float = 25.0
     device: str = "auto"
@@ -122,17 +123,8 @@ def write_options(options: TrainingOptions) -> Path:
 
 
 def resolve_uri(uri: str, pvc_root: str) -> str:
-    """Map the spec's URIs onto what this process can open.
-
-    pvc://claim/sub/path is a Kubernetes notion: the operator mounts the claim at
-    <pvcRoot>/<claim>, so the trainer only needs the root. file:// becomes a plain path; other
-    schemes (s3://, gs://, memory://) are left for fsspec.
-    """
-    if uri.startswith("pvc://"):
-        rest = uri.removeprefix("pvc://").strip("/")
-        if not rest:
-            raise ConfigError(f"{uri!r}: pvc:// URIs need a claim name (pvc://claim/path)")
-        return str(Path(pvc_root) / rest)
-    if uri.startswith("file://"):
-        return uri.removeprefix("file://") or "/"
-    return uri
+    """ganforge.api.storage.resolve_uri, with a malformed URI as the trainer's ConfigError."""
+    try:
+        return storage.resolve_uri(uri, pvc_root)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ganforge.api.storage import PVC_MOUNT_ROOT
 from ganforge.api.training_job import DatasetSpec
 from ganforge.trainer.config import resolve_uri
 from ganforge.trainer.errors import DataError
@@ -276,7 +277,7 @@ def resize(images: torch.Tensor, resolution: int, mode: str, source: str) -> tor
     return torch.cat(out)
 
 
-def load_dataset(spec: DatasetSpec, pvc_root: str = "/mnt/pvc", seed: int = 0) -> ImageDataset:
+def load_dataset(spec: DatasetSpec, pvc_root: str = PVC_MOUNT_ROOT, seed: int = 0) -> ImageDataset:
     uri = spec.uri
     held: tuple[np.ndarray, np.ndarray | None] | None = None
     if spec.format == "fake" or uri.startswith("fake://"):

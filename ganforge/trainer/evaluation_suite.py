@@ -15,8 +15,6 @@ import torch
 from torch import nn
 
 from ganforge.api.training_job import EvaluationSpec
-from ganforge.trainer.data import ImageDataset, to_uint8
-from ganforge.trainer.errors import EvaluationError
 from ganforge.evaluation import EvaluationResult, ReferenceStatistics, evaluate_images
 from ganforge.evaluation.domain_classifier import VERSION as CLASSIFIER_VERSION
 from ganforge.evaluation.domain_classifier import load_or_train
@@ -28,6 +26,8 @@ from ganforge.evaluation.features import (
     extract,
 )
 from ganforge.evaluation.metrics import FeatureStatistics, nearest_neighbour_distances
+from ganforge.trainer.data import ImageDataset, to_uint8
+from ganforge.trainer.errors import EvaluationError
 
 log = logging.getLogger(__name__)
 CLASSIFIER_STEPS = 300

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ganforge.api.checkpoint_format import REFERENCE_DIR, with_manifest
 from ganforge.api.exit_codes import ExitCode
+from ganforge.models import build_models
 from ganforge.trainer import losses
 from ganforge.trainer.checkpoint import CheckpointInfo, CheckpointManager, open_storage, to_host
 from ganforge.trainer.config import TrainingOptions, write_options
@@ -48,7 +50,6 @@ from ganforge.trainer.errors import (
     error_for_code,
 )
 from ganforge.trainer.job_status import JobStatusReporter
-from ganforge.trainer.models import build_models
 from ganforge.trainer.outputs import (
     FileProgressHook,
     JsonlWriter,
@@ -190,6 +191,9 @@ class _Run:
     def _build(self, data: ImageDataset) -> None:
         spec, device = self.spec, self.ctx.device
         self.num_classes = data.num_classes if spec.dataset.conditional else 0
+        # Recorded in every checkpoint's manifest: what an export needs to rebuild G and label its artifact.
+        self.model_facts = {"numClasses": self.num_classes, "resolution": data.resolution,
+                            "channels": data.channels, "datasetHash": data.content_hash()}
         # Same init on every rank without a broadcast: build under the job seed, then fork per rank.
         torch.manual_seed(spec.training.seed)
         g, d = build_models(spec.model, data.resolution, data.channels, self.num_classes)
@@ -272,6 +276,9 @@ class _Run:
 
         start = time.perf_counter()
         self.suite = build_suite(ev, data, Path(self.rt.cache_dir), self.ctx.device)
+        if self.manager is not None:
+            files = with_manifest(self.suite.reference.to_files(), {"datasetHash": self.suite.reference.dataset_hash})
+            self.manager.storage.write_checkpoint(REFERENCE_DIR, files)
         log.info("evaluation ready in %.1fs (extractors: %s%s)", time.perf_counter() - start,
                  ", ".join(e.name for e in self.suite.extractors),
                  "" if self.suite.classifier_accuracy is None
@@ -387,7 +394,8 @@ class _Run:
         state = self._snapshot(list(ranks or []))
         stall = time.perf_counter() - start
         meta = {"nimg": self.nimg, "kimg": self.nimg / 1000, "step": self.step,
-                "configHash": self.options.config_hash, "worldSize": self.ctx.world_size}
+                "configHash": self.options.config_hash, "worldSize": self.ctx.world_size,
+                **self.model_facts, "metrics": dict(self.last_metrics)}
         self.manager.save(state, meta, self.spec.to_wire(), background=background)
         if self.prom is not None:
             self.prom.checkpoint("stall", stall if background else time.perf_counter() - start)

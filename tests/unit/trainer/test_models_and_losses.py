@@ -7,7 +7,7 @@ import torch
 
 from ganforge.api.training_job import ModelSpec
 from ganforge.trainer import losses
-from ganforge.trainer.models import build_models
+from ganforge.models import build_models
 
 
 @pytest.mark.parametrize("architecture", ["dcgan", "sngan-resnet"])

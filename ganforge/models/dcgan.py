@@ -12,7 +12,7 @@ import itertools
 import torch
 from torch import nn
 
-from ganforge.trainer.models.common import ProjectionHead, check_labels, check_shape, maybe_sn, num_upsamplings
+from ganforge.models.common import ProjectionHead, check_labels, check_shape, maybe_sn, num_upsamplings
 
 MAX_CHANNELS = 512
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganforge.trainer.models.common import ProjectionHead, check_labels, check_shape, maybe_sn, num_upsamplings
+from ganforge.models.common import ProjectionHead, check_labels, check_shape, maybe_sn, num_upsamplings
 
 
 class ConditionalBatchNorm(nn.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from ganforge.api.training_job import ModelSpec
-from ganforge.trainer.models.dcgan import DCGANDiscriminator, DCGANGenerator
-from ganforge.trainer.models.sngan import SNGANDiscriminator, SNGANGenerator
+from ganforge.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganforge.models.sngan import SNGANDiscriminator, SNGANGenerator
 
 __all__ = ["build_models"]
 
