@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from ganforge.api.training_job import GANTrainingJobSpec, ModelSpec
+from ganforge.models import build_models
 from ganforge.trainer.checkpoint import CheckpointManager, LocalStorage, to_host
 from ganforge.trainer.config import RuntimeOptions, TrainingOptions
 from ganforge.trainer.data import load_dataset
 from ganforge.trainer.loop import train
-from ganforge.models import build_models
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 # spec.training overrides per trainer configuration; channelsLast is the recommended setting.

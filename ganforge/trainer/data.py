@@ -63,11 +63,6 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().mul_(2.0 / 255.0).sub_(1.0)
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8, rounding rather than truncating so a round trip is stable."""
-    return images.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-
-
 # ---------------------------------------------------------------------------------------------
 # IDX (MNIST / Fashion-MNIST)
 

@@ -25,8 +25,9 @@ from ganforge.evaluation.features import (
     TorchScriptFeatures,
     extract,
 )
+from ganforge.evaluation.images import to_uint8
 from ganforge.evaluation.metrics import FeatureStatistics, nearest_neighbour_distances
-from ganforge.trainer.data import ImageDataset, to_uint8
+from ganforge.trainer.data import ImageDataset
 from ganforge.trainer.errors import EvaluationError
 
 log = logging.getLogger(__name__)

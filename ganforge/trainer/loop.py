@@ -24,11 +24,12 @@ from torch import nn
 
 from ganforge.api.checkpoint_format import REFERENCE_DIR, with_manifest
 from ganforge.api.exit_codes import ExitCode
+from ganforge.evaluation.images import save_image_grid, to_uint8
 from ganforge.models import build_models
 from ganforge.trainer import losses
 from ganforge.trainer.checkpoint import CheckpointInfo, CheckpointManager, open_storage, to_host
 from ganforge.trainer.config import TrainingOptions, write_options
-from ganforge.trainer.data import ImageDataset, load_dataset, to_float, to_uint8
+from ganforge.trainer.data import ImageDataset, load_dataset, to_float
 from ganforge.trainer.distributed import (
     DistContext,
     FlatGradients,
@@ -57,7 +58,6 @@ from ganforge.trainer.outputs import (
     ProgressHook,
     PrometheusExporter,
     TensorBoardWriter,
-    save_image_grid,
 )
 from ganforge.trainer.preemption import PreemptionHandler
 from ganforge.trainer.sampler import InfiniteSampler

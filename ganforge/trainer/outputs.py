@@ -5,50 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
+from ganforge.evaluation.images import atomic_write_bytes
 from ganforge.trainer.checkpoint import CheckpointInfo
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> uint8 [C, rows*H, columns*W]."""
-    n, c, h, w = images.shape
-    rows = math.ceil(n / columns)
-    grid = torch.zeros(c, rows * h, columns * w, dtype=torch.uint8)
-    for i in range(n):
-        r, col = divmod(i, columns)
-        grid[:, r * h : (r + 1) * h, col * w : (col + 1) * w] = images[i]
-    return grid
-
-
-def save_image_grid(images: torch.Tensor, path: Path, columns: int) -> None:
-    import io
-
-    from PIL import Image
-
-    grid = image_grid(images.cpu(), columns)
-    array = grid[0].numpy() if grid.shape[0] == 1 else grid.permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 @dataclass(frozen=True)

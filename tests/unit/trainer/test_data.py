@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ganforge.api.training_job import DatasetSpec
-from ganforge.trainer.data import load_dataset, read_idx, resize, to_float, to_uint8
+from ganforge.evaluation.images import to_uint8
+from ganforge.trainer.data import load_dataset, read_idx, resize, to_float
 from ganforge.trainer.errors import DataError
 
 

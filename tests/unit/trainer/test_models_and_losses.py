@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ganforge.api.training_job import ModelSpec
-from ganforge.trainer import losses
 from ganforge.models import build_models
+from ganforge.trainer import losses
 
 
 @pytest.mark.parametrize("architecture", ["dcgan", "sngan-resnet"])
