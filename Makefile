@@ -41,11 +41,16 @@ lint: venv
 bench: venv
 	bash hack/run-benchmarks.sh
 
-# The CRD is generated from the pydantic models (ganforge/api/training_job.py); never edit it by hand.
-CRD_MANIFEST := manifests/crds/gantrainingjobs.ganforge.io.yaml
+# The CRDs are generated from the pydantic models in ganforge/api; never edit them by hand. The
+# generator names each kind with its file; each file is written to .tmp first, so a failed
+# generation leaves the committed one as it was.
 manifests: venv
-	@mkdir -p $(dir $(CRD_MANIFEST))
-	$(PY) -m ganforge.api.crd > $(CRD_MANIFEST).tmp && mv $(CRD_MANIFEST).tmp $(CRD_MANIFEST)
+	@set -eo pipefail; $(PY) -m ganforge.api.crd --list | while read -r kind path; do \
+		mkdir -p "$$(dirname "$$path")"; \
+		echo "$(PY) -m ganforge.api.crd --kind $$kind > $$path"; \
+		$(PY) -m ganforge.api.crd --kind "$$kind" > "$$path.tmp"; \
+		mv "$$path.tmp" "$$path"; \
+	done
 
 # Starts `ganforge local` (left running; `ganforge local down` stops it), installs the operator,
 # trains the Fashion-MNIST example with a spot reclaim half-way. DEMO_ARGS=--down stops it at the end.

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+
+from ganforge.api.conditions import ConditionFields
 
 API_GROUP = "ganforge.io"
 VERSION = "v1alpha1"
@@ -21,6 +24,8 @@ KIND = "GANTrainingJob"
 PLURAL = "gantrainingjobs"
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+# A DNS-1123 label: what Kubernetes allows as the name of a Service (and of most objects).
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 # The operator derives pod and service names (with suffixes) from the job name, which must stay
 # within the 63-character label limit.
@@ -31,7 +36,9 @@ MAX_URI_LENGTH = 4096
 # URI grammar, shared with the CRD's CEL rules: written for both Python `re` and RE2, hence `[.]`
 # rather than an escaped dot (CEL string literals would need the backslash escaped again).
 _CLAIM = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-LOCAL_URI_PATTERN = rf"^(/.*|file:///.*|pvc://{_CLAIM}(/.*)?)$"
+_PVC_URI = rf"pvc://{_CLAIM}(/.*)?"
+PVC_URI_PATTERN = rf"^{_PVC_URI}$"
+LOCAL_URI_PATTERN = rf"^(/.*|file:///.*|{_PVC_URI})$"
 FAKE_URI_PATTERN = r"^fake://.*$"
 FSSPEC_URI_PATTERN = r"^[a-zA-Z][a-zA-Z0-9+.-]*://.+$"
 # Schemes with a meaning of their own: a malformed pvc:// or file:// URI is not left to fsspec.
@@ -272,10 +279,9 @@ class RolloutGates(ApiModel):
     max_error_rate: float = Field(0.01, ge=0.0, le=1.0, description="Error-rate ceiling.")
 
 
-class RolloutSpec(ApiModel):
-    service: str = Field(
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="GANInferenceService name."
-    )
+class RolloutPolicy(ApiModel):
+    """How a new model revision reaches traffic; shared by the job's rollout and GANInferenceService."""
+
     strategy: Literal["canary", "blueGreen"] = Field("canary", description="Rollout strategy.")
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [10, 50, 100],
@@ -293,6 +299,20 @@ class RolloutSpec(ApiModel):
         if any(b <= a for a, b in itertools.pairwise(steps)) or steps[-1] != 100:
             raise ValueError(f"must increase strictly and end at 100, got {steps}")
         return steps
+
+
+def _service_first(schema: JsonDict) -> None:
+    # `service` stays the first property, where it stood before RolloutPolicy was factored out:
+    # the generated GANTrainingJob CRD does not change.
+    properties = schema["properties"]
+    assert isinstance(properties, dict)
+    schema["properties"] = {"service": properties.pop("service"), **properties}
+
+
+class RolloutSpec(RolloutPolicy):
+    model_config = ConfigDict(json_schema_extra=_service_first)
+
+    service: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="GANInferenceService name.")
 
 
 class GANTrainingJobSpec(ApiModel):
@@ -359,14 +379,10 @@ class CheckpointStatus(ApiModel):
     time: str = Field(description="RFC 3339 time it was written.")
 
 
-class Condition(ApiModel):
+class Condition(ApiModel, ConditionFields):
     """A Kubernetes-style condition (metav1.Condition without observedGeneration)."""
 
     type: ConditionType = Field(description="Condition type.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="CamelCase reason, for machines.")
-    message: str = Field("", description="Explanation, for people.")
-    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
 
 
 class WorkersStatus(ApiModel):

@@ -1,0 +1,219 @@
+"""`GANInferenceService`: one served model, its Triton revisions, and which of them is stable or canary.
+
+The same rules as training_job.py apply: the CRD's OpenAPI schema is generated from these models
+(ganforge/api/crd.py), so types stay simple and every field carries a description. The operator
+runs one Triton Deployment + Service per revision, named `<service>-<revision>`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from ganforge.api.conditions import ConditionFields
+from ganforge.api.training_job import API_GROUP as API_GROUP
+from ganforge.api.training_job import API_VERSION as API_VERSION
+from ganforge.api.training_job import (
+    DNS_LABEL_PATTERN,
+    MAX_JOB_NAME_LENGTH,
+    MAX_URI_LENGTH,
+    PVC_URI_PATTERN,
+    QUANTITY_PATTERN,
+    ApiModel,
+    ObjectMeta,
+    RolloutPolicy,
+)
+from ganforge.api.training_job import VERSION as VERSION
+
+KIND = "GANInferenceService"
+PLURAL = "ganinferenceservices"
+SHORT_NAME = "gis"
+
+# Deployments and Services are named `<service>-<revision>`: at most 40 + 1 + 11 = 52 characters,
+# within the 63 of a DNS label (a Service name) with room for a ReplicaSet's hash suffix.
+MAX_SERVICE_NAME_LENGTH = 40
+# A revision is "r" + the first 10 hex digits of the sha256 of its manifest.json.
+REVISION_PATTERN = r"^r[0-9a-f]{10}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+# What Triton accepts as a model name (it becomes a directory in the model repository and a URL segment).
+MODEL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+
+TRITON_HTTP_PORT = 8000
+TRITON_GRPC_PORT = 8001
+TRITON_METRICS_PORT = 8002
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return re.fullmatch(pattern, value) is not None
+
+
+def revision_name(manifest_sha256: str) -> str:
+    """The revision of the model whose manifest.json has this sha256."""
+    if not _matches(SHA256_PATTERN, manifest_sha256):
+        raise ValueError(f"not a sha256 hex digest: {manifest_sha256!r}")
+    return f"r{manifest_sha256[:10]}"
+
+
+class ArtifactRef(ApiModel):
+    """An exported model revision on a claim, pinned by content."""
+
+    uri: str = Field(
+        description="The revision directory: pvc://claim/path (it holds manifest.json and the model).",
+        max_length=MAX_URI_LENGTH,
+    )
+    sha256: str = Field(
+        pattern=SHA256_PATTERN,
+        description="sha256 (64 lowercase hex digits) of the revision's manifest.json; the revision "
+        "is served only if it matches.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _pvc_uri(cls, value: str) -> str:
+        if not _matches(PVC_URI_PATTERN, value):
+            raise ValueError(f"must be a pvc://claim/path URI, got {value!r}")
+        return value
+
+
+class ModelSource(ApiModel):
+    """Where the served model comes from: exactly one of trainingJob and artifact."""
+
+    training_job: str | None = Field(
+        None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=MAX_JOB_NAME_LENGTH,
+        description="Name of a GANTrainingJob in the same namespace; its newest exported revision is served.",
+    )
+    artifact: ArtifactRef | None = Field(None, description="A revision exported earlier, by URI and sha256.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        if (self.training_job is None) == (self.artifact is None):
+            raise ValueError("set exactly one of spec.source.trainingJob and spec.source.artifact")
+        return self
+
+
+class TritonSpec(ApiModel):
+    """The Triton pods of each revision."""
+
+    image: str | None = Field(None, description="Triton server image; null = the operator's default Triton image.")
+    replicas: int = Field(1, ge=1, le=100, description="Triton pods per revision.")
+    cpu: str = Field("1", description="CPU request per Triton pod (Kubernetes quantity).")
+    memory: str = Field("2Gi", description="Memory request per Triton pod (Kubernetes quantity).")
+    max_batch_size: int = Field(
+        64, ge=1, le=4096, description="Largest batch Triton's dynamic batcher forms (max_batch_size)."
+    )
+    max_queue_delay_microseconds: int = Field(
+        2000,
+        ge=0,
+        le=1_000_000,
+        description="How long the dynamic batcher holds a request to fill a batch; 0 = never waits.",
+    )
+    instances: int = Field(1, ge=1, le=64, description="Model instances per pod (Triton's instance_group count).")
+    threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Inference threads per model instance; instances x threads is the CPU a pod uses, "
+        "so keep it within the pod's cpu request to avoid oversubscribing cores.",
+    )
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not _matches(QUANTITY_PATTERN, value):
+            raise ValueError(f"not a Kubernetes quantity: {value!r}")
+        return value
+
+
+class GANInferenceServiceSpec(ApiModel):
+    model_name: str | None = Field(
+        None,
+        pattern=MODEL_NAME_PATTERN,
+        description="The model name clients call in Triton (/v2/models/<modelName>); null = metadata.name. "
+        "Immutable: clients depend on it.",
+    )
+    source: ModelSource = Field(description="The model to serve.")
+    triton: TritonSpec = Field(default_factory=TritonSpec, description="Triton pods of each revision.")
+    rollout: RolloutPolicy = Field(
+        default_factory=RolloutPolicy,
+        description="How a new revision replaces the stable one; the canary fields (strategy, steps, gates, "
+        "approval) are used by the quality-gated rollout.",
+    )
+
+
+class ServiceObjectMeta(ObjectMeta):
+    """The parts of Kubernetes ObjectMeta the operator reads; anything else is kept, not checked."""
+
+    name: str | None = Field(None, max_length=MAX_SERVICE_NAME_LENGTH)
+
+
+ServicePhase = Literal["Pending", "Progressing", "Ready", "Degraded"]
+ServiceConditionType = Literal["Ready", "Progressing", "Degraded"]
+RevisionState = Literal["Loading", "Ready", "Failed", "Retired"]
+
+# Status is written by the operator and read back by it: a field that a newer operator added must
+# not stop an older one from parsing the rest, so status models ignore unknown fields.
+_STATUS_CONFIG = ConfigDict(extra="ignore")
+
+
+class ServiceCondition(ApiModel, ConditionFields):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    model_config = _STATUS_CONFIG
+
+    type: ServiceConditionType = Field(description="Condition type.")
+    observed_generation: int | None = Field(None, description="metadata.generation the condition was set for.")
+
+
+class RevisionStatus(ApiModel):
+    """One revision: a Triton Deployment + Service serving one exported model."""
+
+    model_config = _STATUS_CONFIG
+
+    name: str = Field(description="Revision name: r + the first 10 hex digits of its manifest's sha256.")
+    uri: str = Field(description="The revision directory (pvc://claim/path).")
+    sha256: str = Field(description="sha256 of the revision's manifest.json.")
+    source: str = Field(description="Where it came from, for people, e.g. GANTrainingJob fashion at 12.8 kimg.")
+    state: RevisionState = Field(description="Loading, Ready (serves), Failed or Retired (no longer serves).")
+    replicas: int = Field(0, ge=0, description="Triton pods of the revision.")
+    ready_replicas: int = Field(0, ge=0, description="Of those, pods whose model is ready.")
+    message: str = Field("", description="Explanation of the state, for people.")
+    created_time: str | None = Field(None, description="RFC 3339 time the revision was created.")
+
+
+class GANInferenceServiceStatus(ApiModel):
+    model_config = _STATUS_CONFIG
+
+    observed_generation: int | None = Field(None, description="metadata.generation the operator last acted on.")
+    phase: ServicePhase = Field("Pending", description="Lifecycle phase.")
+    model_name: str | None = Field(None, description="The model name clients call (spec.modelName or metadata.name).")
+    stable_revision: str | None = Field(None, description="The revision the stable Service sends traffic to.")
+    canary_revision: str | None = Field(None, description="The revision under rollout; null = none.")
+    canary_weight: int = Field(0, ge=0, le=100, description="Percentage of traffic sent to the canary.")
+    endpoint: str | None = Field(
+        None,
+        description="In-cluster URL of the stable Service, "
+        f"e.g. http://<name>.<namespace>.svc:{TRITON_HTTP_PORT}.",
+    )
+    revisions: list[RevisionStatus] = Field(default_factory=list, description="Revisions that exist.")
+    conditions: list[ServiceCondition] = Field(default_factory=list, description="Kubernetes-style conditions.")
+
+
+class GANInferenceService(ApiModel):
+    api_version: Literal["ganforge.io/v1alpha1"] = Field("ganforge.io/v1alpha1", description="API version.")
+    kind: Literal["GANInferenceService"] = Field("GANInferenceService", description="Kind.")
+    metadata: ServiceObjectMeta = Field(default_factory=ServiceObjectMeta, description="Kubernetes object metadata.")
+    spec: GANInferenceServiceSpec = Field(description="Desired service.")
+    status: GANInferenceServiceStatus | None = Field(None, description="Observed state (written by the operator).")
+
+    @model_validator(mode="after")
+    def _model_name(self) -> GANInferenceService:
+        name = self.metadata.name
+        if self.spec.model_name is None and name is not None and not _matches(MODEL_NAME_PATTERN, name):
+            raise ValueError(
+                f"metadata.name {name!r} is no Triton model name ({MODEL_NAME_PATTERN}): set spec.modelName"
+            )
+        return self
