@@ -6,6 +6,7 @@ for it. A missing binary is an error that says to run `make tools`, never a skip
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -127,16 +128,28 @@ _local_networks: list[ClusterNetwork] = []
 def cluster_network(control_plane: ControlPlane) -> Iterator[ClusterNetwork]:
     """kube-proxy and CoreDNS (kube-dns at 10.96.0.10) on top of the session's control plane."""
     _require_tools("kube-proxy", "coredns")
+    with local_networks_paused(), ClusterNetwork(control_plane, node_name=SERVICE_PROXY_NODE) as network:
+        yield network
+
+
+@contextlib.contextmanager
+def local_networks_paused() -> Iterator[None]:
+    """The session's local clusters hand over the machine-wide kube-proxy and CoreDNS meanwhile."""
     paused = list(_local_networks)
     for other in paused:
         other.stop()
     try:
-        network = ClusterNetwork(control_plane, node_name=SERVICE_PROXY_NODE)
-        with network:
-            yield network
+        yield
     finally:
         for other in paused:
             other.start()
+
+
+@pytest.fixture(scope="module")
+def machine_services_free() -> Iterator[None]:
+    """For a test that runs a whole cluster of its own, services included (`ganforge local up`)."""
+    with local_networks_paused():
+        yield
 
 
 @pytest.fixture(scope="session")

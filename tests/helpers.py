@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from ganforge.api.training_job import API_VERSION, KIND
 
 T = TypeVar("T")
 
@@ -19,3 +21,20 @@ def eventually(probe: Callable[[], T | None], timeout: float = 60, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.25)
+
+
+def fast_job(name: str, **spec: Any) -> dict[str, Any]:
+    """A small job on the synthetic dataset: what the failure and crash tests need is the
+    operator's behaviour, not a good generator."""
+    body: dict[str, Any] = {
+        "dataset": {"uri": "fake://blobs?n=512&classes=4", "format": "fake", "resolution": 16},
+        "model": {"architecture": "dcgan", "latentDim": 16, "width": 8},
+        "training": {"totalKimg": 0.64, "batchSize": 16, "reportIntervalKimg": 0.16, "sampleIntervalKimg": 0},
+        "resources": {"workers": 2, "gpusPerWorker": 0, "cpu": "500m", "memory": "1Gi", "spot": False},
+        "checkpoint": {"intervalKimg": 0.32},
+        "evaluation": {"metrics": []},
+        "backoffLimit": 1,
+    }
+    for key, value in spec.items():
+        body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": body}

@@ -1,8 +1,12 @@
-"""`ganforge local up | down | status | install | logs | preempt`: the one-machine cluster from the shell.
+"""`ganforge local up | down | delete | status | install | logs | preempt`: the one-machine cluster.
 
-`up` starts a detached supervisor (`ganforge local serve`) that owns the cluster, waits until
-the nodes are Ready and prints how to point kubectl at it. `down` asks the supervisor to stop and
-then removes anything that could be left (processes by marker, pod network namespaces).
+The lifecycle is the one of a stopped and started machine:
+- `up` starts a detached supervisor (`ganforge local serve`) that owns the cluster, waits until the
+  nodes are Ready and prints how to point kubectl at it. If a stopped cluster's state is there, it
+  is that same cluster that comes back: same etcd data, volumes, CA and ServiceAccount keys, so
+  every object, kubeconfig and token survives; pods are started again, as after a node reboot.
+- `down` stops the cluster (every process, pod network namespace and veth) and keeps its state.
+- `delete` stops it if needed and removes all of its state; the next `up` starts a fresh cluster.
 Everything lives under one state directory (default ~/.local/share/ganforge/local, or
 $GANFORGE_LOCAL_DIR); the kubeconfig is always `<state>/kubeconfig`.
 """
@@ -13,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,10 +44,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def serve(root: Path, with_services: bool) -> int:
+def serve(root: Path, with_services: bool, first_node_index: int) -> int:
     """Run the cluster in the foreground until SIGTERM; `up` starts this detached."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    cluster = LocalCluster(root / "cluster", with_services=with_services)
+    cluster = LocalCluster(root / "cluster", with_services=with_services, first_node_index=first_node_index)
     stop = False
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -71,15 +76,38 @@ def serve(root: Path, with_services: bool) -> int:
     return EXIT_OK
 
 
-def up(root: Path, timeout: float, with_services: bool) -> int:
+def _first_node_index(root: Path, requested: int | None) -> int:
+    """A node's number fixes its pod subnet (an immutable Node field), so a cluster keeps the
+    numbering it was created with; asking a kept cluster for another one is an error."""
+    saved = read_json(root / "options.json") or {}
+    if "firstNodeIndex" in saved:
+        kept = int(saved["firstNodeIndex"])
+        if requested is not None and requested != kept:
+            raise ValueError(f"--first-node-index {requested}: the cluster kept in {root} numbers its nodes from "
+                             f"{kept}; `ganforge local delete` it first to renumber")
+        return kept
+    chosen = 1 if requested is None else requested
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "options.json").write_text(json.dumps({"firstNodeIndex": chosen}))
+    return chosen
+
+
+def up(root: Path, timeout: float, with_services: bool, first_node_index: int | None = None) -> int:
     pid_info = read_json(root / "supervisor.json")
     if pid_info and _pid_alive(int(str(pid_info["pid"]))) and (root / "ready").exists():
         print(f"already up; export KUBECONFIG={root / 'kubeconfig'}")
         return EXIT_OK
-    root.mkdir(parents=True, exist_ok=True)
+    resuming = (root / "cluster" / "control-plane" / "etcd").is_dir()
+    try:
+        index = _first_node_index(root, first_node_index)
+    except ValueError as error:
+        print(f"ganforge local up: {error}", file=sys.stderr)
+        return EXIT_USAGE
     (root / "ready").unlink(missing_ok=True)
     with open(root / "supervisor.log", "ab") as log_file:
-        serve_args = ["serve"] if with_services else ["serve", "--without-services"]
+        serve_args = ["serve", "--first-node-index", str(index)]
+        if not with_services:
+            serve_args.append("--without-services")
         process = subprocess.Popen([sys.executable, "-m", "ganforge.local.cli", *serve_args],
                                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env={**os.environ, "GANFORGE_LOCAL_DIR": str(root)})
@@ -91,7 +119,7 @@ def up(root: Path, timeout: float, with_services: bool) -> int:
             down(root)
             return EXIT_FAILED
         time.sleep(0.5)
-    print("ganforge local cluster is up.")
+    print("ganforge local cluster is up" + (f" again, with the state kept in {root}." if resuming else "."))
     print(f"Point kubectl at it with:  export KUBECONFIG={root / 'kubeconfig'}")
     return EXIT_OK
 
@@ -115,7 +143,18 @@ def down(root: Path) -> int:
         remove_node_sandboxes(node_dir)
     for name in ("ready", "supervisor.json", "cluster.json"):
         (root / name).unlink(missing_ok=True)
-    print("ganforge local cluster is down.")
+    print(f"ganforge local cluster is down; its state is kept in {root} (`ganforge local up` brings it back, "
+          "`ganforge local delete` removes it).")
+    return EXIT_OK
+
+
+def delete(root: Path) -> int:
+    if not root.exists():
+        print(f"ganforge local: nothing to delete at {root}")
+        return EXIT_OK
+    down(root)
+    shutil.rmtree(root)
+    print(f"ganforge local cluster deleted ({root} removed).")
     return EXIT_OK
 
 
@@ -182,17 +221,23 @@ def install_operator(root: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ganforge local", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="ganforge local", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     up_cmd = commands.add_parser("up", help="start the cluster in the background")
     up_cmd.add_argument("--timeout", type=float, default=180)
-    commands.add_parser("down", help="stop the cluster and remove everything it made")
+    commands.add_parser("down", help="stop the cluster and keep its state; `up` brings the same cluster back")
+    commands.add_parser("delete", help="stop the cluster and remove all of its state; the next `up` is fresh")
     commands.add_parser("status", help="is it up, and where is the kubeconfig")
     serve_cmd = commands.add_parser("serve", help="run the cluster in the foreground (what `up` starts)")
     for command in (up_cmd, serve_cmd):
         command.add_argument("--without-services", action="store_true",
                              help="no kube-proxy, CoreDNS or volume provisioner (they are machine-wide: "
                                   "use this when another cluster on this machine has them)")
+    up_cmd.add_argument("--first-node-index", type=int, default=None,
+                        help="number the nodes from N (node N owns pod subnet 10.244.N.0/24), so a second "
+                             "cluster on this machine never shares pod addresses; kept with the cluster")
+    serve_cmd.add_argument("--first-node-index", type=int, default=1)
     commands.add_parser("install", help="apply ganforge's CRDs, RBAC and operator, and wait until it runs")
     logs_cmd = commands.add_parser("logs", help="print a pod's container log")
     logs_cmd.add_argument("pod")
@@ -205,13 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = state_dir()
     if args.command == "up":
-        return up(root, args.timeout, not args.without_services)
+        return up(root, args.timeout, not args.without_services, args.first_node_index)
     if args.command == "down":
         return down(root)
+    if args.command == "delete":
+        return delete(root)
     if args.command == "status":
         return status(root)
     if args.command == "serve":
-        return serve(root, not args.without_services)
+        return serve(root, not args.without_services, args.first_node_index)
     if args.command == "install":
         return install_operator(root)
     if args.command == "logs":

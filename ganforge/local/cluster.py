@@ -56,6 +56,9 @@ class LocalCluster:
     with_services: bool = True
     """kube-proxy, CoreDNS and the volume provisioner. Service rules are machine-wide, so only one
     cluster on a machine can have them; a second one (a test of start/stop) runs without."""
+    first_node_index: int = 1
+    """Nodes are numbered from here, and node N owns the pod subnet 10.244.N.0/24: two clusters on
+    one machine with disjoint numbers never hand out the same pod address."""
     plane: ControlPlane = field(init=False)
     agents: dict[str, LocalNode] = field(default_factory=dict, init=False)
 
@@ -81,7 +84,7 @@ class LocalCluster:
     def start(self) -> None:
         self.plane.start()
         try:
-            for index, spec in enumerate(self.nodes, start=1):
+            for index, spec in enumerate(self.nodes, start=self.first_node_index):
                 self._add_node(index, spec)
             self._supervisor = threading.Thread(target=self._supervise, name="node-supervisor", daemon=True)
             self._supervisor.start()

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from ganforge.local import tools
-from ganforge.local.pki import CertificateAuthority, KeyPair, write_service_account_keys
+from ganforge.local.pki import CertificateAuthority, KeyPair, service_account_keys
 from ganforge.local.processes import MARKER_ENV, ManagedProcess, kill_marked, processes_with_marker
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,22 @@ def _ephemeral_ports_start() -> int:
 def free_port() -> int:
     """A TCP port nothing is bound to now, for a server that binds it shortly after."""
     candidates = range(LISTEN_PORTS.start, min(LISTEN_PORTS.stop, _ephemeral_ports_start()))
+    if not candidates:
+        raise OSError(f"no listening ports below the ephemeral range (starts at {_ephemeral_ports_start()})")
     for _ in range(200):
-        port = random.choice(candidates) if candidates else 0
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            chosen: int = sock.getsockname()[1]
-            return chosen
+        port = random.choice(candidates)
+        if port_is_free(port):
+            return port
     raise OSError(f"no free port in {candidates.start}-{candidates.stop - 1}")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def host_address() -> str:
@@ -197,7 +203,25 @@ class ControlPlane:
 
     # -- certificates and kubeconfigs --------------------------------------------------------
 
+    def _apiserver_port(self) -> int:
+        """The port of the last start when it is still free, so kubeconfigs handed out before a
+        restart keep working; a new one (recorded for next time) when something else took it."""
+        record = self.workdir / "apiserver-port"
+        try:
+            previous = int(record.read_text())
+        except (FileNotFoundError, ValueError):
+            previous = 0
+        if previous and port_is_free(previous):
+            return previous
+        port = free_port()
+        if previous:
+            log.warning("apiserver port %d of the previous start is taken; using %d", previous, port)
+        record.write_text(str(port))
+        return port
+
     def _write_pki(self) -> None:
+        """CA and ServiceAccount keys persist in the work dir (a restart keeps every issued
+        credential valid); leaf certificates are issued afresh, since the address may change."""
         ca = CertificateAuthority(self.pki_dir)
         self._ca = ca
         self._serving = ca.issue(
@@ -217,8 +241,8 @@ class ControlPlane:
             "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
             organizations=("kubeadm:cluster-admins",), client=True,
         )
-        self._service_account_keys = write_service_account_keys(self.pki_dir)
-        self.apiserver_port = free_port()
+        self._service_account_keys = service_account_keys(self.pki_dir)
+        self.apiserver_port = self._apiserver_port()
         identities = {
             "admin": ("kubernetes-admin", ("system:masters",)),
             "controller-manager": ("system:kube-controller-manager", ()),

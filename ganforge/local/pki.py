@@ -39,9 +39,29 @@ def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
 
 
 class CertificateAuthority:
+    """The cluster's CA under `directory`, created on first use and loaded from its files after.
+
+    Keeping it across restarts is what lets a stopped cluster come back intact: every kubeconfig,
+    every certificate it issued and every `ca.crt` a pod already holds stay valid.
+    """
+
     def __init__(self, directory: Path, common_name: str = "ganforge-local-ca") -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self.pair = KeyPair(directory / "ca.crt", directory / "ca.key")
+        if self.pair.cert.exists() and self.pair.key.exists():
+            self._load()
+        else:
+            self._create(common_name)
+
+    def _load(self) -> None:
+        key = serialization.load_pem_private_key(self.pair.key.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{self.pair.key}: expected an EC private key")
+        self._key = key
+        self._cert = x509.load_pem_x509_certificate(self.pair.cert.read_bytes())
+
+    def _create(self, common_name: str) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -64,9 +84,9 @@ class CertificateAuthority:
             )
             .sign(self._key, hashes.SHA256())
         )
-        self.pair = KeyPair(directory / "ca.crt", directory / "ca.key")
-        self.pair.cert.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+        # Key first, certificate last: a CA is loaded only when both exist.
         _write_private(self.pair.key, _key_pem(self._key))
+        self.pair.cert.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
     @property
     def cert_pem(self) -> bytes:
@@ -115,10 +135,13 @@ class CertificateAuthority:
         return pair
 
 
-def write_service_account_keys(directory: Path) -> KeyPair:
-    """RSA key pair that signs and verifies ServiceAccount tokens (RS256)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def service_account_keys(directory: Path) -> KeyPair:
+    """RSA key pair that signs and verifies ServiceAccount tokens (RS256), created once and kept,
+    so tokens issued before a restart still verify after it."""
     pair = KeyPair(directory / "sa.pub", directory / "sa.key")
+    if pair.key.exists() and pair.cert.exists():
+        return pair
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_private(pair.key, _key_pem(key))
     pair.cert.write_bytes(
         key.public_key().public_bytes(

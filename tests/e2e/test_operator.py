@@ -22,11 +22,11 @@ import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
 
-from ganforge.api.training_job import API_GROUP, API_VERSION, KIND, PLURAL, VERSION
+from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
 from ganforge.local.install import EXAMPLE_JOB, OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install, kubectl
 from ganforge.local.provisioner import claim_host_path
 from ganforge.operator.kube import CRASH_AFTER_WRITES_ENV
-from tests.helpers import eventually
+from tests.helpers import eventually, fast_job
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +52,6 @@ def _create(kubeconfig: Path, namespace: str, document: dict[str, Any], tmp_path
     path = tmp_path / f"{document['metadata']['name']}.yaml"
     path.write_text(yaml.safe_dump(document))
     kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(path))
-
-
-def _fast_job(name: str, **spec: Any) -> dict[str, Any]:
-    """A small job on the synthetic dataset: what the failure and crash tests need is the
-    operator's behaviour, not a good generator."""
-    body: dict[str, Any] = {
-        "dataset": {"uri": "fake://blobs?n=512&classes=4", "format": "fake", "resolution": 16},
-        "model": {"architecture": "dcgan", "latentDim": 16, "width": 8},
-        "training": {"totalKimg": 0.64, "batchSize": 16, "reportIntervalKimg": 0.16, "sampleIntervalKimg": 0},
-        "resources": {"workers": 2, "gpusPerWorker": 0, "cpu": "500m", "memory": "1Gi", "spot": False},
-        "checkpoint": {"intervalKimg": 0.32},
-        "evaluation": {"metrics": []},
-        "backoffLimit": 1,
-    }
-    for key, value in spec.items():
-        body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": body}
 
 
 def _timestamp(value: Any) -> float:
@@ -151,10 +134,10 @@ def test_failures_count_against_backoff_limit_and_bad_data_fails_at_once(
         tmp_path: Path) -> None:
     namespace = local_namespace
     # A checkpoint location that cannot be written: a failure of the job, retryable, so it counts.
-    _create(operator, namespace, _fast_job("unwritable", checkpoint={"uri": "file:///proc/ganforge-checkpoints"}),
+    _create(operator, namespace, fast_job("unwritable", checkpoint={"uri": "file:///proc/ganforge-checkpoints"}),
             tmp_path)
     # A valid spec whose dataset is not there at runtime: no retry can fix it.
-    _create(operator, namespace, _fast_job("no-data", dataset={"uri": "file:///nonexistent/fashion-mnist",
+    _create(operator, namespace, fast_job("no-data", dataset={"uri": "file:///nonexistent/fashion-mnist",
                                                                "format": "idx", "resolution": 16}), tmp_path)
     no_data = eventually(lambda: (s := _status(local_api, namespace, "no-data")).get("phase") == "Failed" and s,
                          240, "no-data to fail")
@@ -233,7 +216,7 @@ def test_operator_killed_mid_reconcile_leaves_no_duplicates(
             OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=ganforge-operator").items, 60,
             "the in-cluster operator to stop")
         kubeconfig = _operator_kubeconfig(local_cluster, local_core, tmp_path / "operator.kubeconfig")
-        _create(operator, namespace, _fast_job(name), tmp_path)
+        _create(operator, namespace, fast_job(name), tmp_path)
         # Writes of a launch: ConfigMap, ServiceAccount, Role, RoleBinding, Service, claim, pod 0, pod 1,
         # status. Dying after the 7th leaves half a gang and no record of the launch.
         first = _run_operator(kubeconfig, tmp_path / "operator.log", crash_after=7)
