@@ -115,13 +115,121 @@ def test_env_downward_api_configmap_volume_and_working_dir(
     }, volumes=[{"name": "settings", "configMap": {"name": "settings"}}])
     core.create_namespaced_pod(ns, pod)
     done = eventually(phase_is(core, ns, "env", "Succeeded", "Failed"), timeout=60, what="pod to finish")
-    assert done.status.phase == "Succeeded", done.status
+    assert done.status.phase == "Succeeded", (done.status.reason, done.status.message)
     name, namespace, pod_ip, node, greeting, mounted, cwd, service_host, token = out.read_text().split("\n")
     assert (name, namespace, greeting, mounted, cwd) == ("env", ns, "hello", "hello", str(tmp_path))
     assert pod_ip == done.status.pod_ip and pod_ip.startswith("10.244.")
     assert node == done.spec.node_name == "ondemand-1"
     assert service_host == "10.96.0.1"
     assert token == "True"
+
+
+def test_configmap_edited_while_the_pod_runs_reaches_its_mounted_file(
+    local_core: client.CoreV1Api, local_namespace: str, tmp_path: Path
+) -> None:
+    core, ns = local_core, local_namespace
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="live"),
+                                                             data={"mode": "first"}))
+    # The pod copies what it reads from its mount to a host file once a second until it sees "second".
+    script = """
+        import os, pathlib, time
+        out = pathlib.Path(os.environ["OUT"])
+        while True:
+            seen = pathlib.Path("/etc/live/mode").read_text()
+            out.write_text(seen)
+            if seen == "second":
+                break
+            time.sleep(1)
+    """
+    out = tmp_path / "seen.txt"
+    pod = python_pod("watcher", script, container={
+        "env": [{"name": "OUT", "value": str(out)}],
+        "volumeMounts": [{"name": "live", "mountPath": "/etc/live", "readOnly": True}],
+    }, volumes=[{"name": "live", "configMap": {"name": "live"}}])
+    core.create_namespaced_pod(ns, pod)
+    eventually(lambda: out.exists() and out.read_text() == "first", timeout=60, what="the pod reading 'first'")
+    edited = time.monotonic()
+    core.patch_namespaced_config_map("live", ns, {"data": {"mode": "second"}})
+    done = eventually(phase_is(core, ns, "watcher", "Succeeded", "Failed"), timeout=60,
+                      what="the edit to reach the running pod")
+    print(f"\nConfigMap edit -> seen in the running pod: {time.monotonic() - edited:.1f} s")
+    assert done.status.phase == "Succeeded" and out.read_text() == "second"
+    assert done.status.container_statuses[0].restart_count == 0
+
+
+def test_init_containers_run_in_order_to_success_before_the_app(
+    local_core: client.CoreV1Api, local_namespace: str, tmp_path: Path
+) -> None:
+    core, ns = local_core, local_namespace
+    shared = {"name": "work", "mountPath": "/scratch"}
+    init = [
+        {"name": "first", "image": "python:3.11", "volumeMounts": [shared],
+         "command": ["python", "-c", "import pathlib; pathlib.Path('/scratch/order').write_text('first')"]},
+        {"name": "second", "image": "python:3.11", "volumeMounts": [shared],
+         "command": ["python", "-c", "import pathlib; p = pathlib.Path('/scratch/order'); "
+                     "p.write_text(p.read_text() + ',second')"]},
+    ]
+    out = tmp_path / "seen.txt"
+    pod = python_pod("initialised", """
+        import os, pathlib
+        pathlib.Path(os.environ["OUT"]).write_text(pathlib.Path("/scratch/order").read_text())
+    """, container={"env": [{"name": "OUT", "value": str(out)}], "volumeMounts": [shared]},
+        initContainers=init, volumes=[{"name": "work", "emptyDir": {}}])
+    core.create_namespaced_pod(ns, pod)
+    done = eventually(phase_is(core, ns, "initialised", "Succeeded", "Failed"), timeout=90, what="pod to finish")
+    assert done.status.phase == "Succeeded", (done.status.reason, done.status.message)
+    assert out.read_text() == "first,second"
+    statuses = done.status.init_container_statuses
+    assert [s.name for s in statuses] == ["first", "second"]
+    assert all(s.state.terminated.exit_code == 0 and s.ready for s in statuses)
+    assert {c.type: c.status for c in done.status.conditions}["Initialized"] == "True"
+
+
+def test_a_failed_init_container_fails_a_never_restart_pod_and_the_app_never_runs(
+    local_core: client.CoreV1Api, local_namespace: str, tmp_path: Path
+) -> None:
+    core, ns = local_core, local_namespace
+    marker = tmp_path / "app-ran"
+    init = [{"name": "check", "image": "python:3.11", "terminationMessagePolicy": "FallbackToLogsOnError",
+             "command": ["python", "-c", "import sys; print('revision does not verify'); sys.exit(9)"]}]
+    pod = python_pod("blocked", f"open({str(marker)!r}, 'w').write('ran')", initContainers=init)
+    core.create_namespaced_pod(ns, pod)
+    failed = eventually(phase_is(core, ns, "blocked", "Failed"), timeout=90, what="the pod to fail")
+    assert failed.status.reason == "Init:Error"
+    assert "revision does not verify" in failed.status.message
+    terminated = failed.status.init_container_statuses[0].state.terminated
+    assert terminated.exit_code == 9 and "revision does not verify" in terminated.message
+    assert failed.status.container_statuses[0].state.terminated is None and not marker.exists()
+
+
+def test_pre_stop_sleep_delays_sigterm_within_the_grace(
+    local_core: client.CoreV1Api, local_namespace: str, tmp_path: Path
+) -> None:
+    core, ns = local_core, local_namespace
+    claim_with_volume(core, ns, tmp_path / "pvc")
+    script = """
+        import pathlib, signal, sys, time
+        def on_term(signum, frame):
+            pathlib.Path("/data/term").write_text(repr(time.time()))
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+        pathlib.Path("/data/started").write_text("yes")
+        while True:
+            time.sleep(0.1)
+    """
+    pod = python_pod("draining", script, restart="Always", container={
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        "lifecycle": {"preStop": {"sleep": {"seconds": 3}}},
+    }, volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}], terminationGracePeriodSeconds=20)
+    core.create_namespaced_pod(ns, pod)
+    eventually(lambda: (tmp_path / "pvc" / "started").exists(), timeout=60, what="the pod to start")
+    deleted_at = time.time()
+    core.delete_namespaced_pod("draining", ns)
+    term = eventually(lambda: (tmp_path / "pvc" / "term").exists() and (tmp_path / "pvc" / "term"), timeout=30,
+                      what="SIGTERM after the preStop sleep")
+    delay = float(term.read_text()) - deleted_at
+    assert 3.0 <= delay < 15.0, delay
+    eventually(lambda: read_pod(core, ns, "draining") is None, timeout=30, what="the pod to go")
 
 
 def test_unknown_image_fails_the_pod_with_a_clear_reason(local_core: client.CoreV1Api, local_namespace: str) -> None:

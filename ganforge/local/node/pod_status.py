@@ -109,13 +109,13 @@ def condition(kind: str, ok: bool, now: str, previous: Mapping[str, Mapping[str,
 
 
 def pod_conditions(views: Sequence[ContainerView], sandbox_ready: bool, phase: str, now: str,
-                   previous: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+                   previous: Sequence[Mapping[str, Any]], initialized: bool = True) -> list[dict[str, Any]]:
     by_type = {item["type"]: item for item in previous}
     containers_ready = bool(views) and all(view.ready for view in views) and phase == "Running"
     not_ready_reason = "PodCompleted" if phase in TERMINAL_PHASES else "ContainersNotReady"
     return [
         condition("PodReadyToStartContainers", sandbox_ready, now, by_type),
-        condition("Initialized", True, now, by_type),
+        condition("Initialized", initialized, now, by_type, "ContainersNotInitialized"),
         condition("ContainersReady", containers_ready, now, by_type, not_ready_reason),
         condition("Ready", containers_ready, now, by_type, not_ready_reason),
     ]

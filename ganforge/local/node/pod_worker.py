@@ -62,6 +62,7 @@ class NodeServices(VolumeSourceReader, Protocol):
 @dataclass
 class ContainerRuntimeState:
     next_start_at: float = 0.0
+    stopping_since: float | None = None  # deletion seen; the preStop hook runs from here
     terminate_sent_at: float | None = None
     probes: dict[str, ProbeState] = field(default_factory=dict)
     probes_for_attempt: int = -1
@@ -95,6 +96,13 @@ class PodWorker:
 
     def containers(self) -> list[Mapping[str, Any]]:
         return list(self.pod["spec"]["containers"])
+
+    def init_containers(self) -> list[Mapping[str, Any]]:
+        return list(self.pod["spec"].get("initContainers") or [])
+
+    def all_containers(self) -> list[Mapping[str, Any]]:
+        """Init and app containers; their names are unique within a pod, so they share one directory."""
+        return self.init_containers() + self.containers()
 
     def container_dir(self, name: str) -> Path:
         return self.dir / "containers" / name
@@ -133,7 +141,13 @@ class PodWorker:
             return
         self.pending_reason = None
         if self.volumes is not None:
-            self.volumes.refresh_tokens()
+            self.volumes.refresh()
+        # Init containers run one at a time, in order, each to success, before any app container.
+        for container in self.init_containers():
+            if not self._init_succeeded(container):
+                if self.failure is None:
+                    self.pending_reason = ("PodInitializing", f"waiting for init container {container['name']!r}")
+                return
         for container in self.containers():
             self._sync_container(container)
             if self.failure is not None:
@@ -164,15 +178,41 @@ class PodWorker:
             self._enforce_kill_deadline(current, state, now, self._grace_seconds())
             return
         policy = self.pod["spec"].get("restartPolicy", "Always")
-        if not will_restart(policy, int(record["exitCode"])):
-            return
+        if will_restart(policy, int(record["exitCode"])):
+            self._restart_after_backoff(container, state, len(history), now)
+
+    def _init_succeeded(self, container: Mapping[str, Any]) -> bool:
+        """Drive one init container; True once a run of it has exited 0."""
+        name = container["name"]
+        history = attempts(self.container_dir(name))
+        if not history:
+            self._start(container, 0)
+            return False
+        record = history[-1].finished()
+        if record is None:
+            return False
+        code = int(record["exitCode"])
+        if code == 0:
+            return True
+        if self.pod["spec"].get("restartPolicy", "Always") == "Never":
+            detail = str(record.get("message") or "").strip()
+            self.failure = ("Init:Error", f"init container {name!r} exited with {code}" + (f": {detail}" if detail
+                                                                                           else ""))
+            return False
+        # Always and OnFailure pods retry a failed init container, with the usual back-off.
+        state = self.runtime.setdefault(name, ContainerRuntimeState())
+        self._restart_after_backoff(container, state, len(history), time.monotonic())
+        return False
+
+    def _restart_after_backoff(self, container: Mapping[str, Any], state: ContainerRuntimeState, runs: int,
+                               now: float) -> None:
         if state.next_start_at == 0.0:
-            delay = min(RESTART_BACKOFF_START * 2 ** (len(history) - 1), RESTART_BACKOFF_MAX)
+            delay = min(RESTART_BACKOFF_START * 2 ** (runs - 1), RESTART_BACKOFF_MAX)
             state.next_start_at = now + delay
         if now >= state.next_start_at:
             state.next_start_at = 0.0
             state.terminate_sent_at = None
-            self._start(container, current.number + 1)
+            self._start(container, runs)
 
     def _start(self, container: Mapping[str, Any], number: int) -> None:
         name = container["name"]
@@ -284,17 +324,22 @@ class PodWorker:
         now = time.monotonic()
         grace = self._grace_seconds()
         all_stopped = True
-        for container in self.containers():
+        for container in self.all_containers():
             history = attempts(self.container_dir(container["name"]))
             if not history or history[-1].finished() is not None:
                 continue
             all_stopped = False
             state = self.runtime.setdefault(container["name"], ContainerRuntimeState())
+            state.stopping_since = state.stopping_since or now
+            # A preStop sleep runs first (endpoints drop the pod meanwhile); it counts against the grace.
+            pre_stop = min(_pre_stop_sleep_seconds(container), grace)
             if state.terminate_sent_at is None:
+                if now - state.stopping_since < pre_stop:
+                    continue
                 log.info("pod %s: SIGTERM to %s (grace %.0fs)", self.name, container["name"], grace)
                 history[-1].terminate()
                 state.terminate_sent_at = now
-            self._enforce_kill_deadline(history[-1], state, now, grace)
+            self._enforce_kill_deadline(history[-1], state, now, grace - pre_stop)
         if not all_stopped:
             self._push_status()
             return
@@ -305,7 +350,7 @@ class PodWorker:
 
     def kill_everything(self) -> None:
         """Stop every container at once (node reclaimed or pod gone from the API)."""
-        for container in self.containers():
+        for container in self.all_containers():
             for attempt in attempts(self.container_dir(container["name"])):
                 attempt.kill()
         self._teardown_sandbox()
@@ -314,7 +359,7 @@ class PodWorker:
         # Terminal pods are synced on every tick; their sandbox only needs removing once.
         if self.sandbox_removed:
             return
-        for container in self.containers():
+        for container in self.all_containers():
             history = attempts(self.container_dir(container["name"]))
             if history and history[-1].finished() is None:
                 history[-1].kill()
@@ -328,10 +373,14 @@ class PodWorker:
 
     # -- status ---------------------------------------------------------------------------------
 
-    def views(self) -> list[ContainerView]:
+    def views(self, init: bool = False) -> list[ContainerView]:
+        """App containers' views, or with `init` the init containers' (which restart only on failure,
+        and never under restartPolicy Never)."""
         policy = self.pod["spec"].get("restartPolicy", "Always")
+        if init:
+            policy = "Never" if policy == "Never" else "OnFailure"
         views = []
-        for container in self.containers():
+        for container in self.init_containers() if init else self.containers():
             name = container["name"]
             history = attempts(self.container_dir(name))
             current = history[-1] if history else None
@@ -355,7 +404,7 @@ class PodWorker:
                     and not self.pod["metadata"].get("deletionTimestamp"),
                     waiting_reason=waiting[0] if waiting else None,
                     waiting_message=waiting[1] if waiting else "",
-                    ready=ready,
+                    ready=ready if not init else exit_record is not None and int(exit_record["exitCode"]) == 0,
                     started=started,
                     container_id=self.container_id(name, current.number) if current else "",
                 )
@@ -364,7 +413,9 @@ class PodWorker:
 
     def _push_status(self) -> None:
         views = self.views()
+        init_views = self.views(init=True)
         phase = pod_phase(views, self.failure is not None)
+        initialized = all(view.ready for view in init_views)
         now = now_rfc3339()
         previous = self.pod.get("status", {})
         status: dict[str, Any] = {
@@ -373,9 +424,11 @@ class PodWorker:
             "hostIPs": [{"ip": self.services.host_ip}],
             "startTime": previous.get("startTime") or now,
             "conditions": pod_conditions(views, self.network is not None and not self.sandbox_removed, phase, now,
-                                         previous.get("conditions", [])),
+                                         previous.get("conditions", []), initialized),
             "containerStatuses": [container_status(view) for view in views],
         }
+        if init_views:
+            status["initContainerStatuses"] = [container_status(view) for view in init_views]
         if self.network is not None:
             status["podIP"] = self.network.ip
             status["podIPs"] = [{"ip": self.network.ip}]
@@ -390,3 +443,14 @@ class PodWorker:
         self.last_comparable = comparable
         if phase in TERMINAL_PHASES:
             self._teardown_sandbox()
+
+
+def _pre_stop_sleep_seconds(container: Mapping[str, Any]) -> float:
+    """The container's `lifecycle.preStop.sleep` (the hook this runtime supports); 0 without one."""
+    hook = (container.get("lifecycle") or {}).get("preStop") or {}
+    if "sleep" in hook:
+        return float(hook["sleep"].get("seconds", 0))
+    if hook:
+        log.warning("container %s: only preStop.sleep hooks are supported here; %s ignored",
+                    container.get("name"), sorted(hook))
+    return 0.0
