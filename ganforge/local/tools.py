@@ -9,8 +9,8 @@ from pathlib import Path
 
 _VERSIONS_FILE = Path(__file__).with_name("tool_versions.env")
 
-# tool binary -> (directory prefix in the cache, key in tool_versions.env)
-_TOOL_HOMES: dict[str, tuple[str, str]] = {
+# tool binary -> (directory prefix in the cache, key in tool_versions.env[, path inside that directory])
+_TOOL_HOMES: dict[str, tuple[str, ...]] = {
     "kube-apiserver": ("kubernetes", "KUBERNETES_VERSION"),
     "kube-controller-manager": ("kubernetes", "KUBERNETES_VERSION"),
     "kube-scheduler": ("kubernetes", "KUBERNETES_VERSION"),
@@ -19,6 +19,8 @@ _TOOL_HOMES: dict[str, tuple[str, str]] = {
     "etcd": ("etcd", "ETCD_VERSION"),
     "coredns": ("coredns", "COREDNS_VERSION"),
     "helm": ("helm", "HELM_VERSION"),
+    # A launcher that runs nvidia-pytriton's tritonserver as the NGC image would (hack/tools.sh).
+    "tritonserver": ("triton", "PYTRITON_VERSION", "bin/tritonserver"),
 }
 
 
@@ -64,8 +66,8 @@ def tool_path(name: str) -> Path:
     """The cached binary `name`; raises ToolMissingError naming the fix when it is absent."""
     if name not in _TOOL_HOMES:
         raise KeyError(f"unknown tool {name!r}; known: {sorted(_TOOL_HOMES)}")
-    prefix, version_key = _TOOL_HOMES[name]
-    path = cache_dir() / f"{prefix}-{_read_versions()[version_key]}" / name
+    prefix, version_key, *inside = _TOOL_HOMES[name]
+    path = cache_dir() / f"{prefix}-{_read_versions()[version_key]}" / (inside[0] if inside else name)
     if not os.access(path, os.X_OK):
         raise ToolMissingError(f"{name} not found at {path}; run `make tools` to build it")
     return path

@@ -9,11 +9,12 @@ Anything not in the table fails the pod with reason `ImageNotInLocalTable`, nami
 from __future__ import annotations
 
 import fnmatch
-import shutil
 import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from ganforge.local import tools
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,11 @@ def _venv_bin() -> Path:
 
 
 def _tritonserver_bin() -> Path | None:
-    found = shutil.which("tritonserver", path=str(_venv_bin()))
-    if found:
-        return Path(found).parent
+    """The directory of the tritonserver launcher `make tools` installs, if it has."""
     try:
-        import pytriton  # type: ignore[import-not-found]
-    except ImportError:
+        return tools.tool_path("tritonserver").parent
+    except tools.ToolMissingError:
         return None
-    candidate = Path(pytriton.__file__).parent / "tritonserver" / "bin"
-    return candidate if candidate.is_dir() else None
 
 
 @cache
@@ -61,8 +58,8 @@ def default_table() -> tuple[LocalImage, ...]:
     ]
     triton = _tritonserver_bin()
     if triton is not None:
-        table.append(LocalImage("*tritonserver*", "NVIDIA Triton: tritonserver from nvidia-pytriton", triton,
-                                ("tritonserver",)))
+        table.append(LocalImage("*tritonserver*", "NVIDIA Triton: nvidia-pytriton's tritonserver (make tools)",
+                                triton, ("tritonserver",)))
     return tuple(table)
 
 
