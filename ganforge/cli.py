@@ -15,12 +15,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ganforge.trainer.cli", "run the GAN trainer (torchrun-compatible)"),
     "local": ("ganforge.local.cli", "the one-machine Kubernetes cluster: up, down, status, ..."),
     "operator": ("ganforge.operator.cli", "run the GANTrainingJob operator (kopf)"),
+    "export": ("ganforge.serving.export_cli", "checkpoint -> parity-checked ONNX revision in a model repository"),
+    "prepare-model": ("ganforge.serving.prepare_cli", "verify a revision and lay it out for Triton (pod init step)"),
+    "generate": ("ganforge.serving.generate_cli", "sample grid from a GANInferenceService through Triton"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: ganforge <command> [args...]", "", "commands:"]
-    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<14} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -66,6 +66,8 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
     InvalidSpec("unknown-architecture", "spec.model.architecture", {"model": {"architecture": "stylegan3"}}),
     InvalidSpec("unknown-loss", "spec.model.loss", {"model": {"loss": "lsgan"}}),
     InvalidSpec("unknown-precision", "spec.training.precision", {"training": {"precision": "fp8"}}),
+    InvalidSpec("model-repository-not-a-claim", "spec.export.modelRepository",
+                {"export": {"modelRepository": "s3://bucket/models"}}),
     InvalidSpec("batch-not-divisible", "spec.training.batchSize", {"training": {"batchSize": 33}}),
     InvalidSpec("missing-dataset", "spec.dataset", {"dataset": DROP}),
     InvalidSpec("missing-dataset-uri", "spec.dataset.uri", {"dataset": {"uri": DROP}}),

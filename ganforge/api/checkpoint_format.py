@@ -57,7 +57,7 @@ def with_manifest(files: dict[str, bytes], meta: dict[str, Any]) -> dict[str, by
 def parse_manifest(raw: bytes) -> dict[str, Any]:
     """The manifest with `_sha256` (of its own bytes, the checkpoint's identity) added."""
     try:
-        manifest = json.loads(raw)
+        manifest: dict[str, Any] = json.loads(raw)
         if manifest.get("formatVersion") != FORMAT_VERSION:
             raise CheckpointCorrupt(f"unsupported format version {manifest.get('formatVersion')!r}")
         if not isinstance(manifest["files"], dict):

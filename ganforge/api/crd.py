@@ -206,6 +206,9 @@ _JOB_RULES: dict[str, tuple[Rule, ...]] = {
             f"spec.checkpoint.uri must be {CHECKPOINT_URI_FORMS}",
         ),
     ),
+    "spec.export.modelRepository": (
+        Rule(_cel_matches(PVC_URI_PATTERN), "spec.export.modelRepository must be a pvc://claim/path URI"),
+    ),
     "spec.rollout.steps": (_ROLLOUT_STEPS_RULE,),
 }
 

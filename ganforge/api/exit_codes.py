@@ -32,6 +32,9 @@ class ExitCode(enum.IntEnum):
     DISTRIBUTED_ERROR = 7
     # The evaluation could not run (e.g. a user-supplied feature extractor failed to load).
     EVALUATION_ERROR = 8
+    # `ganforge export`: the checkpoint does not verify, the ONNX graph fails its checks or its
+    # parity with PyTorch, or the model repository cannot be written. The checkpoint is untouched.
+    EXPORT_ERROR = 9
     # SIGTERM/SIGINT: all ranks stopped at one step and an emergency checkpoint was written.
     PREEMPTED = 75
     # A second signal or the grace deadline cut the emergency checkpoint short; resume from the
@@ -59,6 +62,7 @@ EXIT_CODE_TABLE: dict[ExitCode, ExitCodeInfo] = {
         ExitCodeInfo(ExitCode.CHECKPOINT_STORAGE_ERROR, True, True, "checkpoint location not writable"),
         ExitCodeInfo(ExitCode.DISTRIBUTED_ERROR, True, False, "peer lost or collective timed out"),
         ExitCodeInfo(ExitCode.EVALUATION_ERROR, False, True, "evaluation could not run"),
+        ExitCodeInfo(ExitCode.EXPORT_ERROR, False, True, "export failed; the checkpoint is kept"),
         ExitCodeInfo(ExitCode.PREEMPTED, True, False, "preempted; emergency checkpoint written"),
         ExitCodeInfo(
             ExitCode.PREEMPTED_NO_CHECKPOINT, True, False, "preempted past the deadline; resume from last"

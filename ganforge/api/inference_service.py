@@ -8,7 +8,7 @@ runs one Triton Deployment + Service per revision, named `<service>-<revision>`.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -39,6 +39,12 @@ REVISION_PATTERN = r"^r[0-9a-f]{10}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # What Triton accepts as a model name (it becomes a directory in the model repository and a URL segment).
 MODEL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+
+# Which Triton runs an exported model: `onnxruntime` is the NGC image's ONNX Runtime backend
+# (`platform: onnxruntime_onnx`); `python-onnxruntime` runs the same model.onnx through onnxruntime
+# inside Triton's python backend (nvidia-pytriton's tritonserver on `ganforge local`).
+TritonProfile = Literal["python-onnxruntime", "onnxruntime"]
+TRITON_PROFILES: tuple[TritonProfile, ...] = get_args(TritonProfile)
 
 TRITON_HTTP_PORT = 8000
 TRITON_GRPC_PORT = 8001

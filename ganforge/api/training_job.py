@@ -265,9 +265,30 @@ class EvaluationSpec(ApiModel):
         return self
 
 
+DEFAULT_MODEL_REPOSITORY = "pvc://ganforge-models"
+
+
 class ExportSpec(ApiModel):
+    enabled: bool = Field(
+        True, description="After training, export the EMA generator to ONNX (the job goes Exporting, then Succeeded)."
+    )
     onnx_opset: int = Field(17, ge=13, le=22, description="ONNX opset of the exported generator.")
-    precision: Literal["fp32", "fp16"] = Field("fp32", description="Precision of the exported generator.")
+    precision: Literal["fp32", "fp16"] = Field(
+        "fp32", description="Precision of the exported generator; fp16 keeps float32 inputs and outputs."
+    )
+    model_repository: str = Field(
+        DEFAULT_MODEL_REPOSITORY,
+        max_length=MAX_URI_LENGTH,
+        description="Model repository: pvc://claim[/path]. The claim is created if missing and owned by no job, "
+        "so deleting a job never deletes a served model; revisions go to <repository>/<job name>/r<sha256[:10]>.",
+    )
+
+    @field_validator("model_repository")
+    @classmethod
+    def _pvc_uri(cls, value: str) -> str:
+        if not _matches(PVC_URI_PATTERN, value):
+            raise ValueError(f"must be a pvc://claim/path URI, got {value!r}")
+        return value
 
 
 class RolloutGates(ApiModel):
@@ -357,7 +378,7 @@ class ObjectMeta(BaseModel):
 
 
 Phase = Literal["Pending", "Running", "Restarting", "Exporting", "RollingOut", "Succeeded", "Failed"]
-ConditionType = Literal["Created", "Running", "Restarting", "Succeeded", "Failed"]
+ConditionType = Literal["Created", "Running", "Restarting", "Exported", "Succeeded", "Failed"]
 
 
 class TrainingProgress(ApiModel):
@@ -377,6 +398,19 @@ class CheckpointStatus(ApiModel):
     step: int | None = Field(None, description="Generator step it captures.")
     sha256: str = Field(description="sha256 of its manifest.")
     time: str = Field(description="RFC 3339 time it was written.")
+
+
+class ArtifactStatus(ApiModel):
+    """The exported model: what `ganforge export` reports and a GANInferenceService serves."""
+
+    uri: str = Field(description="The revision directory in the model repository (pvc://claim/path/r...).")
+    sha256: str = Field(description="sha256 of the revision's manifest.json: the revision's identity.")
+    revision: str = Field(description="Revision name: r + the first 10 hex digits of sha256.")
+    kimg: float | None = Field(None, description="Training progress of the exported checkpoint.")
+    checkpoint_sha256: str | None = Field(None, description="sha256 of the exported checkpoint's manifest.")
+    parity_max_abs_diff: float | None = Field(
+        None, description="Largest |ONNX Runtime - PyTorch| pixel difference on the parity latents."
+    )
 
 
 class Condition(ApiModel, ConditionFields):
@@ -417,6 +451,8 @@ class GANTrainingJobStatus(ApiModel):
     failures: int = Field(0, ge=0, description="User-code failures counted against backoffLimit.")
     last_failure: FailureStatus | None = Field(None, description="The most recent failure or disruption.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Newest evaluation metrics.")
+    artifact: ArtifactStatus | None = Field(None, description="The exported model (spec.export).")
+    export_attempts: int = Field(0, ge=0, description="Export pods started; an interrupted export is retried.")
     start_time: str | None = Field(None, description="RFC 3339 time the first gang was created.")
     completion_time: str | None = Field(None, description="RFC 3339 time the job Succeeded or Failed.")
 

@@ -1,0 +1,82 @@
+"""Calling a served generator over Triton's KServe v2 HTTP protocol (tritonclient)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class ServingError(Exception):
+    """The model endpoint is unreachable, not ready, or answered with an error."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    url: str  # host:port
+    name: str
+    latent_dim: int
+    conditional: bool
+    max_batch_size: int
+
+
+def describe(url: str, model_name: str, timeout: float = 30.0) -> ServedModel:
+    """Shapes and batch limit of a ready model, from Triton's own metadata and config."""
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    client = triton_http.InferenceServerClient(url=url, connection_timeout=timeout, network_timeout=timeout)
+    try:
+        if not client.is_model_ready(model_name):
+            raise ServingError(f"model {model_name!r} at {url} is not ready")
+        metadata = client.get_model_metadata(model_name)
+        config = client.get_model_config(model_name)
+    except InferenceServerException as error:
+        raise ServingError(f"model {model_name!r} at {url}: {error}") from None
+    finally:
+        client.close()
+    inputs = {item["name"]: item for item in metadata["inputs"]}
+    if "z" not in inputs:
+        raise ServingError(f"model {model_name!r} at {url} has no input `z`: not a ganforge generator")
+    return ServedModel(url, model_name, int(inputs["z"]["shape"][-1]), "label" in inputs,
+                       int(config.get("max_batch_size", 1)) or 1)
+
+
+def latents(model: ServedModel, count: int, seed: int, num_classes: int | None = None,
+            label: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Seeded latents, and labels for a conditional model: `label` for all, else balanced over
+    `num_classes` (default 10)."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((count, model.latent_dim)).astype(np.float32)
+    if not model.conditional:
+        return z, None
+    labels = np.full(count, label, dtype=np.int64) if label is not None else (
+        np.arange(count) % (num_classes or 10)).astype(np.int64)
+    return z, labels
+
+
+def generate(model: ServedModel, z: np.ndarray, labels: np.ndarray | None, timeout: float = 60.0) -> np.ndarray:
+    """float32 images [N, C, R, R] in [-1, 1], requested in chunks of the model's max batch size."""
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    client = triton_http.InferenceServerClient(url=model.url, connection_timeout=timeout, network_timeout=timeout)
+    images = []
+    try:
+        for start in range(0, len(z), model.max_batch_size):
+            chunk = z[start:start + model.max_batch_size]
+            inputs = [triton_http.InferInput("z", list(chunk.shape), "FP32")]
+            inputs[0].set_data_from_numpy(chunk)
+            if model.conditional:
+                if labels is None:
+                    raise ServingError(f"model {model.name!r} is conditional: labels are required")
+                label = labels[start:start + model.max_batch_size].reshape(-1, 1)
+                inputs.append(triton_http.InferInput("label", list(label.shape), "INT64"))
+                inputs[1].set_data_from_numpy(label)
+            result = client.infer(model.name, inputs, outputs=[triton_http.InferRequestedOutput("image")])
+            images.append(result.as_numpy("image"))
+    except InferenceServerException as error:
+        raise ServingError(f"inference on {model.name!r} at {model.url} failed: {error}") from None
+    finally:
+        client.close()
+    return np.concatenate(images, axis=0)
