@@ -1,8 +1,10 @@
-"""`make demo`: the training half of ganforge on the one-machine cluster.
+"""`make demo`: train, survive a spot reclaim, export, serve through Triton, generate.
 
 Starts `ganforge local`, installs the CRDs and the operator, applies the Fashion-MNIST example
 (two workers on the spot node), reclaims the spot node half-way through, and follows the job as
-it resumes from its emergency checkpoint and finishes. Prints the FD and the sample grid's path.
+it resumes from its emergency checkpoint, finishes and is exported to ONNX. Then applies the
+example GANInferenceService, waits until Triton serves the exported revision through the stable
+Service, and writes a sample grid generated through Triton (`ganforge generate`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import yaml
 from kubernetes import client, config
 
 from ganforge.local.cli import state_dir
-from ganforge.local.install import EXAMPLE_JOB, kubectl
+from ganforge.local.install import EXAMPLE_JOB, EXAMPLE_SERVICE, kubectl
 from ganforge.local.provisioner import claim_host_path
 
 NAME, NAMESPACE = "fashion-mnist-dcgan", "default"
+SERVICE = str(yaml.safe_load(EXAMPLE_SERVICE.read_text())["metadata"]["name"])
 
 
 def ganforge(*args: str) -> None:
@@ -43,6 +46,33 @@ def describe(status: dict[str, Any]) -> str:
             f"preemptions={status.get('preemptions', 0)}")
 
 
+def serve(kubeconfig: Path, grid: Path, timeout: float) -> bool:
+    """Apply the example service, wait for Triton to serve the export, and generate through it."""
+    kubectl(kubeconfig, "apply", "-n", NAMESPACE, "-f", str(EXAMPLE_SERVICE))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = json.loads(kubectl(kubeconfig, "get", "gis", SERVICE, "-n", NAMESPACE, "-o", "json"))
+        status = body.get("status") or {}
+        if status.get("phase") == "Ready":
+            break
+        if status.get("phase") == "Degraded":
+            print("the service is Degraded:", json.dumps(status.get("conditions"), indent=2), file=sys.stderr)
+            return False
+        time.sleep(2)
+    print(kubectl(kubeconfig, "get", "gis", "-n", NAMESPACE))
+    # The proxies pick up a new endpoint a moment after it is ready: retry the first call briefly.
+    for _ in range(15):
+        result = subprocess.run([sys.executable, "-m", "ganforge.cli", "generate", SERVICE, "-n", "80", "--out",
+                                 str(grid), "--namespace", NAMESPACE, "--kubeconfig", str(kubeconfig)],
+                                capture_output=True, text=True)
+        if result.returncode == 0:
+            print(result.stdout.strip())
+            return True
+        time.sleep(2)
+    print("ganforge generate failed:", result.stderr.strip(), file=sys.stderr)
+    return False
+
+
 def sample_grid(kubeconfig: Path) -> Path | None:
     core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
     volume = claim_host_path(core, NAMESPACE, f"{NAME}-checkpoints")
@@ -61,6 +91,7 @@ def main() -> int:
     ganforge("local", "up")
     ganforge("local", "install")
     kubeconfig = state_dir() / "kubeconfig"
+    kubectl(kubeconfig, "delete", "gis", SERVICE, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
     kubectl(kubeconfig, "delete", "gtj", NAME, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
     kubectl(kubeconfig, "apply", "-n", NAMESPACE, "-f", str(EXAMPLE_JOB))
     total = float(yaml.safe_load(EXAMPLE_JOB.read_text())["spec"]["training"]["totalKimg"])
@@ -91,7 +122,13 @@ def main() -> int:
               "| KID:", f"{metrics.get('kid_domain', float('nan')):.4f}")
         print("resumed from kimg", (status.get("progress") or {}).get("resumedFromKimg"),
               "after", status.get("preemptions"), "preemption(s)")
-        print("sample grid:", sample_grid(kubeconfig))
+        print("trainer's sample grid:", sample_grid(kubeconfig))
+        artifact = status.get("artifact") or {}
+        print("exported revision:", artifact.get("revision"), artifact.get("uri"), "sha256", artifact.get("sha256"))
+        grid = state_dir() / f"{SERVICE}-grid.png"
+        ok = serve(kubeconfig, grid, timeout=300)
+        if ok:
+            print("grid generated through Triton:", grid)
     else:
         print("job did not succeed:", json.dumps(status, indent=2), file=sys.stderr)
     print(f"demo took {time.monotonic() - started:.0f} s")

@@ -25,7 +25,7 @@ def eventually(probe: Callable[[], T | None], timeout: float = 60, what: str = "
 
 def fast_job(name: str, **spec: Any) -> dict[str, Any]:
     """A small job on the synthetic dataset: what the failure and crash tests need is the
-    operator's behaviour, not a good generator."""
+    operator's behaviour, not a good generator. No export unless asked for."""
     body: dict[str, Any] = {
         "dataset": {"uri": "fake://blobs?n=512&classes=4", "format": "fake", "resolution": 16},
         "model": {"architecture": "dcgan", "latentDim": 16, "width": 8},
@@ -33,8 +33,23 @@ def fast_job(name: str, **spec: Any) -> dict[str, Any]:
         "resources": {"workers": 2, "gpusPerWorker": 0, "cpu": "500m", "memory": "1Gi", "spot": False},
         "checkpoint": {"intervalKimg": 0.32},
         "evaluation": {"metrics": []},
+        "export": {"enabled": False},
         "backoffLimit": 1,
     }
     for key, value in spec.items():
         body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": body}
+
+
+def answering_model(url: str, model_name: str, timeout: float = 30) -> Any:
+    """The served model's description once Triton answers at `url`: a Service's proxies learn of
+    a new endpoint a moment after it is ready, as on any cluster."""
+    from ganforge.serving.client import ServingError, describe
+
+    def answers() -> Any:
+        try:
+            return describe(url, model_name, timeout=5)
+        except (ServingError, OSError):
+            return None
+
+    return eventually(answers, timeout, f"{model_name} to answer at {url}")

@@ -10,6 +10,7 @@ from ganforge.local import tools
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 EXAMPLE_JOB = MANIFESTS / "examples" / "fashion-mnist-dcgan.yaml"
+EXAMPLE_SERVICE = MANIFESTS / "examples" / "fashion-mnist-gis.yaml"
 OPERATOR_NAMESPACE = "ganforge-system"
 OPERATOR_DEPLOYMENT = "ganforge-operator"
 

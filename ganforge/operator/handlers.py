@@ -9,6 +9,8 @@ from typing import Any
 
 import kopf
 
+from ganforge.api.inference_service import KIND as SERVICE_KIND
+from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
 from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
 from ganforge.operator import naming
 from ganforge.operator.runtime import OperatorRuntime
@@ -56,6 +58,38 @@ async def supervise(name: str, namespace: str, stopped: kopf.DaemonStopped, memo
 @kopf.on.event("", "v1", "pods", labels={naming.JOB_LABEL: kopf.PRESENT})
 async def worker_changed(labels: dict[str, str], namespace: str, memo: Any, **_: Any) -> None:
     _runtime(memo).wake(namespace, labels[naming.JOB_LABEL])
+
+
+@kopf.on.event(API_GROUP, VERSION, PLURAL)
+async def job_changed(namespace: str, memo: Any, **_: Any) -> None:
+    # A job's status carries the artifact its services serve.
+    _runtime(memo).wake_services_of(namespace)
+
+
+@kopf.daemon(API_GROUP, VERSION, SERVICE_PLURAL, cancellation_timeout=10.0)
+async def serve(name: str, namespace: str, stopped: kopf.DaemonStopped, memo: Any, **_: Any) -> None:
+    """One loop per GANInferenceService, woken by its Deployments and pods and by job changes. Its
+    children carry owner references: deleting the service garbage-collects them."""
+    runtime = _runtime(memo)
+    wakeup = runtime.wakeup_event(namespace, name, SERVICE_KIND)
+    try:
+        while not stopped:
+            wakeup.clear()
+            delay = await asyncio.to_thread(runtime.reconcile_service_once, namespace, name)
+            if delay is None:
+                return
+            try:
+                await asyncio.wait_for(wakeup.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+    finally:
+        runtime.forget(namespace, name, SERVICE_KIND)
+
+
+@kopf.on.event("", "v1", "pods", labels={naming.SERVICE_LABEL: kopf.PRESENT})
+@kopf.on.event("apps", "v1", "deployments", labels={naming.SERVICE_LABEL: kopf.PRESENT})
+async def revision_changed(labels: dict[str, str], namespace: str, memo: Any, **_: Any) -> None:
+    _runtime(memo).wake(namespace, labels[naming.SERVICE_LABEL], SERVICE_KIND)
 
 
 @kopf.on.delete(API_GROUP, VERSION, PLURAL)

@@ -1,4 +1,4 @@
-"""The operator's only contact with the apiserver: read a job and its pods, carry out a Plan.
+"""The operator's only contact with the apiserver: read jobs, services and their children, carry out a Plan.
 
 Synchronous (the kubernetes client is), called from kopf's asyncio handlers through a thread.
 Every write is idempotent: AlreadyExists on create and NotFound on delete count as done.
@@ -15,6 +15,7 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
+from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
 from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
 from ganforge.operator import naming
 from ganforge.operator.reconcile import Event, Plan
@@ -30,18 +31,24 @@ class Kube:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.apps = client.AppsV1Api(api)
         rbac = client.RbacAuthorizationV1Api(api)
         core = self.core
-        # kind -> (create, replace); the typed client methods accept plain manifest dicts.
+        # kind -> (create, update); the typed client methods accept plain manifest dicts. ConfigMaps
+        # are replaced whole; Services and Deployments get a strategic merge patch, which keeps
+        # what the apiserver owns (a Service's clusterIP) and what others add (annotations).
         self._methods: dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]] = {
             "Pod": (core.create_namespaced_pod, None),
-            "Service": (core.create_namespaced_service, None),
+            "Service": (core.create_namespaced_service, core.patch_namespaced_service),
+            "Deployment": (self.apps.create_namespaced_deployment, self.apps.patch_namespaced_deployment),
             "ConfigMap": (core.create_namespaced_config_map, core.replace_namespaced_config_map),
             "PersistentVolumeClaim": (core.create_namespaced_persistent_volume_claim, None),
             "ServiceAccount": (core.create_namespaced_service_account, None),
             "Role": (rbac.create_namespaced_role, None),
             "RoleBinding": (rbac.create_namespaced_role_binding, None),
         }
+        self._deleters: dict[str, Callable[..., Any]] = {
+            "Deployment": self.apps.delete_namespaced_deployment, "Service": core.delete_namespaced_service}
         self._writes_left = int(os.environ.get(CRASH_AFTER_WRITES_ENV, "0") or 0)
 
     # -- reads ---------------------------------------------------------------------------------
@@ -54,9 +61,26 @@ class Kube:
                 return None
             raise
 
+    def get_inference_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(API_GROUP, VERSION, namespace,
+                                                                            SERVICE_PLURAL, name)
+            return body
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
     def job_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        pods = self.core.list_namespaced_pod(namespace, label_selector=naming.job_selector(name))
+        return self.pods(namespace, naming.job_selector(name))
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
         return [self.api.sanitize_for_serialization(pod) for pod in pods.items]
+
+    def deployments(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        found = self.apps.list_namespaced_deployment(namespace, label_selector=selector)
+        return [self.api.sanitize_for_serialization(item) for item in found.items]
 
     def node_names(self) -> set[str]:
         return {str(node.metadata.name) for node in self.core.list_node().items}
@@ -84,10 +108,22 @@ class Kube:
     def apply(self, manifest: dict[str, Any]) -> None:
         if self.create(manifest):
             return
-        _, replace = self._methods[manifest["kind"]]
-        assert replace is not None, f"{manifest['kind']} is create-only"
-        # No resourceVersion: an unconditional replace, which is what "make it look like this" means.
-        replace(manifest["metadata"]["name"], manifest["metadata"]["namespace"], manifest)
+        _, update = self._methods[manifest["kind"]]
+        assert update is not None, f"{manifest['kind']} is create-only"
+        # No resourceVersion: an unconditional update, which is what "make it look like this" means.
+        name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+        if manifest["kind"] == "ConfigMap":
+            update(name, namespace, manifest)
+        else:
+            update(name, namespace, manifest, _content_type="application/strategic-merge-patch+json")
+        self._wrote()
+
+    def delete_object(self, namespace: str, kind: str, name: str) -> None:
+        try:
+            self._deleters[kind](name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
         self._wrote()
 
     def delete_pod(self, namespace: str, name: str, force: bool) -> None:
@@ -98,16 +134,17 @@ class Kube:
                 raise
         self._wrote()
 
-    def patch_status(self, namespace: str, name: str, resource_version: str, status: dict[str, Any]) -> None:
+    def patch_status(self, namespace: str, name: str, resource_version: str, status: dict[str, Any],
+                     plural: str = PLURAL) -> None:
         """Merge patch with a resourceVersion precondition: a decision made on stale state is
         refused with 409 instead of being applied twice."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        self.custom.patch_namespaced_custom_object_status(API_GROUP, VERSION, namespace, PLURAL, name, body,
+        self.custom.patch_namespaced_custom_object_status(API_GROUP, VERSION, namespace, plural, name, body,
                                                           _content_type="application/merge-patch+json")
         self._wrote()
 
     def execute(self, namespace: str, name: str, resource_version: str, plan: Plan,
-                emit: Callable[[Event], None]) -> None:
+                emit: Callable[[Event], None], plural: str = PLURAL) -> None:
         """Writes first, then the status transition, then deletions: a launch is recorded only
         once its pods exist, and pods are deleted only once the reason is recorded."""
         for manifest in plan.apply:  # the resolved config before the pods that mount it
@@ -115,8 +152,10 @@ class Kube:
         for manifest in plan.create:
             self.create(manifest)
         if plan.status is not None:
-            self.patch_status(namespace, name, resource_version, plan.status)
+            self.patch_status(namespace, name, resource_version, plan.status, plural)
         for pod in plan.delete:
             self.delete_pod(namespace, pod.name, pod.force)
+        for obj in plan.delete_objects:
+            self.delete_object(namespace, obj.kind, obj.name)
         for event in plan.events:
             emit(event)

@@ -17,7 +17,14 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "ganforge-operator"}
 FINALIZER = f"{LABEL_PREFIX}/finalizer"
 CONFIG_HASH_ANNOTATION = f"{LABEL_PREFIX}/config-sha256"
 
+SERVICE_LABEL = f"{LABEL_PREFIX}/inference-service"
+REVISION_LABEL = f"{LABEL_PREFIX}/revision"
+EXPORT_LABEL = f"{LABEL_PREFIX}/export"
+
 TRAINER_CONTAINER = "trainer"
+EXPORT_CONTAINER = "export"
+PREPARE_CONTAINER = "prepare-model"
+TRITON_CONTAINER = "triton"
 CONFIG_FILE_NAME = "job.yaml"
 CONFIG_MOUNT = "/etc/ganforge"
 PVC_ROOT = PVC_MOUNT_ROOT
@@ -49,6 +56,19 @@ def checkpoint_claim(job: str) -> str:
 
 def trainer_account(job: str) -> str:
     return f"{job}-trainer"
+
+
+def export_pod(job: str, attempt: int) -> str:
+    return f"{job}-export-{attempt}"
+
+
+def revision_object(service: str, revision: str) -> str:
+    """Deployment and Service of one revision of a GANInferenceService."""
+    return f"{service}-{revision}"
+
+
+def service_selector(service: str) -> str:
+    return f"{SERVICE_LABEL}={service}"
 
 
 def job_selector(job: str) -> str:

@@ -49,9 +49,11 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    for status in pod.get("status", {}).get("containerStatuses") or []:
-        if status.get("name") == naming.TRAINER_CONTAINER:
+def terminated_state(pod: Mapping[str, Any], container: str = naming.TRAINER_CONTAINER,
+                     key: str = "containerStatuses") -> Mapping[str, Any] | None:
+    """`state.terminated` of one container (`key` initContainerStatuses for an init container)."""
+    for status in pod.get("status", {}).get(key) or []:
+        if status.get("name") == container:
             return (status.get("state") or {}).get("terminated")
     return None
 
@@ -75,12 +77,12 @@ def node_gone(pod: Mapping[str, Any], live_nodes: Collection[str] | None) -> boo
 
 
 def classify(pod: Mapping[str, Any] | None, rank: int, name: str,
-             live_nodes: Collection[str] | None = None) -> Worker:
+             live_nodes: Collection[str] | None = None, container: str = naming.TRAINER_CONTAINER) -> Worker:
     """One worker pod -> its state. `live_nodes=None` means node existence was not checked."""
     if pod is None:
         return Worker(rank, name, WorkerState.MISSING)
     metadata, status = pod.get("metadata", {}), pod.get("status", {})
-    terminated = _terminated(pod)
+    terminated = terminated_state(pod, container)
     exit_code = terminated.get("exitCode") if terminated else None
     message = (terminated or {}).get("message") or status.get("message") or ""
     phase = status.get("phase")

@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from ganforge.api.exit_codes import ExitCode
+from ganforge.api.inference_service import ServiceCondition
 from ganforge.api.training_job import (
+    ArtifactStatus,
     Condition,
     ConditionType,
     FailureStatus,
@@ -22,8 +25,8 @@ from ganforge.api.training_job import (
     GANTrainingJobStatus,
     WorkersStatus,
 )
-from ganforge.operator import children, naming
-from ganforge.operator.observe import Worker, WorkerState, classify, node_gone, parse_time
+from ganforge.operator import children, naming, serving_children
+from ganforge.operator.observe import Worker, WorkerState, classify, node_gone, parse_time, terminated_state
 from ganforge.operator.settings import OperatorSettings
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -31,6 +34,8 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 # Event reasons; the operator's metrics count restarts and failures by them.
 GANG_CREATED, RUNNING, SUCCEEDED = "GangCreated", "Running", "Succeeded"
 PREEMPTED, WORKER_FAILED, FAILED, INVALID_SPEC = "Preempted", "WorkerFailed", "Failed", "InvalidSpec"
+TRAINING_FINISHED, EXPORT_STARTED, EXPORTED, EXPORT_FAILED = (
+    "TrainingFinished", "ExportStarted", "Exported", "ExportFailed")
 CONDITION_MESSAGE_LIMIT = 1024
 
 
@@ -38,6 +43,12 @@ CONDITION_MESSAGE_LIMIT = 1024
 class DeletePod:
     name: str
     force: bool = False  # grace period 0: the node is gone and nobody will confirm termination
+
+
+@dataclass(frozen=True)
+class DeleteObject:
+    kind: str  # Deployment or Service
+    name: str
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,7 @@ class Plan:
     apply: list[dict[str, Any]] = field(default_factory=list)  # create or replace
     status: dict[str, Any] | None = None  # merge patch of the operator-owned status fields
     delete: list[DeletePod] = field(default_factory=list)
+    delete_objects: list[DeleteObject] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
@@ -64,7 +76,7 @@ class Observed:
     now: datetime
 
 
-def _rfc3339(moment: datetime) -> str:
+def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -84,27 +96,35 @@ def _rank_of(pod: Mapping[str, Any]) -> int:
     return _label_number(pod, naming.RANK_LABEL)
 
 
-def set_condition(conditions: list[Condition], type_: ConditionType, status: bool, reason: str, message: str,
-                  now: datetime) -> list[Condition]:
+ConditionT = TypeVar("ConditionT", Condition, ServiceCondition)
+
+
+def upsert_condition(conditions: list[ConditionT], new: ConditionT) -> list[ConditionT]:
     """Kubernetes convention: lastTransitionTime moves only when the status flips."""
-    value: Literal["True", "False"] = "True" if status else "False"
-    message = message[-CONDITION_MESSAGE_LIMIT:]
     out, found = [], False
     for condition in conditions:
-        if condition.type == type_:
+        if condition.type == new.type:
             found = True
-            moved = condition.status != value
-            condition = Condition(type=type_, status=value, reason=reason, message=message,
-                                  last_transition_time=_rfc3339(now) if moved else condition.last_transition_time)
+            if condition.status == new.status:
+                new = new.model_copy(update={"last_transition_time": condition.last_transition_time})
+            condition = new
         out.append(condition)
     if not found:
-        out.append(Condition(type=type_, status=value, reason=reason, message=message,
-                             last_transition_time=_rfc3339(now)))
+        out.append(new)
     return out
 
 
+def set_condition(conditions: list[Condition], type_: ConditionType, status: bool, reason: str, message: str,
+                  now: datetime) -> list[Condition]:
+    value: Literal["True", "False"] = "True" if status else "False"
+    return upsert_condition(conditions, Condition(type=type_, status=value, reason=reason,
+                                                  message=message[-CONDITION_MESSAGE_LIMIT:],
+                                                  last_transition_time=rfc3339(now)))
+
+
 OPERATOR_FIELDS = ("phase", "conditions", "observed_generation", "gang", "launched_gang", "workers",
-                   "preemptions", "failures", "last_failure", "start_time", "completion_time")
+                   "preemptions", "failures", "last_failure", "artifact", "export_attempts", "start_time",
+                   "completion_time")
 
 
 def status_patch(status: GANTrainingJobStatus) -> dict[str, Any]:
@@ -119,14 +139,19 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
     status = current.model_copy(deep=True)
     status.observed_generation = generation
     plan = Plan()
+    exports = [pod for pod in observed.pods if naming.EXPORT_LABEL in pod["metadata"].get("labels", {})]
+    workers = Observed([pod for pod in observed.pods if pod not in exports], observed.live_nodes, observed.now)
     if status.phase in TERMINAL_PHASES:
         _stop_leftovers(plan, observed, settings, gang=None)
+    elif status.phase == "Exporting":
+        _stop_leftovers(plan, workers, settings, gang=None)
+        _export(plan, job, spec, status, Observed(exports, observed.live_nodes, observed.now), settings)
     else:
-        stale_left = _stop_leftovers(plan, observed, settings, gang=status.gang)
+        stale_left = _stop_leftovers(plan, workers, settings, gang=status.gang)
         if status.launched_gang != status.gang:
-            _launch(plan, job, spec, status, observed, settings, stale_left)
+            _launch(plan, job, spec, status, workers, settings, stale_left)
         else:
-            _supervise(plan, job, spec, status, observed)
+            _supervise(plan, job, spec, status, workers)
     if status != current:
         plan.status = status_patch(status)
     if plan.requeue_after is None and status.phase not in TERMINAL_PHASES:
@@ -179,7 +204,7 @@ def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
         if rank not in present:
             plan.create.append(children.worker_pod(job, spec, settings, status.gang, rank, sha))
     status.launched_gang = status.gang
-    status.start_time = status.start_time or _rfc3339(observed.now)
+    status.start_time = status.start_time or rfc3339(observed.now)
     status.workers = WorkersStatus(ready=0, total=spec.resources.workers)
     if status.phase != "Restarting":
         status.phase = "Pending"
@@ -220,13 +245,16 @@ def _supervise(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, statu
         else:
             _restart(plan, status, worker, now, disruption=False)
     elif all(w.state is WorkerState.SUCCEEDED for w in workers):
-        status.phase = "Succeeded"
-        status.completion_time = _rfc3339(now)
         status.workers = WorkersStatus(ready=0, total=len(workers))
         status.conditions = set_condition(status.conditions, "Running", False, "Finished", "training finished", now)
-        status.conditions = set_condition(status.conditions, "Succeeded", True, "TrainingFinished",
-                                          "every worker exited 0", now)
-        plan.events.append(Event("Normal", SUCCEEDED, "training finished"))
+        if spec.export.enabled:
+            status.phase = "Exporting"
+            status.conditions = set_condition(status.conditions, "Exported", False, "Exporting",
+                                              "exporting the EMA generator to ONNX", now)
+            plan.events.append(Event("Normal", TRAINING_FINISHED, "training finished; exporting the generator"))
+            plan.requeue_after = 0.0
+        else:
+            _succeed(plan, status, "TrainingFinished", "every worker exited 0", "training finished", now)
     else:
         running = [w for w in workers if w.state in (WorkerState.RUNNING, WorkerState.SUCCEEDED)]
         status.workers = WorkersStatus(ready=sum(w.ready for w in workers), total=len(workers))
@@ -244,9 +272,96 @@ def _supervise(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, statu
                                                   f"{waiting.name}: {waiting.reason}", now)
 
 
+def _succeed(plan: Plan, status: GANTrainingJobStatus, reason: str, message: str, event: str, now: datetime) -> None:
+    status.phase = "Succeeded"
+    status.completion_time = rfc3339(now)
+    status.conditions = set_condition(status.conditions, "Succeeded", True, reason, message, now)
+    plan.events.append(Event("Normal", SUCCEEDED, event))
+
+
+def _export(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: GANTrainingJobStatus,
+            observed: Observed, settings: OperatorSettings) -> None:
+    """One export pod at a time; an interrupted one is replaced, a failed export fails the job (the
+    checkpoint is untouched either way)."""
+    now = observed.now
+    checkpoint = status.checkpoint.uri if status.checkpoint else None
+    if checkpoint is None or children.claim_location(checkpoint) is None:
+        why = ("no checkpoint was reported by the trainer" if checkpoint is None
+               else f"the checkpoint {checkpoint} is not on a claim; export reads pvc:// checkpoints")
+        _fail_export(plan, status, "ExportFailed", why, now)
+        return
+    name = naming.export_pod(job.name, status.export_attempts)
+    pod = next((p for p in observed.pods if p["metadata"]["name"] == name), None)
+    if status.export_attempts and pod is not None:
+        outcome = export_outcome(pod, observed.live_nodes)
+        if outcome is None:
+            plan.requeue_after = settings.resync_seconds
+            return
+        if outcome.artifact is not None:
+            artifact = status.artifact = outcome.artifact
+            message = f"revision {artifact.revision} at {artifact.uri} (sha256 {artifact.sha256})"
+            status.conditions = set_condition(status.conditions, "Exported", True, "Exported", message, now)
+            plan.events.append(Event("Normal", EXPORTED, f"exported {message}"))
+            _succeed(plan, status, "Exported", message, "training finished and the generator is exported", now)
+            return
+        if outcome.final or status.export_attempts >= settings.max_export_attempts:
+            why = outcome.message if outcome.final else (
+                f"{status.export_attempts} export attempts ended without a revision; last: {outcome.message}")
+            _fail_export(plan, status, outcome.reason, why, now)
+            return
+        plan.events.append(Event("Warning", EXPORT_FAILED, f"export attempt {status.export_attempts} ended: "
+                                                           f"{outcome.message}; retrying"))
+    elif status.export_attempts >= settings.max_export_attempts:
+        _fail_export(plan, status, "ExportFailed", f"export pod {name} disappeared "
+                                                   f"{status.export_attempts} times", now)
+        return
+    location = children.claim_location(spec.export.model_repository)
+    assert location is not None  # the API only accepts pvc:// model repositories
+    plan.create.append(serving_children.model_repository_claim(job.namespace, location.claim, settings))
+    status.export_attempts += 1
+    plan.create.append(serving_children.export_pod(job, spec, settings, checkpoint, status.export_attempts))
+    plan.events.append(Event("Normal", EXPORT_STARTED, f"export attempt {status.export_attempts} from {checkpoint}"))
+    plan.requeue_after = settings.resync_seconds
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    artifact: ArtifactStatus | None
+    reason: str = ""
+    message: str = ""
+    final: bool = False  # no retry can fix it
+
+
+def export_outcome(pod: Mapping[str, Any], live_nodes: Collection[str] | None) -> ExportOutcome | None:
+    """None while the export pod runs; its artifact once it succeeded; else why it did not."""
+    worker = classify(pod, 0, pod["metadata"]["name"], live_nodes, container=naming.EXPORT_CONTAINER)
+    if worker.state is WorkerState.SUCCEEDED:
+        report = (terminated_state(pod, naming.EXPORT_CONTAINER) or {}).get("message") or "{}"
+        try:
+            return ExportOutcome(ArtifactStatus.model_validate_json(report))
+        except ValueError as error:
+            return ExportOutcome(None, "ExportFailed", f"the export pod reported no revision: {error}", final=True)
+    if worker.state is WorkerState.DISRUPTED:
+        return ExportOutcome(None, worker.reason, f"{pod['metadata']['name']} disrupted: {worker.reason}")
+    if worker.state is WorkerState.FAILED:
+        final = worker.exit_code == int(ExitCode.EXPORT_ERROR)
+        return ExportOutcome(None, "ExportFailed", worker.message or f"exit code {worker.exit_code}", final=final)
+    return None
+
+
+def _fail_export(plan: Plan, status: GANTrainingJobStatus, reason: str, message: str, now: datetime) -> None:
+    status.phase = "Failed"
+    status.completion_time = rfc3339(now)
+    summary = f"export failed ({reason}); the checkpoint is kept: {message}"
+    status.conditions = set_condition(status.conditions, "Exported", False, reason, message, now)
+    status.conditions = set_condition(status.conditions, "Failed", True, reason, summary, now)
+    plan.events.append(Event("Warning", EXPORT_FAILED, summary))
+    plan.events.append(Event("Warning", FAILED, summary))
+
+
 def _failure_record(worker: Worker, now: datetime, disruption: bool) -> FailureStatus:
     return FailureStatus(reason=worker.reason or worker.state.value, message=worker.message,
-                         exit_code=worker.exit_code, rank=worker.rank, time=_rfc3339(now), disruption=disruption)
+                         exit_code=worker.exit_code, rank=worker.rank, time=rfc3339(now), disruption=disruption)
 
 
 def _restart(plan: Plan, status: GANTrainingJobStatus, worker: Worker, now: datetime, disruption: bool) -> None:
@@ -275,7 +390,7 @@ def _fail(plan: Plan, status: GANTrainingJobStatus, worker: Worker, now: datetim
     summary = (f"rank {worker.rank} ({worker.name}) failed with exit code {worker.exit_code} ({worker.reason}); "
                f"{why}")
     status.phase = "Failed"
-    status.completion_time = _rfc3339(now)
+    status.completion_time = rfc3339(now)
     message = f"{summary}\n{worker.message}".strip()
     status.conditions = set_condition(status.conditions, "Running", False, worker.reason, summary, now)
     status.conditions = set_condition(status.conditions, "Restarting", False, worker.reason, summary, now)
@@ -291,6 +406,6 @@ def invalid_spec(current: GANTrainingJobStatus, problems: str, now: datetime) ->
         return Plan()
     status = current.model_copy(deep=True)
     status.phase = "Failed"
-    status.completion_time = _rfc3339(now)
+    status.completion_time = rfc3339(now)
     status.conditions = set_condition(status.conditions, "Failed", True, INVALID_SPEC, problems, now)
     return Plan(status=status_patch(status), events=[Event("Warning", INVALID_SPEC, problems)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,11 +14,18 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from ganforge.api.inference_service import KIND as SERVICE_KIND
+from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
+from ganforge.api.inference_service import GANInferenceServiceSpec, GANInferenceServiceStatus
+from ganforge.api.training_job import KIND as JOB_KIND
 from ganforge.api.training_job import GANTrainingJobSpec, GANTrainingJobStatus
+from ganforge.operator import naming
 from ganforge.operator.children import JobRef
 from ganforge.operator.kube import Kube
 from ganforge.operator.metrics import OperatorMetrics
 from ganforge.operator.reconcile import Event, Observed, invalid_spec, reconcile
+from ganforge.operator.serving_children import ServiceRef
+from ganforge.operator.serving_reconcile import ServingObserved, reconcile_service, resolve_source
 from ganforge.operator.settings import OperatorSettings
 
 log = logging.getLogger("ganforge.operator")
@@ -30,27 +38,41 @@ class OperatorRuntime:
     kube: Kube
     settings: OperatorSettings
     metrics: OperatorMetrics
-    _wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    _wakeups: dict[tuple[str, str, str], asyncio.Event] = field(default_factory=dict)
 
-    # -- wake-ups: pod events cut the wait between passes short ------------------------------
-    def wakeup_event(self, namespace: str, name: str) -> asyncio.Event:
-        return self._wakeups.setdefault((namespace, name), asyncio.Event())
+    # -- wake-ups: child events cut the wait between passes short ------------------------------
+    def wakeup_event(self, namespace: str, name: str, kind: str = JOB_KIND) -> asyncio.Event:
+        return self._wakeups.setdefault((kind, namespace, name), asyncio.Event())
 
-    def wake(self, namespace: str, name: str) -> None:
-        event = self._wakeups.get((namespace, name))
+    def wake(self, namespace: str, name: str, kind: str = JOB_KIND) -> None:
+        event = self._wakeups.get((kind, namespace, name))
         if event is not None:
             event.set()
 
-    def forget(self, namespace: str, name: str) -> None:
-        self._wakeups.pop((namespace, name), None)
-        self.metrics.set_phase(namespace, name, None)
+    def wake_services_of(self, namespace: str) -> None:
+        """A job changed: any service of its namespace may serve it (cheap: one event per service)."""
+        for (kind, event_namespace, _), event in self._wakeups.items():
+            if kind == SERVICE_KIND and event_namespace == namespace:
+                event.set()
+
+    def forget(self, namespace: str, name: str, kind: str = JOB_KIND) -> None:
+        self._wakeups.pop((kind, namespace, name), None)
+        if kind == JOB_KIND:
+            self.metrics.set_phase(namespace, name, None)
 
     # -- one pass ------------------------------------------------------------------------------
     def reconcile_once(self, namespace: str, name: str) -> float | None:
         """Returns seconds until the next pass, or None when the job needs no more supervision."""
+        return self._guarded(self._pass, namespace, name)
+
+    def reconcile_service_once(self, namespace: str, name: str) -> float | None:
+        """The same for a GANInferenceService; None once it is deleted."""
+        return self._guarded(self._service_pass, namespace, name)
+
+    def _guarded(self, one_pass: Callable[[str, str], float | None], namespace: str, name: str) -> float | None:
         started = time.monotonic()
         try:
-            return self._pass(namespace, name)
+            return one_pass(namespace, name)
         except ApiException as error:
             if error.status == 409:
                 # Someone (often the trainer reporting progress) wrote in between: decide again.
@@ -83,6 +105,30 @@ class OperatorRuntime:
         self.metrics.set_phase(namespace, name, phase)
         if plan.status is not None:
             log.info("%s/%s: %s (gang %s)", namespace, name, phase, plan.status.get("gang"))
+        return plan.requeue_after
+
+    def _service_pass(self, namespace: str, name: str) -> float | None:
+        body = self.kube.get_inference_service(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        metadata = body["metadata"]
+        service = ServiceRef(name, namespace, metadata["uid"])
+        # The CRD schema validated the spec; status tolerates fields a newer operator wrote.
+        spec = GANInferenceServiceSpec.model_validate(body.get("spec") or {})
+        current = GANInferenceServiceStatus.model_validate(body.get("status") or {})
+        job = self.kube.get_job(namespace, spec.source.training_job) if spec.source.training_job else None
+        selector = naming.service_selector(name)
+        deployments = {d["metadata"]["labels"].get(naming.REVISION_LABEL, ""): d
+                       for d in self.kube.deployments(namespace, selector)}
+        observed = ServingObserved(resolve_source(spec, namespace, job), deployments,
+                                   self.kube.pods(namespace, selector), datetime.now(UTC))
+        plan = reconcile_service(service, spec, current, int(metadata.get("generation") or 0), observed,
+                                 self.settings)
+        self.kube.execute(namespace, name, metadata["resourceVersion"], plan, lambda event: _post(body, event),
+                          plural=SERVICE_PLURAL)
+        if plan.status is not None:
+            log.info("%s/%s: %s (stable %s)", namespace, name, plan.status.get("phase"),
+                     plan.status.get("stableRevision"))
         return plan.requeue_after
 
     def stop_workers(self, namespace: str, name: str) -> int:

@@ -10,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from ganforge.api.inference_service import TritonProfile
+
 
 class Toleration(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -64,6 +66,30 @@ class OperatorSettings(BaseModel):
         "classifier (keyed by dataset hash); unset = a cache directory on the checkpoint volume.",
     )
     trainer_env: dict[str, str] = Field(default_factory=dict, description="Extra environment for trainers.")
+    # -- export and serving --
+    export_cpu: str = Field("1", description="CPU request of an export pod.")
+    export_memory: str = Field("2Gi", description="Memory request of an export pod.")
+    max_export_attempts: int = Field(
+        3, ge=1, description="Export pods started for one job before an interrupted export fails the job."
+    )
+    model_repository_storage_class: str | None = Field(None, description="StorageClass of created model repositories.")
+    model_repository_volume_size: str = Field("5Gi", description="Size of created model repository claims.")
+    model_repository_access_modes: list[str] = Field(
+        default_factory=lambda: ["ReadWriteMany"],
+        description="Exports write and every Triton pod reads, on any node: RWX.",
+    )
+    triton_image: str = Field("nvcr.io/nvidia/tritonserver:24.10-py3", description="Default Triton image.")
+    triton_profile: TritonProfile = Field(
+        "onnxruntime", description="onnxruntime: the image's ONNX Runtime backend; python-onnxruntime: onnxruntime "
+        "inside Triton's python backend (ganforge local's tritonserver)."
+    )
+    triton_args: list[str] = Field(
+        default_factory=lambda: ["--disable-auto-complete-config"],
+        description="Extra tritonserver flags for every revision's pods (e.g. CPU-only memory pools).",
+    )
+    revision_ready_timeout_seconds: int = Field(
+        300, ge=30, description="A revision whose pods are not ready this long after a change is Failed."
+    )
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> OperatorSettings:

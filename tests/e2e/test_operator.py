@@ -7,6 +7,7 @@ runs a second copy on the host with a token of that same ServiceAccount.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -17,16 +18,28 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
 
+from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
+from ganforge.api.inference_service import TRITON_HTTP_PORT
 from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
-from ganforge.local.install import EXAMPLE_JOB, OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install, kubectl
+from ganforge.local.install import (
+    EXAMPLE_JOB,
+    EXAMPLE_SERVICE,
+    OPERATOR_DEPLOYMENT,
+    OPERATOR_NAMESPACE,
+    install,
+    kubectl,
+)
 from ganforge.local.provisioner import claim_host_path
 from ganforge.operator.kube import CRASH_AFTER_WRITES_ENV
-from tests.helpers import eventually, fast_job
+from ganforge.serving.client import generate, latents
+from ganforge.serving.export import PARITY_BOUNDS, onnxruntime_images
+from tests.helpers import answering_model, eventually, fast_job
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +74,9 @@ def _timestamp(value: Any) -> float:
 
 # Its waits add up to more than the default per-test limit; each of them is bounded on its own.
 @pytest.mark.timeout(1800)
-def test_example_trains_survives_a_spot_reclaim_and_resumes(
+def test_example_trains_survives_a_spot_reclaim_resumes_exports_and_is_served(
         operator: Path, local_cluster: Any, local_api: ApiClient, local_core: client.CoreV1Api,
-        local_namespace: str) -> None:
+        local_namespace: str, tmp_path: Path) -> None:
     namespace, name = local_namespace, "fashion-mnist-dcgan"
     document = yaml.safe_load(EXAMPLE_JOB.read_text())
     assert document["metadata"]["name"] == name
@@ -125,8 +138,51 @@ def test_example_trains_survives_a_spot_reclaim_and_resumes(
     grids = sorted((run_dir / "samples").glob("fakes-*.png"))
     assert grids, f"no sample grid in {run_dir}"
     # Events are posted by the operator after the status write that they describe, so wait for them.
-    eventually(lambda: {"GangCreated", "Preempted", "Succeeded"} <= _event_reasons(local_core, namespace), 60,
-               "the job's GangCreated, Preempted and Succeeded events")
+    eventually(lambda: {"GangCreated", "Preempted", "Exported", "Succeeded"} <= _event_reasons(local_core, namespace),
+               60, "the job's GangCreated, Preempted, Exported and Succeeded events")
+    serve_the_example(operator, local_api, local_core, namespace, final, tmp_path)
+
+
+def serve_the_example(kubeconfig: Path, api: ApiClient, core: client.CoreV1Api, namespace: str,
+                      job_status: dict[str, Any], tmp_path: Path) -> None:
+    """The trained job's export, served by the example GANInferenceService through real Triton."""
+    artifact = job_status["artifact"]
+    assert artifact["uri"].startswith("pvc://ganforge-models/fashion-mnist-dcgan/r"), artifact
+    exported = next(c for c in job_status["conditions"] if c["type"] == "Exported")
+    assert exported["status"] == "True" and artifact["revision"] in exported["message"]
+    repository = claim_host_path(core, namespace, "ganforge-models")
+    assert repository is not None
+    revision = Path(repository) / "fashion-mnist-dcgan" / artifact["revision"]
+    assert hashlib.sha256((revision / "manifest.json").read_bytes()).hexdigest() == artifact["sha256"]
+
+    started = time.time()
+    kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(EXAMPLE_SERVICE))
+    service = yaml.safe_load(EXAMPLE_SERVICE.read_text())["metadata"]["name"]
+    status = eventually(lambda: (s := _service_status(api, namespace, service)).get("phase") == "Ready" and s, 300,
+                        "the GANInferenceService to be Ready")
+    print(f"GANInferenceService applied -> Ready (Triton serving): {time.time() - started:.1f} s")
+    assert status["stableRevision"] == artifact["revision"] and status["modelName"] == service
+    table = kubectl(kubeconfig, "get", "gis", "-n", namespace)
+    assert table.split()[:7] == ["NAME", "MODEL", "STABLE", "CANARY", "WEIGHT", "READY", "AGE"], table
+    assert artifact["revision"] in table and "True" in table
+
+    # Through the stable Service, with tritonclient: the same images onnxruntime makes of the file.
+    stable_ip = core.read_namespaced_service(service, namespace).spec.cluster_ip
+    # The proxies learn of a new endpoint a moment after it is ready, as on any cluster.
+    model = answering_model(f"{stable_ip}:{TRITON_HTTP_PORT}", service)
+    print(f"GANInferenceService applied -> answering through its Service: {time.time() - started:.1f} s")
+    z, labels = latents(model, 16, seed=7)
+    images = generate(model, z, labels)
+    assert images.shape == (16, 1, 32, 32) and images.dtype == np.float32
+    feeds = {"z": z} if labels is None else {"z": z, "label": labels}
+    direct = onnxruntime_images((revision / "model" / "1" / "model.onnx").read_bytes(), feeds)
+    assert np.abs(images - direct).max() <= PARITY_BOUNDS["fp32"]
+
+    grid = tmp_path / "grid.png"
+    result = subprocess.run([sys.executable, "-m", "ganforge.cli", "generate", service, "-n", "64", "--out",
+                             str(grid), "--namespace", namespace, "--kubeconfig", str(kubeconfig)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and grid.stat().st_size > 0, result.stderr
 
 
 def test_failures_count_against_backoff_limit_and_bad_data_fails_at_once(
@@ -167,6 +223,12 @@ def test_failures_count_against_backoff_limit_and_bad_data_fails_at_once(
     assert failed_pod in names and names <= {"unwritable-g1-w0", "unwritable-g1-w1"}, names
     eventually(lambda: {"WorkerFailed", "Failed"} <= _event_reasons(local_core, namespace, "Warning"), 60,
                "the WorkerFailed and Failed warnings")
+
+
+def _service_status(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    body = client.CustomObjectsApi(api).get_namespaced_custom_object(API_GROUP, VERSION, namespace, SERVICE_PLURAL,
+                                                                     name)
+    return body.get("status") or {}  # type: ignore[no-any-return]
 
 
 def _event_reasons(core: client.CoreV1Api, namespace: str, type_: str | None = None) -> set[str]:

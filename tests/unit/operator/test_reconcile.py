@@ -18,10 +18,11 @@ JOB = children.JobRef("gan", "ns", "uid-1")
 SETTINGS = OperatorSettings(failure_backoff_seconds=10)
 
 
-def spec(workers: int = 2, backoff_limit: int = 2, **resources: Any) -> GANTrainingJobSpec:
+def spec(workers: int = 2, backoff_limit: int = 2, export: bool = True, **resources: Any) -> GANTrainingJobSpec:
     return GANTrainingJobSpec.model_validate({
         "dataset": {"uri": "file:///data"}, "training": {"batchSize": 64},
-        "resources": {"workers": workers, "gpusPerWorker": 0, **resources}, "backoffLimit": backoff_limit})
+        "resources": {"workers": workers, "gpusPerWorker": 0, **resources}, "backoffLimit": backoff_limit,
+        "export": {"enabled": export}})
 
 
 def pod(gang: int, rank: int, phase: str = "Running", exit_code: int | None = None, ready: bool = True,
@@ -184,10 +185,92 @@ def test_failure_backoff_delays_the_next_gang() -> None:
     assert plan.create
 
 
-def test_all_succeeded_is_succeeded() -> None:
-    plan, status = run(launched(), [pod(0, 0, "Succeeded", 0), pod(0, 1, "Succeeded", 0)])
+def test_all_succeeded_without_export_is_succeeded() -> None:
+    done = [pod(0, 0, "Succeeded", 0), pod(0, 1, "Succeeded", 0)]
+    plan, status = run(launched(), done, job_spec=spec(export=False))
     assert status.phase == "Succeeded" and status.completion_time and plan.requeue_after is None
     assert next(c for c in status.conditions if c.type == "Succeeded").status == "True"
+
+
+CHECKPOINT = {"uri": "pvc://gan-checkpoints/checkpoints/ckpt-000000012800", "kimg": 12.8, "sha256": "c" * 64,
+              "time": "2026-01-01T11:59:00Z"}
+ARTIFACT = {"uri": "pvc://ganforge-models/gan/r0123456789", "sha256": "0123456789" + "a" * 54,
+            "revision": "r0123456789", "kimg": 12.8}
+
+
+def export_pod(attempt: int, phase: str = "Running", exit_code: int | None = None, message: str = "",
+               conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    statuses = []
+    if exit_code is not None:
+        statuses = [{"name": "export", "state": {"terminated": {"exitCode": exit_code, "message": message}}}]
+    return {"metadata": {"name": naming.export_pod("gan", attempt),
+                         "labels": {naming.JOB_LABEL: "gan", naming.EXPORT_LABEL: "gan"}},
+            "spec": {"nodeName": "ondemand-1"},
+            "status": {"phase": phase, "containerStatuses": statuses, "conditions": conditions or []}}
+
+
+def exporting(**fields: Any) -> GANTrainingJobStatus:
+    return GANTrainingJobStatus.model_validate({"gang": 0, "launchedGang": 0, "phase": "Exporting",
+                                                "checkpoint": CHECKPOINT, **fields})
+
+
+def test_training_done_goes_exporting_then_one_export_pod_with_both_claims() -> None:
+    done = [pod(0, 0, "Succeeded", 0), pod(0, 1, "Succeeded", 0)]
+    plan, status = run(launched(checkpoint=CHECKPOINT), done)
+    assert status.phase == "Exporting" and [e.reason for e in plan.events] == ["TrainingFinished"]
+    assert not any(c.type == "Succeeded" for c in status.conditions)
+
+    plan, status = run(status, done)
+    claim, export = plan.create
+    assert claim["kind"] == "PersistentVolumeClaim" and claim["metadata"]["name"] == "ganforge-models"
+    assert "ownerReferences" not in claim["metadata"]  # a job's deletion never takes the served models
+    assert export["metadata"]["name"] == "gan-export-1" and status.export_attempts == 1
+    args = export["spec"]["containers"][0]["args"]
+    assert args[args.index("--checkpoint") + 1] == CHECKPOINT["uri"]
+    assert args[args.index("--repository") + 1] == "pvc://ganforge-models/gan"
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in export["spec"]["volumes"]}
+    assert claims == {"gan-checkpoints", "ganforge-models"}
+    assert not plan.delete  # finished workers are kept for their logs
+
+    plan, _ = run(status, [*done, export_pod(1)])
+    assert plan.status is None and not plan.create
+
+
+def test_a_successful_export_records_the_artifact_and_succeeds() -> None:
+    import json
+
+    plan, status = run(exporting(exportAttempts=1), [export_pod(1, "Succeeded", 0, json.dumps(ARTIFACT))])
+    assert status.phase == "Succeeded" and status.artifact is not None
+    assert status.artifact.revision == "r0123456789" and status.artifact.uri == ARTIFACT["uri"]
+    conditions = {c.type: c for c in status.conditions}
+    assert conditions["Exported"].status == "True" and conditions["Succeeded"].status == "True"
+    assert [e.reason for e in plan.events] == ["Exported", "Succeeded"]
+
+
+def test_an_export_error_fails_the_job_at_once_naming_the_problem() -> None:
+    message = "export failed: checkpoint /mnt/pvc/gan-checkpoints/checkpoints/ckpt-1 does not verify"
+    plan, status = run(exporting(exportAttempts=1), [export_pod(1, "Failed", int(ExitCode.EXPORT_ERROR), message)])
+    assert status.phase == "Failed" and status.artifact is None
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert failed.reason == "ExportFailed" and "does not verify" in failed.message
+    assert "checkpoint is kept" in failed.message
+    assert "ExportFailed" in [e.reason for e in plan.events]
+
+
+def test_an_interrupted_export_is_retried_up_to_the_limit() -> None:
+    evicted = export_pod(1, conditions=[{"type": "DisruptionTarget", "status": "True", "reason": "Evicted"}])
+    plan, status = run(exporting(exportAttempts=1), [evicted])
+    assert status.phase == "Exporting" and status.export_attempts == 2
+    assert any(m["metadata"]["name"] == "gan-export-2" for m in plan.create)
+    _, status = run(exporting(exportAttempts=3), [export_pod(3, "Failed", 137)])
+    assert status.phase == "Failed" and "3 export attempts" in next(
+        c for c in status.conditions if c.type == "Failed").message
+
+
+def test_export_needs_a_checkpoint_on_a_claim() -> None:
+    _, status = run(exporting(checkpoint=None), [])
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert status.phase == "Failed" and "no checkpoint" in failed.message
 
 
 def test_unchanged_state_writes_nothing() -> None:

@@ -1,0 +1,173 @@
+"""Serving the generator: Triton (local profile) vs onnxruntime direct vs torch eager, side by side.
+
+One run, one model (the example's DCGAN: latent 64, width 32, 32x32x1, unconditional, random
+weights: speed does not depend on them), one machine. For batch 1 and 64 and 1 and 4 concurrent
+clients, every backend serves the same requests for the same wall time; reported are images/s,
+p50 and p95 request latency, and ratios against onnxruntime direct.
+
+- onnxruntime direct: one InferenceSession (1 intra-op thread) shared by the client threads, in
+  this process: the floor of what any server around the same file can do.
+- Triton: the real tritonserver of `make tools` (python backend running the same model.onnx through
+  onnxruntime), as a separate process, called with tritonclient over HTTP (KServe v2) like users
+  do; dynamic batching on; instances = cores, 1 thread each, so it gets the CPU the direct
+  session's client threads get.
+- torch eager: the PyTorch module itself, 1 intra-op thread, called from the client threads.
+
+    python benchmarks/serving.py --seconds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganforge.api.inference_service import TritonSpec
+from ganforge.api.training_job import ModelSpec
+from ganforge.local import tools
+from ganforge.local.control_plane import free_port
+from ganforge.models import build_generator
+from ganforge.serving.client import describe, generate
+from ganforge.serving.export import to_onnx
+from ganforge.serving.model_repository import ModelFacts, prepare_model_directory, write_revision
+
+CPU_FLAGS = ["--disable-auto-complete-config", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0",
+             "--allow-gpu-metrics=false"]
+
+
+@dataclass
+class Measurement:
+    images_per_second: float
+    p50_ms: float
+    p95_ms: float
+    requests: int
+
+
+def measure(call: Callable[[np.ndarray], np.ndarray], batch: int, clients: int, seconds: float,
+            latent_dim: int) -> Measurement:
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    stop = time.perf_counter() + seconds
+    errors: list[BaseException] = []
+
+    def client(index: int) -> None:
+        z = np.random.default_rng(index).standard_normal((batch, latent_dim)).astype(np.float32)
+        try:
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                out = call(z)
+                latencies[index].append(time.perf_counter() - start)
+                assert out.shape[0] == batch
+        except BaseException as error:  # surfaced after the threads join
+            errors.append(error)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    every = sorted(x for per_client in latencies for x in per_client)
+    quantiles = statistics.quantiles(every, n=100)
+    return Measurement(len(every) * batch / wall, quantiles[49] * 1000, quantiles[94] * 1000, len(every))
+
+
+def start_triton(model_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    log = open(model_dir.parent / "triton.log", "wb")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        [str(tools.tool_path("tritonserver")), f"--model-repository={model_dir.parent}",
+         "--model-control-mode=explicit", f"--load-model={model_dir.name}", f"--http-port={http}",
+         f"--grpc-port={grpc}", f"--metrics-port={metrics}", *CPU_FLAGS],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"127.0.0.1:{http}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"tritonserver exited; see {model_dir.parent / 'triton.log'}")
+        try:
+            with urllib.request.urlopen(f"http://{url}/v2/models/{model_dir.name}/ready", timeout=2) as answer:
+                if answer.status == 200:
+                    return process, url
+        except OSError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("tritonserver did not report the model ready in 120 s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="wall time per backend and setting")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cores = os.cpu_count() or 1
+    facts = ModelFacts(latent_dim=64, num_classes=0, channels=1, resolution=32)
+    torch.manual_seed(0)
+    generator = build_generator(ModelSpec(latent_dim=64, width=32), 32, 1, 0).eval()
+    onnx_bytes = to_onnx(generator, facts, 17).SerializeToString()
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+    def direct(z: np.ndarray) -> np.ndarray:
+        out: np.ndarray = session.run(["image"], {"z": z})[0]
+        return out
+
+    def eager(z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out: np.ndarray = generator(torch.from_numpy(z)).numpy()
+        return out
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        revision = write_revision(root / "repository", onnx_bytes, facts, {}, {}, "python-onnxruntime")
+        serving = TritonSpec(max_batch_size=64, instances=cores, threads=1, max_queue_delay_microseconds=1000)
+        model_dir = root / "models" / "bench"
+        prepare_model_directory(revision.path, revision.sha256, model_dir, "python-onnxruntime", serving)
+        process, url = start_triton(model_dir)
+        try:
+            served = describe(url, "bench")
+
+            def triton(z: np.ndarray) -> np.ndarray:
+                return generate(served, z, None)
+
+            backends = {"onnxruntime direct": direct, "Triton (local profile)": triton, "torch eager": eager}
+            print(f"{cores} cores; {args.seconds:g} s per cell; DCGAN latent 64, width 32, 32x32x1\n")
+            print("| batch | clients | backend | img/s | p50 ms | p95 ms | img/s vs ORT |")
+            print("|---:|---:|---|---:|---:|---:|---:|")
+            for batch in (1, 64):
+                for clients in (1, 4):
+                    results = {name: measure(call, batch, clients, args.seconds, facts.latent_dim)
+                               for name, call in backends.items()}
+                    base = results["onnxruntime direct"].images_per_second
+                    for name, result in results.items():
+                        print(f"| {batch} | {clients} | {name} | {result.images_per_second:.0f} | "
+                              f"{result.p50_ms:.2f} | {result.p95_ms:.2f} | "
+                              f"{result.images_per_second / base:.2f}x |", flush=True)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Pure builders for what the operator creates to export and serve a model.
+
+- the export pod of a job (trainer image, `ganforge export`), which reads the job's checkpoint claim
+  and writes a revision into the model repository claim;
+- the model repository claim, which no job owns: deleting a job never takes a served model;
+- per revision of a GANInferenceService, a Triton Deployment and Service `<gis>-<revision>`: an
+  init step verifies the revision's sha256 and lays its model out for Triton, which then loads only
+  that model, in explicit model-control mode, and is never asked to reload it;
+- the stable Service `<gis>`, which selects the stable revision's pods.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ganforge.api import storage, trainer_env
+from ganforge.api.inference_service import (
+    API_VERSION as SERVICE_API_VERSION,
+)
+from ganforge.api.inference_service import (
+    KIND as SERVICE_KIND,
+)
+from ganforge.api.inference_service import (
+    TRITON_GRPC_PORT,
+    TRITON_HTTP_PORT,
+    TRITON_METRICS_PORT,
+    GANInferenceServiceSpec,
+)
+from ganforge.api.training_job import GANTrainingJobSpec
+from ganforge.operator import naming
+from ganforge.operator.children import JobRef, claim_location, resolved_checkpoint_uri
+from ganforge.operator.settings import OperatorSettings
+
+MODELS_MOUNT = "/models"
+TERMINATION_LOG = "/dev/termination-log"
+# Triton's grace for in-flight requests at shutdown; the pod's grace adds the preStop delay and room.
+TRITON_EXIT_TIMEOUT_SECONDS = 20
+PRE_STOP_SECONDS = 5
+
+
+def model_repository_claim(namespace: str, claim: str, settings: OperatorSettings) -> dict[str, Any]:
+    """Deliberately without an owner: revisions outlive the jobs that exported them."""
+    spec: dict[str, Any] = {"accessModes": list(settings.model_repository_access_modes),
+                            "resources": {"requests": {"storage": settings.model_repository_volume_size}}}
+    if settings.model_repository_storage_class:
+        spec["storageClassName"] = settings.model_repository_storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": namespace, "labels": dict(naming.MANAGED_BY)}, "spec": spec}
+
+
+def job_repository_uri(job: JobRef, spec: GANTrainingJobSpec) -> str:
+    """Where this job's revisions go inside the model repository."""
+    return f"{spec.export.model_repository.rstrip('/')}/{job.name}"
+
+
+def export_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings, checkpoint_uri: str,
+               attempt: int) -> dict[str, Any]:
+    claims: list[str] = []
+    for uri in (resolved_checkpoint_uri(job, spec), spec.export.model_repository):
+        location = claim_location(uri)
+        if location is not None and location.claim not in claims:
+            claims.append(location.claim)
+    mounts = [{"name": f"claim-{i}", "mountPath": f"{storage.PVC_MOUNT_ROOT}/{c}"} for i, c in enumerate(claims)]
+    volumes = [{"name": f"claim-{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(claims)]
+    env = {trainer_env.PVC_ROOT: storage.PVC_MOUNT_ROOT, "GANFORGE_JOB_NAMESPACE": job.namespace,
+           "GANFORGE_JOB_NAME": job.name, "GANFORGE_JOB_UID": job.uid, "OMP_NUM_THREADS": "1"}
+    container = {
+        "name": naming.EXPORT_CONTAINER, "image": settings.trainer_image, "command": ["ganforge", "export"],
+        "args": ["--checkpoint", checkpoint_uri, "--repository", job_repository_uri(job, spec),
+                 "--opset", str(spec.export.onnx_opset), "--precision", spec.export.precision,
+                 "--profile", settings.triton_profile, "--result-file", TERMINATION_LOG],
+        "env": [{"name": key, "value": value} for key, value in env.items()],
+        "resources": {"requests": {"cpu": settings.export_cpu, "memory": settings.export_memory}},
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    metadata = job.metadata(naming.export_pod(job.name, attempt), {naming.EXPORT_LABEL: job.name})
+    placement = {"nodeSelector": dict(settings.on_demand_node_selector)} if settings.on_demand_node_selector else {}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+            "spec": {"restartPolicy": "Never", "containers": [container], "volumes": volumes, **placement}}
+
+
+# -- serving --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceRef:
+    """The identity of a GANInferenceService, enough to own and name its children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {"apiVersion": SERVICE_API_VERSION, "kind": SERVICE_KIND, "name": self.name, "uid": self.uid,
+                "controller": True, "blockOwnerDeletion": True}
+
+    def metadata(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return {"name": name, "namespace": self.namespace,
+                "labels": {**naming.MANAGED_BY, naming.SERVICE_LABEL: self.name, **(labels or {})},
+                "ownerReferences": [self.owner_reference()]}
+
+
+def revision_selector(service: ServiceRef, revision: str) -> dict[str, str]:
+    return {naming.SERVICE_LABEL: service.name, naming.REVISION_LABEL: revision}
+
+
+def _ports() -> list[dict[str, Any]]:
+    return [{"name": "http", "port": TRITON_HTTP_PORT, "targetPort": "http"},
+            {"name": "grpc", "port": TRITON_GRPC_PORT, "targetPort": "grpc"},
+            {"name": "metrics", "port": TRITON_METRICS_PORT, "targetPort": "metrics"}]
+
+
+def stable_service(service: ServiceRef, revision: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": service.metadata(service.name),
+            "spec": {"selector": revision_selector(service, revision), "ports": _ports()}}
+
+
+def revision_service(service: ServiceRef, revision: str) -> dict[str, Any]:
+    name = naming.revision_object(service.name, revision)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": service.metadata(name, {naming.REVISION_LABEL: revision}),
+            "spec": {"selector": revision_selector(service, revision), "ports": _ports()}}
+
+
+def triton_deployment(service: ServiceRef, spec: GANInferenceServiceSpec, model_name: str, revision: str,
+                      uri: str, sha256: str, settings: OperatorSettings) -> dict[str, Any]:
+    location = storage.parse_pvc_uri(uri)
+    labels = revision_selector(service, revision)
+    ready_path = f"/v2/models/{model_name}/ready"
+    triton = spec.triton
+    prepare = {
+        "name": naming.PREPARE_CONTAINER, "image": settings.trainer_image, "command": ["ganforge", "prepare-model"],
+        "args": ["--revision", uri, "--sha256", sha256, "--model-name", model_name, "--repository", MODELS_MOUNT,
+                 "--profile", settings.triton_profile, "--triton", json.dumps(triton.to_wire(), sort_keys=True),
+                 "--result-file", TERMINATION_LOG],
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT},
+                         {"name": "repository", "mountPath": f"{storage.PVC_MOUNT_ROOT}/{location.claim}",
+                          "readOnly": True}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    server = {
+        "name": naming.TRITON_CONTAINER, "image": triton.image or settings.triton_image,
+        "command": ["tritonserver"],
+        "args": [f"--model-repository={MODELS_MOUNT}", "--model-control-mode=explicit", f"--load-model={model_name}",
+                 f"--http-port={TRITON_HTTP_PORT}", f"--grpc-port={TRITON_GRPC_PORT}",
+                 f"--metrics-port={TRITON_METRICS_PORT}", f"--exit-timeout-secs={TRITON_EXIT_TIMEOUT_SECONDS}",
+                 *settings.triton_args],
+        "ports": [{"name": "http", "containerPort": TRITON_HTTP_PORT},
+                  {"name": "grpc", "containerPort": TRITON_GRPC_PORT},
+                  {"name": "metrics", "containerPort": TRITON_METRICS_PORT}],
+        "resources": {"requests": {"cpu": triton.cpu, "memory": triton.memory}},
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True}],
+        # The model's own readiness, not /v2/health/ready, which turns false while any model loads.
+        "readinessProbe": {"httpGet": {"path": ready_path, "port": "http"}, "periodSeconds": 2,
+                           "failureThreshold": 2},
+        "startupProbe": {"httpGet": {"path": ready_path, "port": "http"}, "periodSeconds": 2,
+                         "failureThreshold": 150},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
+                          "failureThreshold": 3},
+        # Endpoints drop the pod before Triton stops taking requests; in-flight ones then finish.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+    }
+    pod_spec: dict[str, Any] = {
+        "initContainers": [prepare], "containers": [server],
+        "terminationGracePeriodSeconds": PRE_STOP_SECONDS + TRITON_EXIT_TIMEOUT_SECONDS + 10,
+        "volumes": [{"name": "models", "emptyDir": {}},
+                    {"name": "repository", "persistentVolumeClaim": {"claimName": location.claim, "readOnly": True}}],
+    }
+    if settings.on_demand_node_selector:
+        pod_spec["nodeSelector"] = dict(settings.on_demand_node_selector)
+    name = naming.revision_object(service.name, revision)
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": service.metadata(name, {naming.REVISION_LABEL: revision}),
+        "spec": {
+            "replicas": triton.replicas, "selector": {"matchLabels": labels},
+            # A new pod must be ready before an old one goes: the revision never loses capacity.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "progressDeadlineSeconds": settings.revision_ready_timeout_seconds,
+            "template": {"metadata": {"labels": {**naming.MANAGED_BY, **labels}}, "spec": pod_spec},
+        },
+    }

@@ -1,0 +1,258 @@
+"""The operator's decisions for a GANInferenceService: (spec, status, source, observed) -> a Plan.
+
+Pure and unit-tested, like the job's reconcile. The rules that keep clients of the stable endpoint
+safe:
+- every revision is its own Triton Deployment and Service; a model that carries traffic is never
+  reloaded or unloaded;
+- a revision gets traffic only once all of its pods report the model ready, and the stable
+  Service's selector moves to it in one write; until then the previous stable keeps serving;
+- a revision that cannot load (its sha256 or files do not verify, Triton never reports it ready)
+  is Failed and removed, the stable revision keeps serving, and the service says Degraded why;
+- a source that is missing, failed or not exported yet changes nothing that serves.
+
+The canary (weights, quality gates) builds on this; here a ready revision replaces the stable one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from ganforge.api.inference_service import (
+    TRITON_HTTP_PORT,
+    GANInferenceServiceSpec,
+    GANInferenceServiceStatus,
+    RevisionStatus,
+    ServiceCondition,
+    ServiceConditionType,
+    revision_name,
+)
+from ganforge.operator import naming, serving_children
+from ganforge.operator.observe import terminated_state
+from ganforge.operator.reconcile import CONDITION_MESSAGE_LIMIT, DeleteObject, Event, Plan, rfc3339, upsert_condition
+from ganforge.operator.settings import OperatorSettings
+
+# Revisions kept in status (newest last); older Retired/Failed ones are dropped from the list.
+MAX_REVISIONS_IN_STATUS = 10
+LOADING_RECHECK_SECONDS = 2.0
+
+# Event reasons
+REVISION_CREATED, REVISION_READY, PROMOTED = "RevisionCreated", "RevisionReady", "Promoted"
+REVISION_FAILED, SOURCE_PROBLEM = "RevisionFailed", "SourceNotReady"
+
+
+@dataclass(frozen=True)
+class SourceArtifact:
+    uri: str
+    sha256: str
+    description: str  # for people: where it came from
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the service's source offers now: an artifact to serve, or why there is none."""
+
+    artifact: SourceArtifact | None = None
+    waiting: str = ""  # not a problem yet: the job is still training or exporting
+    problem_reason: str = ""  # a problem the user must fix
+    problem: str = ""
+
+
+def resolve_source(spec: GANInferenceServiceSpec, namespace: str, job: Mapping[str, Any] | None) -> SourceState:
+    """The artifact named by spec.source, reading the referenced job (None when it does not exist)."""
+    if spec.source.artifact is not None:
+        pinned = spec.source.artifact
+        return SourceState(SourceArtifact(pinned.uri, pinned.sha256, f"artifact {pinned.uri}"))
+    name = spec.source.training_job
+    if job is None:
+        return SourceState(problem_reason="SourceNotFound", problem=f"GANTrainingJob {name} not found in "
+                                                                    f"namespace {namespace} (spec.source.trainingJob)")
+    status = job.get("status") or {}
+    phase = status.get("phase", "Pending")
+    artifact = status.get("artifact")
+    if artifact:
+        kimg = artifact.get("kimg")
+        where = f"GANTrainingJob {name}" + (f" at {kimg:g} kimg" if isinstance(kimg, int | float) else "")
+        return SourceState(SourceArtifact(artifact["uri"], artifact["sha256"], where))
+    if phase == "Failed":
+        failed: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Failed"), {})
+        return SourceState(problem_reason="SourceFailed",
+                           problem=f"GANTrainingJob {name} failed ({failed.get('reason', 'Failed')}): "
+                                   f"{failed.get('message', '')}".strip())
+    if phase == "Succeeded":
+        return SourceState(problem_reason="SourceNotExported",
+                           problem=f"GANTrainingJob {name} succeeded without an export (spec.export.enabled is false)")
+    progress = (status.get("progress") or {}).get("kimg")
+    return SourceState(waiting=f"waiting for GANTrainingJob {name} to train and export (phase {phase}"
+                               + (f", {progress:g} kimg)" if isinstance(progress, int | float) else ")"))
+
+
+@dataclass(frozen=True)
+class ServingObserved:
+    source: SourceState
+    deployments: Mapping[str, Mapping[str, Any]]  # revision -> its Deployment
+    pods: Sequence[Mapping[str, Any]]  # the service's pods, labelled with their revision
+    now: datetime
+
+
+@dataclass
+class _Health:
+    ready_replicas: int = 0
+    replicas: int = 0
+    failure: str = ""  # why the revision cannot serve; "" = none seen
+
+
+def _revision_health(revision: str, observed: ServingObserved) -> _Health:
+    deployment = observed.deployments.get(revision)
+    if deployment is None:
+        return _Health()
+    status = deployment.get("status") or {}
+    health = _Health(int(status.get("readyReplicas") or 0), int(status.get("replicas") or 0))
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            health.failure = f"not ready within the progress deadline: {condition.get('message', '')}"
+    for pod in observed.pods:
+        if pod["metadata"].get("labels", {}).get(naming.REVISION_LABEL) != revision:
+            continue
+        # The init step fails only when the revision does not verify; retrying cannot fix that.
+        for key in ("state", "lastState"):
+            for status_entry in pod.get("status", {}).get("initContainerStatuses") or []:
+                terminated = (status_entry.get(key) or {}).get("terminated")
+                if terminated and int(terminated.get("exitCode", 0)) != 0:
+                    health.failure = (terminated.get("message") or f"init step exited {terminated['exitCode']}").strip()
+        terminated = terminated_state(pod, naming.TRITON_CONTAINER)
+        if terminated and int(terminated.get("exitCode", 0)) != 0 and not health.failure:
+            health.failure = f"tritonserver exited {terminated['exitCode']}: {terminated.get('message', '')}".strip()
+    return health
+
+
+def _condition(type_: ServiceConditionType, status: bool, reason: str, message: str, generation: int,
+               now: datetime) -> ServiceCondition:
+    value: Literal["True", "False"] = "True" if status else "False"
+    return ServiceCondition(type=type_, status=value, reason=reason, message=message[-CONDITION_MESSAGE_LIMIT:],
+                            last_transition_time=rfc3339(now), observed_generation=generation)
+
+
+@dataclass
+class _Verdict:
+    degraded_reason: str = ""
+    degraded: list[str] = field(default_factory=list)
+    progressing: str = ""
+
+
+def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec,
+                      current: GANInferenceServiceStatus, generation: int, observed: ServingObserved,
+                      settings: OperatorSettings) -> Plan:
+    status = current.model_copy(deep=True)
+    status.observed_generation = generation
+    status.model_name = spec.model_name or service.name
+    status.endpoint = f"http://{service.name}.{service.namespace}.svc:{TRITON_HTTP_PORT}"
+    plan = Plan()
+    verdict = _Verdict()
+    now = observed.now
+    source = observed.source
+    desired = revision_name(source.artifact.sha256) if source.artifact else None
+    if source.problem:
+        verdict.degraded_reason = source.problem_reason
+        verdict.degraded.append(source.problem)
+        plan.events.append(Event("Warning", SOURCE_PROBLEM, source.problem))
+    elif source.waiting and status.stable_revision is None:
+        verdict.progressing = source.waiting
+
+    known = {revision.name: revision for revision in status.revisions}
+    if source.artifact is not None and desired is not None and desired not in known:
+        entry = RevisionStatus(name=desired, uri=source.artifact.uri, sha256=source.artifact.sha256,
+                               source=source.artifact.description, state="Loading", created_time=rfc3339(now))
+        status.revisions.append(entry)
+        known[desired] = entry
+        plan.events.append(Event("Normal", REVISION_CREATED, f"revision {desired} from {entry.source}"))
+
+    for revision in status.revisions:
+        serving = revision.name in (desired, status.stable_revision) and revision.state in ("Loading", "Ready")
+        name = naming.revision_object(service.name, revision.name)
+        if not serving:
+            if revision.state in ("Loading", "Ready"):
+                revision.state, revision.message = "Retired", "replaced by a newer revision"
+            if revision.name in observed.deployments:
+                plan.delete_objects += [DeleteObject("Deployment", name), DeleteObject("Service", name)]
+            continue
+        plan.apply.append(serving_children.triton_deployment(service, spec, status.model_name, revision.name,
+                                                             revision.uri, revision.sha256, settings))
+        plan.apply.append(serving_children.revision_service(service, revision.name))
+        health = _revision_health(revision.name, observed)
+        revision.replicas, revision.ready_replicas = health.replicas, health.ready_replicas
+        if health.failure and revision.name == status.stable_revision:
+            # The stable revision is never taken down by the operator; its pods restart on their own.
+            revision.message = health.failure
+            verdict.degraded_reason = verdict.degraded_reason or "StableUnhealthy"
+            verdict.degraded.append(f"stable revision {revision.name}: {health.failure}")
+        elif health.failure:
+            revision.state, revision.message = "Failed", health.failure
+            plan.delete_objects += [DeleteObject("Deployment", name), DeleteObject("Service", name)]
+            plan.events.append(Event("Warning", REVISION_FAILED, f"revision {revision.name}: {health.failure}"))
+        elif health.ready_replicas >= spec.triton.replicas:
+            if revision.state == "Loading":
+                plan.events.append(Event("Normal", REVISION_READY, f"revision {revision.name}: "
+                                                                   f"{health.ready_replicas} pod(s) ready"))
+            revision.state, revision.message = "Ready", f"{health.ready_replicas}/{spec.triton.replicas} pods ready"
+        else:
+            if revision.state == "Ready" and revision.name == status.stable_revision:
+                revision.message = f"{health.ready_replicas}/{spec.triton.replicas} pods ready"
+            else:
+                revision.state = "Loading"
+                revision.message = f"{health.ready_replicas}/{spec.triton.replicas} pods ready"
+
+    wanted = known.get(desired) if desired else None
+    if wanted is not None and wanted.state == "Failed" and wanted.name != status.stable_revision:
+        verdict.degraded_reason = verdict.degraded_reason or REVISION_FAILED
+        verdict.degraded.append(f"revision {wanted.name} cannot serve: {wanted.message}")
+    elif wanted is not None and wanted.state == "Loading":
+        verdict.progressing = f"revision {wanted.name} is loading ({wanted.message})"
+    elif wanted is not None and wanted.state == "Ready" and wanted.name != status.stable_revision:
+        previous = status.stable_revision
+        status.stable_revision = wanted.name
+        for revision in status.revisions:
+            if revision.name == previous:
+                revision.state, revision.message = "Retired", f"replaced by {wanted.name}"
+                plan.delete_objects += [DeleteObject("Deployment", naming.revision_object(service.name, previous)),
+                                        DeleteObject("Service", naming.revision_object(service.name, previous))]
+        plan.events.append(Event("Normal", PROMOTED, f"revision {wanted.name} is stable"
+                                                     + (f" (was {previous})" if previous else "")))
+    # Applied on every pass: the selector is the one switch that moves traffic. Before any revision
+    # is stable it selects the first one, whose pods become endpoints only once their model is ready;
+    # the Service exists early so that the proxies know it before it first answers.
+    first = status.stable_revision or (wanted.name if wanted is not None and wanted.state == "Loading" else None)
+    if first is not None:
+        plan.apply.append(serving_children.stable_service(service, first))
+
+    status.revisions = status.revisions[-MAX_REVISIONS_IN_STATUS:]
+    _set_conditions(status, verdict, generation, now)
+    if status != current:
+        plan.status = status.to_wire()
+    plan.requeue_after = LOADING_RECHECK_SECONDS if verdict.progressing else settings.resync_seconds
+    return plan
+
+
+def _set_conditions(status: GANInferenceServiceStatus, verdict: _Verdict, generation: int, now: datetime) -> None:
+    stable = next((r for r in status.revisions if r.name == status.stable_revision), None)
+    serving = stable is not None and stable.ready_replicas > 0
+    ready = _condition("Ready", serving, "StableServing" if serving else "NoStableRevision",
+                       f"revision {stable.name}: {stable.message}" if stable else "no revision serves yet",
+                       generation, now)
+    progressing = _condition("Progressing", bool(verdict.progressing),
+                             "RevisionLoading" if verdict.progressing else "Settled", verdict.progressing, generation,
+                             now)
+    degraded = _condition("Degraded", bool(verdict.degraded), verdict.degraded_reason or "AsExpected",
+                          "; ".join(verdict.degraded), generation, now)
+    for condition in (ready, progressing, degraded):
+        status.conditions = upsert_condition(status.conditions, condition)
+    if verdict.degraded:
+        status.phase = "Degraded"
+    elif verdict.progressing:
+        status.phase = "Progressing"
+    elif serving:
+        status.phase = "Ready"
+    else:
+        status.phase = "Pending"

@@ -1,0 +1,169 @@
+"""Serving what a job exports, and bad input: nothing breaks the stable endpoint.
+
+One small conditional job trains and exports; a GANInferenceService serves it through real Triton
+while a client calls the stable Service without pause. Then the service is pointed at a truncated
+model file, a sha256 that does not match and a revision that does not exist: each is refused with a
+condition naming the file or the mismatch, never receives traffic, and the client sees no failure.
+Services whose job does not exist or failed say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client import ApiClient
+
+from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
+from ganforge.api.inference_service import TRITON_HTTP_PORT
+from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
+from ganforge.local.install import install, kubectl
+from ganforge.local.provisioner import claim_host_path
+from ganforge.serving.client import ServingError, generate, latents
+from tests.helpers import answering_model, eventually, fast_job
+
+
+@pytest.fixture(scope="module")
+def operator(local_cluster: Any) -> Iterator[Path]:
+    install(local_cluster.kubeconfig)
+    yield local_cluster.kubeconfig
+
+
+def _apply(kubeconfig: Path, namespace: str, document: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / f"{document['kind']}-{document['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(path))
+
+
+def _status(api: ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    body = client.CustomObjectsApi(api).get_namespaced_custom_object(API_GROUP, VERSION, namespace, plural, name)
+    return body.get("status") or {}  # type: ignore[no-any-return]
+
+
+def _service(name: str, source: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "ganforge.io/v1alpha1", "kind": "GANInferenceService", "metadata": {"name": name},
+            "spec": {"source": source, "triton": {"replicas": 1, "cpu": "500m", "memory": "1Gi", "maxBatchSize": 16}}}
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+class StableClient(threading.Thread):
+    """Calls the stable endpoint without pause; counts requests and failures."""
+
+    def __init__(self, url: str, model_name: str) -> None:
+        super().__init__(daemon=True)
+        self.model = answering_model(url, model_name)
+        self.stop = threading.Event()
+        self.requests = 0
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        z, labels = latents(self.model, 4, seed=1, num_classes=4)
+        while not self.stop.is_set():
+            try:
+                images = generate(self.model, z, labels, timeout=10)
+                assert images.shape == (4, 1, 16, 16) and np.isfinite(images).all()
+            except (ServingError, AssertionError) as error:
+                self.failures.append(str(error))
+            self.requests += 1
+            time.sleep(0.05)
+
+
+def _corrupt_copy(revision: Path, target: Path) -> str:
+    """A copy of a revision whose model.onnx is cut short; its manifest differs from the original only
+    in a note, so its sha256 is new while model.onnx's entry still says the full size."""
+    shutil.copytree(revision, target)
+    onnx_file = target / "model" / "1" / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:1000])
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["note"] = "a copy whose model.onnx was cut short"
+    raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    (target / "manifest.json").write_bytes(raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+@pytest.mark.timeout(1500)
+def test_bad_revisions_and_sources_never_disturb_the_stable_endpoint(
+        operator: Path, local_api: ApiClient, local_core: client.CoreV1Api, local_namespace: str,
+        tmp_path: Path) -> None:
+    namespace = local_namespace
+    job = fast_job("tiny", export={"enabled": True},
+                   dataset={"uri": "fake://blobs?n=512&classes=4", "format": "fake", "resolution": 16,
+                            "conditional": True})
+    _apply(operator, namespace, job, tmp_path)
+    _apply(operator, namespace, fast_job("no-data", dataset={"uri": "file:///nonexistent/data", "format": "idx",
+                                                             "resolution": 16}), tmp_path)
+    _apply(operator, namespace, _service("orphan", {"trainingJob": "nope"}), tmp_path)
+    _apply(operator, namespace, _service("from-failed", {"trainingJob": "no-data"}), tmp_path)
+
+    orphan = eventually(lambda: (s := _status(local_api, namespace, SERVICE_PLURAL, "orphan")).get("phase")
+                        == "Degraded" and s, 120, "the orphan service to be Degraded")
+    degraded = _condition(orphan, "Degraded")
+    assert degraded["reason"] == "SourceNotFound" and "GANTrainingJob nope not found" in degraded["message"]
+    from_failed = eventually(lambda: _condition(_status(local_api, namespace, SERVICE_PLURAL, "from-failed"),
+                                                "Degraded").get("reason") == "SourceFailed"
+                             and _status(local_api, namespace, SERVICE_PLURAL, "from-failed"), 300,
+                             "the service of a failed job to be Degraded")
+    assert "DataError" in _condition(from_failed, "Degraded")["message"]
+
+    trained = eventually(lambda: (s := _status(local_api, namespace, PLURAL, "tiny")).get("phase")
+                         in ("Succeeded", "Failed") and s, 600, "the small job to train and export")
+    assert trained["phase"] == "Succeeded", json.dumps(trained, indent=2)
+    artifact = trained["artifact"]
+    _apply(operator, namespace, _service("tiny-gen", {"trainingJob": "tiny"}), tmp_path)
+    ready = eventually(lambda: (s := _status(local_api, namespace, SERVICE_PLURAL, "tiny-gen")).get("phase")
+                       == "Ready" and s, 300, "tiny-gen to be Ready")
+    stable = ready["stableRevision"]
+    assert stable == artifact["revision"]
+
+    ip = local_core.read_namespaced_service("tiny-gen", namespace).spec.cluster_ip
+    caller = StableClient(f"{ip}:{TRITON_HTTP_PORT}", "tiny-gen")
+    caller.start()
+    try:
+        repository = Path(str(claim_host_path(local_core, namespace, "ganforge-models")))
+        truncated_sha = _corrupt_copy(repository / "tiny" / stable, repository / "tiny" / "truncated")
+        bad_sources = [
+            ({"uri": "pvc://ganforge-models/tiny/truncated", "sha256": truncated_sha},
+             "model/1/model.onnx: 1000 bytes, the manifest says"),
+            ({"uri": artifact["uri"], "sha256": "0" * 64}, f"sha256 is {artifact['sha256']}, expected 000"),
+            ({"uri": "pvc://ganforge-models/tiny/r9999999999", "sha256": "9" * 64}, "does not exist"),
+        ]
+        for source, expected in bad_sources:
+            _apply(operator, namespace, _service("tiny-gen", {"artifact": source}), tmp_path)
+            bad = f"r{source['sha256'][:10]}"
+
+            def refused(revision: str = bad) -> dict[str, Any] | None:
+                status = _status(local_api, namespace, SERVICE_PLURAL, "tiny-gen")
+                entry = next((r for r in status.get("revisions", []) if r["name"] == revision), {})
+                return status if entry.get("state") == "Failed" else None
+
+            status = eventually(refused, 180, f"revision {bad} to be refused")
+            message = _condition(status, "Degraded")["message"]
+            assert status["phase"] == "Degraded" and expected in message, message
+            assert status["stableRevision"] == stable and _condition(status, "Ready")["status"] == "True"
+            selector = local_core.read_namespaced_service("tiny-gen", namespace).spec.selector
+            assert selector["ganforge.io/revision"] == stable
+            def gone(revision: str = bad) -> bool:
+                selector = f"ganforge.io/revision={revision}"
+                return not local_core.list_namespaced_pod(namespace, label_selector=selector).items
+
+            eventually(gone, 120, f"the pods of {bad} to go")
+        time.sleep(2)
+    finally:
+        caller.stop.set()
+        caller.join(timeout=30)
+    print(f"\nstable endpoint during three refused revisions: {caller.requests} requests, "
+          f"{len(caller.failures)} failures")
+    assert caller.requests > 50 and not caller.failures, caller.failures[:3]
