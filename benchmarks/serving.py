@@ -39,7 +39,7 @@ from ganforge.api.training_job import ModelSpec
 from ganforge.local import tools
 from ganforge.local.control_plane import free_port
 from ganforge.models import build_generator
-from ganforge.serving.client import describe, generate
+from ganforge.serving.client import GeneratorClient
 from ganforge.serving.export import to_onnx
 from ganforge.serving.model_repository import ModelFacts, prepare_model_directory, write_revision
 
@@ -113,6 +113,9 @@ def start_triton(model_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="wall time per backend and setting")
+    parser.add_argument("--instances", type=int, default=0, help="Triton model instances (default: one per core)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--max-batch", type=int, default=64, help="Triton max_batch_size (the example service's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cores = os.cpu_count() or 1
@@ -140,21 +143,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         revision = write_revision(root / "repository", onnx_bytes, facts, {}, {}, "python-onnxruntime")
-        serving = TritonSpec(max_batch_size=64, instances=cores, threads=1, max_queue_delay_microseconds=1000)
+        serving = TritonSpec(max_batch_size=args.max_batch, instances=args.instances or cores, threads=1,
+                             max_queue_delay_microseconds=1000)
         model_dir = root / "models" / "bench"
         prepare_model_directory(revision.path, revision.sha256, model_dir, "python-onnxruntime", serving)
         process, url = start_triton(model_dir)
         try:
-            served = describe(url, "bench")
+            # One keep-alive connection per client thread, as a real client keeps one.
+            local = threading.local()
 
             def triton(z: np.ndarray) -> np.ndarray:
-                return generate(served, z, None)
+                if not hasattr(local, "client"):
+                    local.client = GeneratorClient(url, "bench")
+                return local.client.generate(z)
 
             backends = {"onnxruntime direct": direct, "Triton (local profile)": triton, "torch eager": eager}
             print(f"{cores} cores; {args.seconds:g} s per cell; DCGAN latent 64, width 32, 32x32x1\n")
             print("| batch | clients | backend | img/s | p50 ms | p95 ms | img/s vs ORT |")
             print("|---:|---:|---|---:|---:|---:|---:|")
-            for batch in (1, 64):
+            for batch in args.batches:
                 for clients in (1, 4):
                     results = {name: measure(call, batch, clients, args.seconds, facts.latent_dim)
                                for name, call in backends.items()}

@@ -7,6 +7,7 @@ for it. A missing binary is an error that says to run `make tools`, never a skip
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -89,6 +91,10 @@ class Kubectl:
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
+
+    def apply_document(self, document: dict[str, Any], *flags: str) -> subprocess.CompletedProcess[str]:
+        """`kubectl apply` of one object, its outcome left to the caller (rejections are expected)."""
+        return self.run("apply", *flags, "-f", "-", stdin=json.dumps(document), check=False)
 
 
 @pytest.fixture(scope="session")

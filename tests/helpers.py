@@ -41,14 +41,14 @@ def fast_job(name: str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": body}
 
 
-def answering_model(url: str, model_name: str, timeout: float = 30) -> Any:
-    """The served model's description once Triton answers at `url`: a Service's proxies learn of
-    a new endpoint a moment after it is ready, as on any cluster."""
-    from ganforge.serving.client import ServingError, describe
+def answering_client(url: str, model_name: str, timeout: float = 30) -> Any:
+    """A GeneratorClient once Triton answers at `url`: a Service's proxies learn of a new endpoint
+    a moment after it is ready, as on any cluster."""
+    from ganforge.serving.client import GeneratorClient, ServingError
 
     def answers() -> Any:
         try:
-            return describe(url, model_name, timeout=5)
+            return GeneratorClient(url, model_name, timeout=10)
         except (ServingError, OSError):
             return None
 

@@ -19,11 +19,11 @@ from ganforge.api.training_job import (
     DNS_LABEL_PATTERN,
     MAX_JOB_NAME_LENGTH,
     MAX_URI_LENGTH,
-    PVC_URI_PATTERN,
     QUANTITY_PATTERN,
     ApiModel,
     ObjectMeta,
     RolloutPolicy,
+    require_pvc_uri,
 )
 from ganforge.api.training_job import VERSION as VERSION
 
@@ -78,9 +78,7 @@ class ArtifactRef(ApiModel):
     @field_validator("uri")
     @classmethod
     def _pvc_uri(cls, value: str) -> str:
-        if not _matches(PVC_URI_PATTERN, value):
-            raise ValueError(f"must be a pvc://claim/path URI, got {value!r}")
-        return value
+        return require_pvc_uri(value)
 
 
 class ModelSource(ApiModel):

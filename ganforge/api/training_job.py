@@ -51,6 +51,12 @@ def _matches(pattern: str, value: str) -> bool:
     return re.fullmatch(pattern, value) is not None
 
 
+def require_pvc_uri(uri: str) -> str:
+    if not _matches(PVC_URI_PATTERN, uri):
+        raise ValueError(f"must be a pvc://claim/path URI, got {uri!r}")
+    return uri
+
+
 def dataset_uri_ok(uri: str) -> bool:
     return _matches(LOCAL_URI_PATTERN, uri) or _matches(FAKE_URI_PATTERN, uri)
 
@@ -286,9 +292,7 @@ class ExportSpec(ApiModel):
     @field_validator("model_repository")
     @classmethod
     def _pvc_uri(cls, value: str) -> str:
-        if not _matches(PVC_URI_PATTERN, value):
-            raise ValueError(f"must be a pvc://claim/path URI, got {value!r}")
-        return value
+        return require_pvc_uri(value)
 
 
 class RolloutGates(ApiModel):

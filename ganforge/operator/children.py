@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -24,21 +24,32 @@ LOCAL_RUN_ROOT = "/var/run/ganforge"
 
 
 @dataclass(frozen=True)
-class JobRef:
-    """The identity of a GANTrainingJob, enough to own and name its children."""
+class OwnerRef:
+    """The identity of an object the operator acts for, enough to own and name its children."""
+
+    API_VERSION: ClassVar[str]
+    KIND: ClassVar[str]
+    LABEL: ClassVar[str]  # carried by every child, valued with the owner's name
 
     name: str
     namespace: str
     uid: str
 
     def owner_reference(self) -> dict[str, Any]:
-        return {"apiVersion": API_VERSION, "kind": KIND, "name": self.name, "uid": self.uid,
+        return {"apiVersion": self.API_VERSION, "kind": self.KIND, "name": self.name, "uid": self.uid,
                 "controller": True, "blockOwnerDeletion": True}
 
     def metadata(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
         return {"name": name, "namespace": self.namespace,
-                "labels": {**naming.MANAGED_BY, naming.JOB_LABEL: self.name, **(labels or {})},
+                "labels": {**naming.MANAGED_BY, self.LABEL: self.name, **(labels or {})},
                 "ownerReferences": [self.owner_reference()]}
+
+
+@dataclass(frozen=True)
+class JobRef(OwnerRef):
+    API_VERSION = API_VERSION
+    KIND = KIND
+    LABEL = naming.JOB_LABEL
 
 
 def claim_location(uri: str) -> ClaimLocation | None:

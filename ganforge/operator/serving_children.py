@@ -30,7 +30,7 @@ from ganforge.api.inference_service import (
 )
 from ganforge.api.training_job import GANTrainingJobSpec
 from ganforge.operator import naming
-from ganforge.operator.children import JobRef, claim_location, resolved_checkpoint_uri
+from ganforge.operator.children import JobRef, OwnerRef, claim_location, resolved_checkpoint_uri
 from ganforge.operator.settings import OperatorSettings
 
 MODELS_MOUNT = "/models"
@@ -87,21 +87,12 @@ def export_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings
 
 
 @dataclass(frozen=True)
-class ServiceRef:
-    """The identity of a GANInferenceService, enough to own and name its children."""
+class ServiceRef(OwnerRef):
+    """A GANInferenceService, owner of its revisions' Deployments and Services."""
 
-    name: str
-    namespace: str
-    uid: str
-
-    def owner_reference(self) -> dict[str, Any]:
-        return {"apiVersion": SERVICE_API_VERSION, "kind": SERVICE_KIND, "name": self.name, "uid": self.uid,
-                "controller": True, "blockOwnerDeletion": True}
-
-    def metadata(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-        return {"name": name, "namespace": self.namespace,
-                "labels": {**naming.MANAGED_BY, naming.SERVICE_LABEL: self.name, **(labels or {})},
-                "ownerReferences": [self.owner_reference()]}
+    API_VERSION = SERVICE_API_VERSION
+    KIND = SERVICE_KIND
+    LABEL = naming.SERVICE_LABEL
 
 
 def revision_selector(service: ServiceRef, revision: str) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,26 +21,68 @@ class ServedModel:
     max_batch_size: int
 
 
-def describe(url: str, model_name: str, timeout: float = 30.0) -> ServedModel:
-    """Shapes and batch limit of a ready model, from Triton's own metadata and config."""
-    import tritonclient.http as triton_http
-    from tritonclient.utils import InferenceServerException
+class GeneratorClient:
+    """One keep-alive connection to a served generator. Not thread-safe: one per thread."""
 
-    client = triton_http.InferenceServerClient(url=url, connection_timeout=timeout, network_timeout=timeout)
-    try:
-        if not client.is_model_ready(model_name):
-            raise ServingError(f"model {model_name!r} at {url} is not ready")
-        metadata = client.get_model_metadata(model_name)
-        config = client.get_model_config(model_name)
-    except InferenceServerException as error:
-        raise ServingError(f"model {model_name!r} at {url}: {error}") from None
-    finally:
-        client.close()
-    inputs = {item["name"]: item for item in metadata["inputs"]}
-    if "z" not in inputs:
-        raise ServingError(f"model {model_name!r} at {url} has no input `z`: not a ganforge generator")
-    return ServedModel(url, model_name, int(inputs["z"]["shape"][-1]), "label" in inputs,
-                       int(config.get("max_batch_size", 1)) or 1)
+    def __init__(self, url: str, model_name: str, timeout: float = 60.0) -> None:
+        import tritonclient.http as triton_http
+
+        self._http = triton_http
+        self._client = triton_http.InferenceServerClient(url=url, connection_timeout=timeout,
+                                                         network_timeout=timeout)
+        try:
+            self.model = self._describe(url, model_name)
+        except BaseException:
+            self._client.close()
+            raise
+
+    def _describe(self, url: str, model_name: str) -> ServedModel:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            if not self._client.is_model_ready(model_name):
+                raise ServingError(f"model {model_name!r} at {url} is not ready")
+            metadata = self._client.get_model_metadata(model_name)
+            config = self._client.get_model_config(model_name)
+        except InferenceServerException as error:
+            raise ServingError(f"model {model_name!r} at {url}: {error}") from None
+        inputs = {item["name"]: item for item in metadata["inputs"]}
+        if "z" not in inputs:
+            raise ServingError(f"model {model_name!r} at {url} has no input `z`: not a ganforge generator")
+        return ServedModel(url, model_name, int(inputs["z"]["shape"][-1]), "label" in inputs,
+                           int(config.get("max_batch_size", 1)) or 1)
+
+    def generate(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """float32 images [N, C, R, R] in [-1, 1], requested in chunks of the model's max batch size."""
+        from tritonclient.utils import InferenceServerException
+
+        model, http = self.model, self._http
+        if model.conditional and labels is None:
+            raise ServingError(f"model {model.name!r} is conditional: labels are required")
+        images = []
+        try:
+            for start in range(0, len(z), model.max_batch_size):
+                chunk = z[start:start + model.max_batch_size]
+                inputs: list[Any] = [http.InferInput("z", list(chunk.shape), "FP32")]
+                inputs[0].set_data_from_numpy(chunk)
+                if model.conditional and labels is not None:
+                    label = labels[start:start + model.max_batch_size].reshape(-1, 1)
+                    inputs.append(http.InferInput("label", list(label.shape), "INT64"))
+                    inputs[1].set_data_from_numpy(label)
+                result = self._client.infer(model.name, inputs, outputs=[http.InferRequestedOutput("image")])
+                images.append(result.as_numpy("image"))
+        except InferenceServerException as error:
+            raise ServingError(f"inference on {model.name!r} at {model.url} failed: {error}") from None
+        return np.concatenate(images, axis=0)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> GeneratorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def latents(model: ServedModel, count: int, seed: int, num_classes: int | None = None,
@@ -53,30 +96,3 @@ def latents(model: ServedModel, count: int, seed: int, num_classes: int | None =
     labels = np.full(count, label, dtype=np.int64) if label is not None else (
         np.arange(count) % (num_classes or 10)).astype(np.int64)
     return z, labels
-
-
-def generate(model: ServedModel, z: np.ndarray, labels: np.ndarray | None, timeout: float = 60.0) -> np.ndarray:
-    """float32 images [N, C, R, R] in [-1, 1], requested in chunks of the model's max batch size."""
-    import tritonclient.http as triton_http
-    from tritonclient.utils import InferenceServerException
-
-    client = triton_http.InferenceServerClient(url=model.url, connection_timeout=timeout, network_timeout=timeout)
-    images = []
-    try:
-        for start in range(0, len(z), model.max_batch_size):
-            chunk = z[start:start + model.max_batch_size]
-            inputs = [triton_http.InferInput("z", list(chunk.shape), "FP32")]
-            inputs[0].set_data_from_numpy(chunk)
-            if model.conditional:
-                if labels is None:
-                    raise ServingError(f"model {model.name!r} is conditional: labels are required")
-                label = labels[start:start + model.max_batch_size].reshape(-1, 1)
-                inputs.append(triton_http.InferInput("label", list(label.shape), "INT64"))
-                inputs[1].set_data_from_numpy(label)
-            result = client.infer(model.name, inputs, outputs=[triton_http.InferRequestedOutput("image")])
-            images.append(result.as_numpy("image"))
-    except InferenceServerException as error:
-        raise ServingError(f"inference on {model.name!r} at {model.url} failed: {error}") from None
-    finally:
-        client.close()
-    return np.concatenate(images, axis=0)

@@ -54,17 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from ganforge.evaluation.images import save_image_grid, to_uint8
-    from ganforge.serving.client import ServingError, describe, generate, latents
+    from ganforge.serving.client import GeneratorClient, ServingError, latents
 
     if args.url:
         url, model_name = args.url, args.model_name or args.service
     else:
         url, model_name = stable_endpoint(args.service, args.namespace, args.kubeconfig)
     try:
-        model = describe(url, model_name)
-        z, labels = latents(model, args.num, args.seed, args.num_classes, args.label)
-        images = generate(model, z, labels)
-    except ServingError as error:
+        with GeneratorClient(url, model_name) as generator:
+            model = generator.model
+            z, labels = latents(model, args.num, args.seed, args.num_classes, args.label)
+            images = generator.generate(z, labels)
+    except (ServingError, OSError) as error:
         print(f"ganforge generate: {error}", file=sys.stderr)
         return 1
     # One column per class when the grid shows every class, else a square.

@@ -48,7 +48,8 @@ class TritonPythonModel:
                     raise pb_utils.TritonModelException(f"input {name!r} is required")
                 feeds[name].append(tensor.as_numpy())
             sizes.append(int(feeds[self.inputs[0]][-1].shape[0]))
-        batch = {name: np.concatenate(parts, axis=0) for name, parts in feeds.items()}
+        # One request (a full batch, or no concurrency) needs no copy into a merged batch.
+        batch = {name: parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0) for name, parts in feeds.items()}
         if "label" in batch:
             batch["label"] = batch["label"].reshape(-1).astype(np.int64, copy=False)
             labels = batch["label"]

@@ -37,9 +37,9 @@ from ganforge.local.install import (
 )
 from ganforge.local.provisioner import claim_host_path
 from ganforge.operator.kube import CRASH_AFTER_WRITES_ENV
-from ganforge.serving.client import generate, latents
+from ganforge.serving.client import latents
 from ganforge.serving.export import PARITY_BOUNDS, onnxruntime_images
-from tests.helpers import answering_model, eventually, fast_job
+from tests.helpers import answering_client, eventually, fast_job
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +169,10 @@ def serve_the_example(kubeconfig: Path, api: ApiClient, core: client.CoreV1Api, 
     # Through the stable Service, with tritonclient: the same images onnxruntime makes of the file.
     stable_ip = core.read_namespaced_service(service, namespace).spec.cluster_ip
     # The proxies learn of a new endpoint a moment after it is ready, as on any cluster.
-    model = answering_model(f"{stable_ip}:{TRITON_HTTP_PORT}", service)
-    print(f"GANInferenceService applied -> answering through its Service: {time.time() - started:.1f} s")
-    z, labels = latents(model, 16, seed=7)
-    images = generate(model, z, labels)
+    with answering_client(f"{stable_ip}:{TRITON_HTTP_PORT}", service) as generator:
+        print(f"GANInferenceService applied -> answering through its Service: {time.time() - started:.1f} s")
+        z, labels = latents(generator.model, 16, seed=7)
+        images = generator.generate(z, labels)
     assert images.shape == (16, 1, 32, 32) and images.dtype == np.float32
     feeds = {"z": z} if labels is None else {"z": z, "label": labels}
     direct = onnxruntime_images((revision / "model" / "1" / "model.onnx").read_bytes(), feeds)

@@ -29,8 +29,8 @@ from ganforge.api.inference_service import TRITON_HTTP_PORT
 from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
 from ganforge.local.install import install, kubectl
 from ganforge.local.provisioner import claim_host_path
-from ganforge.serving.client import ServingError, generate, latents
-from tests.helpers import answering_model, eventually, fast_job
+from ganforge.serving.client import ServingError, latents
+from tests.helpers import answering_client, eventually, fast_job
 
 
 @pytest.fixture(scope="module")
@@ -64,21 +64,22 @@ class StableClient(threading.Thread):
 
     def __init__(self, url: str, model_name: str) -> None:
         super().__init__(daemon=True)
-        self.model = answering_model(url, model_name)
+        self.generator = answering_client(url, model_name)
         self.stop = threading.Event()
         self.requests = 0
         self.failures: list[str] = []
 
     def run(self) -> None:
-        z, labels = latents(self.model, 4, seed=1, num_classes=4)
+        z, labels = latents(self.generator.model, 4, seed=1, num_classes=4)
         while not self.stop.is_set():
             try:
-                images = generate(self.model, z, labels, timeout=10)
+                images = self.generator.generate(z, labels)
                 assert images.shape == (4, 1, 16, 16) and np.isfinite(images).all()
             except (ServingError, AssertionError) as error:
                 self.failures.append(str(error))
             self.requests += 1
             time.sleep(0.05)
+        self.generator.close()
 
 
 def _corrupt_copy(revision: Path, target: Path) -> str:

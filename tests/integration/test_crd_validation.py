@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,13 @@ def gtj_crd(kubectl) -> str:
     return crd.CRD_NAME
 
 
-def apply(kubectl, document: dict[str, Any], *flags: str) -> subprocess.CompletedProcess[str]:
-    return kubectl.run("apply", *flags, "-f", "-", stdin=json.dumps(document), check=False)
-
-
 def stored(kubectl, namespace: str, name: str) -> dict[str, Any]:
     return json.loads(kubectl.run("get", "gtj", name, "-n", namespace, "-o", "json").stdout)
 
 
 @pytest.mark.parametrize("case", INVALID_SPECS, ids=[case.id for case in INVALID_SPECS])
 def test_invalid_spec_is_rejected_naming_the_field(kubectl, gtj_crd: str, namespace: str, case: InvalidSpec) -> None:
-    result = apply(kubectl, case.manifest(namespace))
+    result = kubectl.apply_document(case.manifest(namespace))
     assert result.returncode != 0, f"{case.id} was accepted:\n{result.stdout}"
     assert case.field in result.stderr, result.stderr
     assert kubectl.run("get", "gtj", "-n", namespace, "-o", "name").stdout == ""
@@ -48,12 +43,12 @@ def test_unknown_fields_are_rejected_by_default_and_pruned_when_only_warned(
     kubectl, gtj_crd: str, namespace: str
 ) -> None:
     document = manifest("extra-field", changed(VALID_SPEC, {"training": {"bogus": 1}}), namespace)
-    strict = apply(kubectl, document)
+    strict = kubectl.apply_document(document)
     assert strict.returncode != 0
     assert 'strict decoding error: unknown field "spec.training.bogus"' in strict.stderr
 
     # kubectl's default is --validate=strict; without it the apiserver only warns and prunes.
-    warned = apply(kubectl, document, "--validate=warn")
+    warned = kubectl.apply_document(document, "--validate=warn")
     assert warned.returncode == 0, warned.stderr
     assert 'unknown field "spec.training.bogus"' in warned.stderr
     training = stored(kubectl, namespace, "extra-field")["spec"]["training"]
@@ -69,10 +64,10 @@ def test_valid_uris_are_accepted(kubectl, gtj_crd: str, namespace: str) -> None:
     ]
     for index, (dataset_uri, checkpoint_uri) in enumerate(uris):
         spec = changed(VALID_SPEC, {"dataset": {"uri": dataset_uri}, "checkpoint": {"uri": checkpoint_uri}})
-        result = apply(kubectl, manifest(f"uris-{index}", spec, namespace))
+        result = kubectl.apply_document(manifest(f"uris-{index}", spec, namespace))
         assert result.returncode == 0, result.stderr
     without_checkpoint = changed(VALID_SPEC, {"checkpoint": {"uri": DROP}})
-    assert apply(kubectl, manifest("no-checkpoint-uri", without_checkpoint, namespace)).returncode == 0
+    assert kubectl.apply_document(manifest("no-checkpoint-uri", without_checkpoint, namespace)).returncode == 0
 
 
 IMMUTABLE_CHANGES = [
@@ -94,16 +89,16 @@ IMMUTABLE_CHANGES = [
 def test_fixed_fields_are_immutable(
     kubectl, gtj_crd: str, namespace: str, field: str, change: dict[str, Any]
 ) -> None:
-    assert apply(kubectl, manifest("fixed", VALID_SPEC, namespace)).returncode == 0
+    assert kubectl.apply_document(manifest("fixed", VALID_SPEC, namespace)).returncode == 0
     before = stored(kubectl, namespace, "fixed")["spec"]
-    result = apply(kubectl, manifest("fixed", changed(VALID_SPEC, change), namespace))
+    result = kubectl.apply_document(manifest("fixed", changed(VALID_SPEC, change), namespace))
     assert result.returncode != 0, f"{field} changed:\n{result.stdout}"
     assert f"{field} is immutable" in result.stderr, result.stderr
     assert stored(kubectl, namespace, "fixed")["spec"] == before
 
 
 def test_run_length_retries_and_evaluation_may_change(kubectl, gtj_crd: str, namespace: str) -> None:
-    assert apply(kubectl, manifest("extended", VALID_SPEC, namespace)).returncode == 0
+    assert kubectl.apply_document(manifest("extended", VALID_SPEC, namespace)).returncode == 0
     longer = changed(
         VALID_SPEC,
         {
@@ -114,7 +109,7 @@ def test_run_length_retries_and_evaluation_may_change(kubectl, gtj_crd: str, nam
             "rollout": {"service": "fashion", "steps": [25, 100]},
         },
     )
-    result = apply(kubectl, manifest("extended", longer, namespace))
+    result = kubectl.apply_document(manifest("extended", longer, namespace))
     assert result.returncode == 0, result.stderr
     spec = stored(kubectl, namespace, "extended")["spec"]
     assert (spec["training"]["totalKimg"], spec["backoffLimit"], spec["evaluation"]["numSamples"]) == (500, 7, 5000)
@@ -122,7 +117,7 @@ def test_run_length_retries_and_evaluation_may_change(kubectl, gtj_crd: str, nam
 
 
 def test_apiserver_defaults_match_pydantic(kubectl, gtj_crd: str, namespace: str) -> None:
-    result = apply(kubectl, manifest("minimal", {"dataset": {"uri": "fake://x"}}, namespace))
+    result = kubectl.apply_document(manifest("minimal", {"dataset": {"uri": "fake://x"}}, namespace))
     assert result.returncode == 0, result.stderr
     spec = stored(kubectl, namespace, "minimal")["spec"]
     expected = GANTrainingJobSpec(dataset=DatasetSpec(uri="fake://x"))
@@ -133,7 +128,7 @@ def test_apiserver_defaults_match_pydantic(kubectl, gtj_crd: str, namespace: str
 
 def test_status_subresource_and_printer_columns(kubectl, gtj_crd: str, namespace: str) -> None:
     with_status = {**manifest("watched", VALID_SPEC, namespace), "status": {"phase": "Succeeded"}}
-    assert apply(kubectl, with_status).returncode == 0
+    assert kubectl.apply_document(with_status).returncode == 0
     # With the status subresource, writes to the main resource leave status alone.
     assert "status" not in stored(kubectl, namespace, "watched")
 

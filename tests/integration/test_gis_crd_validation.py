@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,6 @@ def gis_crd(kubectl) -> str:
     return DEFINITION.name
 
 
-def apply(kubectl, document: dict[str, Any], *flags: str) -> subprocess.CompletedProcess[str]:
-    return kubectl.run("apply", *flags, "-f", "-", stdin=json.dumps(document), check=False)
-
-
 def stored(kubectl, namespace: str, name: str) -> dict[str, Any]:
     return json.loads(kubectl.run("get", "gis", name, "-n", namespace, "-o", "json").stdout)
 
@@ -47,7 +42,7 @@ def stored(kubectl, namespace: str, name: str) -> dict[str, Any]:
 def test_invalid_spec_is_rejected_naming_the_field(
     kubectl, gis_crd: str, namespace: str, case: InvalidGisSpec
 ) -> None:
-    result = apply(kubectl, case.manifest(namespace))
+    result = kubectl.apply_document(case.manifest(namespace))
     assert result.returncode != 0, f"{case.id} was accepted:\n{result.stdout}"
     for field in case.fields:
         assert field in result.stderr, result.stderr
@@ -55,7 +50,7 @@ def test_invalid_spec_is_rejected_naming_the_field(
 
 
 def test_minimal_service_is_accepted_and_defaulted_like_pydantic(kubectl, gis_crd: str, namespace: str) -> None:
-    result = apply(kubectl, manifest("fashion", MINIMAL_SPEC, namespace))
+    result = kubectl.apply_document(manifest("fashion", MINIMAL_SPEC, namespace))
     assert result.returncode == 0, result.stderr
     spec = stored(kubectl, namespace, "fashion")["spec"]
     expected = GANInferenceServiceSpec.model_validate(MINIMAL_SPEC)
@@ -79,7 +74,7 @@ def test_valid_services_are_accepted(kubectl, gis_crd: str, namespace: str) -> N
         if name == "longest-name":
             name = "n" * 40
         GANInferenceServiceSpec.model_validate(spec)
-        result = apply(kubectl, manifest(name, spec, namespace))
+        result = kubectl.apply_document(manifest(name, spec, namespace))
         assert result.returncode == 0, f"{name}: {result.stderr}"
 
 
@@ -95,16 +90,16 @@ MODEL_NAME_CHANGES = [
 def test_model_name_is_immutable(
     kubectl, gis_crd: str, namespace: str, change: dict[str, Any], spec: dict[str, Any]
 ) -> None:
-    assert apply(kubectl, manifest("fashion", spec, namespace)).returncode == 0
+    assert kubectl.apply_document(manifest("fashion", spec, namespace)).returncode == 0
     before = stored(kubectl, namespace, "fashion")["spec"]
-    result = apply(kubectl, manifest("fashion", changed(spec, change), namespace))
+    result = kubectl.apply_document(manifest("fashion", changed(spec, change), namespace))
     assert result.returncode != 0, f"spec.modelName changed:\n{result.stdout}"
     assert "spec.modelName is immutable" in result.stderr, result.stderr
     assert stored(kubectl, namespace, "fashion")["spec"] == before
 
 
 def test_source_triton_and_rollout_may_change(kubectl, gis_crd: str, namespace: str) -> None:
-    assert apply(kubectl, manifest("fashion", VALID_SPEC, namespace)).returncode == 0
+    assert kubectl.apply_document(manifest("fashion", VALID_SPEC, namespace)).returncode == 0
     updated = changed(
         VALID_SPEC,
         {
@@ -113,7 +108,7 @@ def test_source_triton_and_rollout_may_change(kubectl, gis_crd: str, namespace: 
             "rollout": {"steps": [25, 100], "approval": "manual"},
         },
     )
-    result = apply(kubectl, manifest("fashion", updated, namespace))
+    result = kubectl.apply_document(manifest("fashion", updated, namespace))
     assert result.returncode == 0, result.stderr
     spec = stored(kubectl, namespace, "fashion")["spec"]
     assert spec["source"] == {"trainingJob": "fashion-mnist-dcgan"}
@@ -122,7 +117,7 @@ def test_source_triton_and_rollout_may_change(kubectl, gis_crd: str, namespace: 
 
 def test_status_subresource_and_printer_columns(kubectl, gis_crd: str, namespace: str) -> None:
     with_status = {**manifest("fashion", VALID_SPEC, namespace), "status": {"phase": "Ready"}}
-    assert apply(kubectl, with_status).returncode == 0
+    assert kubectl.apply_document(with_status).returncode == 0
     # With the status subresource, writes to the main resource leave status alone.
     assert "status" not in stored(kubectl, namespace, "fashion")
 
