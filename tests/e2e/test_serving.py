@@ -29,7 +29,7 @@ from ganforge.api.inference_service import TRITON_HTTP_PORT
 from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
 from ganforge.local.install import install, kubectl
 from ganforge.local.provisioner import claim_host_path
-from ganforge.serving.client import ServingError, latents
+from ganforge.serving.client import GeneratorClient, ServingError, latents
 from tests.helpers import answering_client, eventually, fast_job
 
 
@@ -60,26 +60,33 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 class StableClient(threading.Thread):
-    """Calls the stable endpoint without pause; counts requests and failures."""
+    """Calls the stable endpoint without pause; counts requests and failures. Its tritonclient
+    connection lives in its own thread (gevent sockets belong to the thread that made them)."""
 
     def __init__(self, url: str, model_name: str) -> None:
         super().__init__(daemon=True)
-        self.generator = answering_client(url, model_name)
+        answering_client(url, model_name).close()  # wait until the Service answers at all
+        self.url, self.model_name = url, model_name
         self.stop = threading.Event()
         self.requests = 0
         self.failures: list[str] = []
 
     def run(self) -> None:
-        z, labels = latents(self.generator.model, 4, seed=1, num_classes=4)
-        while not self.stop.is_set():
-            try:
-                images = self.generator.generate(z, labels)
-                assert images.shape == (4, 1, 16, 16) and np.isfinite(images).all()
-            except (ServingError, AssertionError) as error:
-                self.failures.append(str(error))
-            self.requests += 1
-            time.sleep(0.05)
-        self.generator.close()
+        try:
+            generator = GeneratorClient(self.url, self.model_name, timeout=10)
+        except (ServingError, OSError) as error:
+            self.failures.append(f"connecting: {error}")
+            return
+        z, labels = latents(generator.model, 4, seed=1, num_classes=4)
+        with generator:
+            while not self.stop.is_set():
+                try:
+                    images = generator.generate(z, labels)
+                    assert images.shape == (4, 1, 16, 16) and np.isfinite(images).all()
+                except (ServingError, OSError, AssertionError) as error:
+                    self.failures.append(repr(error))
+                self.requests += 1
+                time.sleep(0.05)
 
 
 def _corrupt_copy(revision: Path, target: Path) -> str:
