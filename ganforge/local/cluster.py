@@ -21,6 +21,7 @@ from ganforge.local.cluster_services import ClusterNetwork
 from ganforge.local.control_plane import ControlPlane
 from ganforge.local.node.agent import NodeConfig
 from ganforge.local.node.network import teardown_pod_network
+from ganforge.local.node.pod_worker import pod_shm_dir
 from ganforge.local.processes import MARKER_ENV, ManagedProcess, kill_marked
 from ganforge.local.provisioner import LocalStorage
 from ganforge.local.reclaim import delete_node, evict_node_pods, taint_for_reclaim, wait_until_drained
@@ -193,6 +194,7 @@ def remove_node_sandboxes(state_dir: Path) -> None:
     if pods.is_dir():
         for pod_dir in pods.iterdir():
             teardown_pod_network(pod_dir.name)
+            shutil.rmtree(pod_shm_dir(pod_dir.name), ignore_errors=True)
         shutil.rmtree(pods, ignore_errors=True)
     shutil.rmtree(state_dir / "ipam", ignore_errors=True)
 

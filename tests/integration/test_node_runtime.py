@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from ganforge.local.cluster import LocalCluster, NodeSpec
 from ganforge.local.node.agent import CAPACITY_TYPE_LABEL, SPOT_TAINT_KEY
 from ganforge.local.node.network import host_veth_name, list_host_veths, list_netns, netns_name
+from ganforge.local.node.pod_worker import pod_shm_dir
 from ganforge.local.processes import processes_with_marker
 from tests.helpers import eventually
 
@@ -230,6 +231,24 @@ def test_pre_stop_sleep_delays_sigterm_within_the_grace(
     delay = float(term.read_text()) - deleted_at
     assert 3.0 <= delay < 15.0, delay
     eventually(lambda: read_pod(core, ns, "draining") is None, timeout=30, what="the pod to go")
+
+
+def test_each_pod_has_its_own_dev_shm_removed_with_it(local_core: client.CoreV1Api, local_namespace: str) -> None:
+    core, ns = local_core, local_namespace
+    script = """
+        import pathlib, time
+        pathlib.Path("/dev/shm/region").write_text("mine")
+        print(sorted(p.name for p in pathlib.Path("/dev/shm").iterdir()), flush=True)
+        time.sleep(600)
+    """
+    core.create_namespaced_pod(ns, python_pod("shm-user", script))
+    pod = eventually(phase_is(core, ns, "shm-user", "Running"), timeout=60, what="the pod to run")
+    region = pod_shm_dir(pod.metadata.uid) / "region"
+    eventually(lambda: region.exists(), timeout=30, what="the region in the pod's own /dev/shm")
+    assert region.read_text() == "mine" and not Path("/dev/shm/region").exists()
+    core.delete_namespaced_pod("shm-user", ns, grace_period_seconds=1)
+    eventually(lambda: read_pod(core, ns, "shm-user") is None, timeout=60, what="the pod to go")
+    assert not pod_shm_dir(pod.metadata.uid).exists()
 
 
 def test_unknown_image_fails_the_pod_with_a_clear_reason(local_core: client.CoreV1Api, local_namespace: str) -> None:

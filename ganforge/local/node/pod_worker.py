@@ -43,6 +43,16 @@ from ganforge.local.node.volumes import PodVolumes, VolumeNotReady, VolumeSource
 
 log = logging.getLogger(__name__)
 
+# Each pod gets its own /dev/shm, as a pod sandbox does: a directory on the host's tmpfs, bind-mounted
+# over /dev/shm in every container of the pod and removed with the sandbox, so shared memory that a
+# killed process leaves behind (Triton's python backend keeps its regions there) goes with the pod.
+HOST_SHM = Path("/dev/shm")
+
+
+def pod_shm_dir(uid: str) -> Path:
+    return HOST_SHM / f"ganforge-pod-{uid}"
+
+
 # kubelet backs off 10s doubling to 5 minutes; a local cluster keeps the same shape, shorter.
 RESTART_BACKOFF_START = 1.0
 RESTART_BACKOFF_MAX = 30.0
@@ -250,7 +260,8 @@ class PodWorker:
         log.info("pod %s: started container %s (attempt %d)", self.name, name, number)
 
     def _write_name_resolution_files(self) -> list[MountSpec]:
-        """/etc/hostname, /etc/hosts and /etc/resolv.conf of the pod, as kubelet and the runtime write them."""
+        """/etc/hostname, /etc/hosts and /etc/resolv.conf of the pod, as kubelet and the runtime write
+        them, and the pod's own /dev/shm."""
         assert self.network is not None
         metadata = self.pod["metadata"]
         hostname = pod_hostname(self.pod)
@@ -258,8 +269,12 @@ class PodWorker:
         hosts.write_text(hosts_file(self.network.ip, hostname, pod_host_domain(self.pod, CLUSTER_DOMAIN)))
         etc_hostname = self.dir / "etc-hostname"
         etc_hostname.write_text(f"{hostname}\n")
+        shm = pod_shm_dir(self.uid)
+        shm.mkdir(exist_ok=True)
+        shm.chmod(0o1777)
         mounts = [MountSpec(str(hosts), "/etc/hosts", read_only=True, is_file=True),
-                  MountSpec(str(etc_hostname), "/etc/hostname", read_only=True, is_file=True)]
+                  MountSpec(str(etc_hostname), "/etc/hostname", read_only=True, is_file=True),
+                  MountSpec(str(shm), str(HOST_SHM))]
         if self.pod["spec"].get("dnsPolicy", "ClusterFirst") in ("ClusterFirst", "ClusterFirstWithHostNet"):
             namespace = metadata["namespace"]
             search = f"{namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
@@ -364,6 +379,7 @@ class PodWorker:
             if history and history[-1].finished() is None:
                 history[-1].kill()
         teardown_pod_network(self.uid)
+        shutil.rmtree(pod_shm_dir(self.uid), ignore_errors=True)
         self.allocator.release(self.uid)
         self.sandbox_removed = True
 
