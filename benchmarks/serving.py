@@ -13,7 +13,7 @@ p50 and p95 request latency, and ratios against onnxruntime direct.
   session's client threads get.
 - torch eager: the PyTorch module itself, 1 intra-op thread, called from the client threads.
 
-    python benchmarks/serving.py --seconds 8
+    python benchmarks/serving.py --seconds 5 --rounds 3
 """
 
 from __future__ import annotations
@@ -113,6 +113,8 @@ def start_triton(model_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="wall time per backend and setting")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="each cell runs every backend once per round; ratios are per round, then the median")
     parser.add_argument("--instances", type=int, default=0, help="Triton model instances (default: one per core)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--max-batch", type=int, default=64, help="Triton max_batch_size (the example service's)")
@@ -158,18 +160,24 @@ def main() -> int:
                 return local.client.generate(z)
 
             backends = {"onnxruntime direct": direct, "Triton (local profile)": triton, "torch eager": eager}
-            print(f"{cores} cores; {args.seconds:g} s per cell; DCGAN latent 64, width 32, 32x32x1\n")
-            print("| batch | clients | backend | img/s | p50 ms | p95 ms | img/s vs ORT |")
+            print(f"{cores} cores; {args.seconds:g} s per cell and backend, {args.rounds} rounds (medians); "
+                  "DCGAN latent 64, width 32, 32x32x1\n")
+            print("| batch | clients | backend | img/s | p50 ms | p95 ms | img/s vs ORT (per-round ratios) |")
             print("|---:|---:|---|---:|---:|---:|---:|")
             for batch in args.batches:
                 for clients in (1, 4):
-                    results = {name: measure(call, batch, clients, args.seconds, facts.latent_dim)
-                               for name, call in backends.items()}
-                    base = results["onnxruntime direct"].images_per_second
-                    for name, result in results.items():
-                        print(f"| {batch} | {clients} | {name} | {result.images_per_second:.0f} | "
-                              f"{result.p50_ms:.2f} | {result.p95_ms:.2f} | "
-                              f"{result.images_per_second / base:.2f}x |", flush=True)
+                    rounds = [{name: measure(call, batch, clients, args.seconds, facts.latent_dim)
+                               for name, call in backends.items()} for _ in range(args.rounds)]
+                    for name in backends:
+                        runs = [one[name] for one in rounds]
+                        ratios = [one[name].images_per_second / one["onnxruntime direct"].images_per_second
+                                  for one in rounds]
+                        print(f"| {batch} | {clients} | {name} | "
+                              f"{statistics.median(r.images_per_second for r in runs):.0f} | "
+                              f"{statistics.median(r.p50_ms for r in runs):.2f} | "
+                              f"{statistics.median(r.p95_ms for r in runs):.2f} | "
+                              f"**{statistics.median(ratios):.2f}x** ({' / '.join(f'{x:.2f}' for x in ratios)}) |",
+                              flush=True)
         finally:
             process.terminate()
             process.wait(timeout=30)
