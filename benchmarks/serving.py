@@ -98,7 +98,8 @@ def start_triton(model_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"tritonserver exited; see {model_dir.parent / 'triton.log'}")
+            tail = (model_dir.parent / "triton.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"tritonserver exited ({process.returncode}):\n{tail}")
         try:
             with urllib.request.urlopen(f"http://{url}/v2/models/{model_dir.name}/ready", timeout=2) as answer:
                 if answer.status == 200:

@@ -95,7 +95,9 @@ def render_config(facts: ModelFacts, profile: TritonProfile, serving: TritonSpec
         engine = 'backend: "python"'
         parameters = {"intra_op_thread_count": str(serving.threads), "onnx_file": ONNX_FILE}
     inputs = [f'  {{ name: "z" data_type: TYPE_FP32 dims: [ {facts.latent_dim} ] }}']
-    z_warmup = f'data_type: TYPE_FP32 dims: [ {facts.latent_dim} ] random_data: true'
+    # zero_data, not random_data: Triton fills random_data with arbitrary bytes, and a float read
+    # from them can be NaN or 1e38, which the model (rightly) refuses as non-finite output.
+    z_warmup = f'data_type: TYPE_FP32 dims: [ {facts.latent_dim} ] zero_data: true'
     warmup_inputs = [f'inputs {{ key: "z" value: {{ {z_warmup} }} }}']
     if facts.num_classes:
         inputs.append('  { name: "label" data_type: TYPE_INT64 dims: [ 1 ] reshape: { shape: [ ] } }')
