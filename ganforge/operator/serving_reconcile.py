@@ -227,7 +227,13 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
     if first is not None:
         plan.apply.append(serving_children.stable_service(service, first))
 
-    status.revisions = status.revisions[-MAX_REVISIONS_IN_STATUS:]
+    # Old Retired and Failed records go first; the stable and the wanted revision always stay.
+    keep = {status.stable_revision, desired}
+    while len(status.revisions) > MAX_REVISIONS_IN_STATUS:
+        oldest = next((r for r in status.revisions if r.name not in keep), None)
+        if oldest is None:
+            break
+        status.revisions.remove(oldest)
     _set_conditions(status, verdict, generation, now)
     if status != current:
         plan.status = status.to_wire()

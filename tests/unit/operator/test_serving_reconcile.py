@@ -164,3 +164,17 @@ def test_resolve_source_reads_the_job() -> None:
     pinned = spec(source={"artifact": {"uri": "pvc://m/gan/r2222222222", "sha256": SHA2}})
     assert resolve_source(pinned, "ns", None).artifact == SourceArtifact("pvc://m/gan/r2222222222", SHA2,
                                                                          "artifact pvc://m/gan/r2222222222")
+
+
+def test_the_revision_history_is_bounded_but_never_loses_the_stable_one() -> None:
+    _, status = run(GANInferenceServiceStatus(), source(SHA1))
+    _, status = run(status, source(SHA1), {REV1: deployment(1)})
+    for digit in "3456789abcdef":
+        sha = digit * 64
+        _, status = run(status, source(sha), {REV1: deployment(1)},
+                        [init_failed_pod(f"r{sha[:10]}", "does not verify")])
+        _, status = run(status, source(sha), {REV1: deployment(1)},
+                        [init_failed_pod(f"r{sha[:10]}", "does not verify")])
+    names = [r.name for r in status.revisions]
+    assert len(names) == 10 and REV1 in names and names[-1] == "r" + "f" * 10
+    assert status.stable_revision == REV1 and condition(status, "Ready")[0] == "True"
