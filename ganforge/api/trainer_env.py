@@ -5,6 +5,7 @@ from __future__ import annotations
 
 JOB_NAME = "GANFORGE_JOB_NAME"  # with JOB_NAMESPACE: the job whose status rank 0 reports on
 JOB_NAMESPACE = "GANFORGE_JOB_NAMESPACE"
+JOB_UID = "GANFORGE_JOB_UID"  # the export records the job's identity in the ONNX metadata
 GANG = "GANFORGE_GANG"  # which gang this worker belongs to (for logs and debugging)
 RUN_DIR = "GANFORGE_RUN_DIR"
 PVC_ROOT = "GANFORGE_PVC_ROOT"

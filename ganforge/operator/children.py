@@ -121,13 +121,17 @@ def trainer_rbac(job: JobRef) -> list[dict[str, Any]]:
     ]
 
 
-def claims_to_mount(job: JobRef, spec: GANTrainingJobSpec) -> list[str]:
-    claims = []
-    for uri in (spec.dataset.uri, resolved_checkpoint_uri(job, spec)):
+def claim_volumes(*uris: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumeMounts, volumes) that mount every claim these URIs name, once each, at its
+    place under the pvc:// mount root."""
+    claims: list[str] = []
+    for uri in uris:
         location = claim_location(uri)
         if location is not None and location.claim not in claims:
             claims.append(location.claim)
-    return claims
+    mounts = [{"name": f"claim-{i}", "mountPath": f"{naming.PVC_ROOT}/{c}"} for i, c in enumerate(claims)]
+    volumes = [{"name": f"claim-{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(claims)]
+    return mounts, volumes
 
 
 def _placement(spec: GANTrainingJobSpec, settings: OperatorSettings) -> dict[str, Any]:
@@ -167,11 +171,11 @@ def _environment(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettin
 
 def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings, gang: int, rank: int,
                config_sha: str) -> dict[str, Any]:
-    mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": naming.CONFIG_MOUNT, "readOnly": True}]
-    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": naming.config_map(job.name)}}]
-    for index, claim in enumerate(claims_to_mount(job, spec)):
-        mounts.append({"name": f"claim-{index}", "mountPath": f"{naming.PVC_ROOT}/{claim}"})
-        volumes.append({"name": f"claim-{index}", "persistentVolumeClaim": {"claimName": claim}})
+    claim_mounts, claim_sources = claim_volumes(spec.dataset.uri, resolved_checkpoint_uri(job, spec))
+    mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": naming.CONFIG_MOUNT, "readOnly": True},
+                                    *claim_mounts]
+    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": naming.config_map(job.name)}},
+                                     *claim_sources]
     if claim_location(resolved_checkpoint_uri(job, spec)) is None:
         # Checkpoints go to a remote URI; outputs stay in the pod (never on the node's own disk).
         mounts.append({"name": "run", "mountPath": LOCAL_RUN_ROOT})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -42,10 +43,15 @@ async def supervise(name: str, namespace: str, stopped: kopf.DaemonStopped, memo
     """One long-lived loop per job: reconcile, then sleep until a pod of the job changes or the
     resync interval passes. Returns once the job is finished and nothing of it is left running."""
     runtime = _runtime(memo)
-    wakeup = runtime.wakeup_event(namespace, name)
+    await _loop(lambda: runtime.reconcile_once(namespace, name), runtime.wakeup_event(namespace, name), stopped)
+
+
+async def _loop(one_pass: Callable[[], float | None], wakeup: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
+    """Run passes (in a thread: the kubernetes client blocks) until one says there is nothing left
+    to supervise; between passes, sleep for the delay it asked for or until `wakeup` is set."""
     while not stopped:
         wakeup.clear()
-        delay = await asyncio.to_thread(runtime.reconcile_once, namespace, name)
+        delay = await asyncio.to_thread(one_pass)
         if delay is None:
             return
         if delay > 0:
@@ -71,17 +77,9 @@ async def serve(name: str, namespace: str, stopped: kopf.DaemonStopped, memo: An
     """One loop per GANInferenceService, woken by its Deployments and pods and by job changes. Its
     children carry owner references: deleting the service garbage-collects them."""
     runtime = _runtime(memo)
-    wakeup = runtime.wakeup_event(namespace, name, SERVICE_KIND)
     try:
-        while not stopped:
-            wakeup.clear()
-            delay = await asyncio.to_thread(runtime.reconcile_service_once, namespace, name)
-            if delay is None:
-                return
-            try:
-                await asyncio.wait_for(wakeup.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+        await _loop(lambda: runtime.reconcile_service_once(namespace, name),
+                    runtime.wakeup_event(namespace, name, SERVICE_KIND), stopped)
     finally:
         runtime.forget(namespace, name, SERVICE_KIND)
 

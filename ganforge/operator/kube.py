@@ -6,6 +6,7 @@ Every write is idempotent: AlreadyExists on create and NotFound on delete count 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -37,10 +38,13 @@ class Kube:
         # kind -> (create, update); the typed client methods accept plain manifest dicts. ConfigMaps
         # are replaced whole; Services and Deployments get a strategic merge patch, which keeps
         # what the apiserver owns (a Service's clusterIP) and what others add (annotations).
+        merge = "application/strategic-merge-patch+json"
         self._methods: dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]] = {
             "Pod": (core.create_namespaced_pod, None),
-            "Service": (core.create_namespaced_service, core.patch_namespaced_service),
-            "Deployment": (self.apps.create_namespaced_deployment, self.apps.patch_namespaced_deployment),
+            "Service": (core.create_namespaced_service,
+                        functools.partial(core.patch_namespaced_service, _content_type=merge)),
+            "Deployment": (self.apps.create_namespaced_deployment,
+                           functools.partial(self.apps.patch_namespaced_deployment, _content_type=merge)),
             "ConfigMap": (core.create_namespaced_config_map, core.replace_namespaced_config_map),
             "PersistentVolumeClaim": (core.create_namespaced_persistent_volume_claim, None),
             "ServiceAccount": (core.create_namespaced_service_account, None),
@@ -111,11 +115,7 @@ class Kube:
         _, update = self._methods[manifest["kind"]]
         assert update is not None, f"{manifest['kind']} is create-only"
         # No resourceVersion: an unconditional update, which is what "make it look like this" means.
-        name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
-        if manifest["kind"] == "ConfigMap":
-            update(name, namespace, manifest)
-        else:
-            update(name, namespace, manifest, _content_type="application/strategic-merge-patch+json")
+        update(manifest["metadata"]["name"], manifest["metadata"]["namespace"], manifest)
         self._wrote()
 
     def delete_object(self, namespace: str, kind: str, name: str) -> None:

@@ -139,8 +139,10 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
     status = current.model_copy(deep=True)
     status.observed_generation = generation
     plan = Plan()
-    exports = [pod for pod in observed.pods if naming.EXPORT_LABEL in pod["metadata"].get("labels", {})]
-    workers = Observed([pod for pod in observed.pods if pod not in exports], observed.live_nodes, observed.now)
+    is_export = [naming.EXPORT_LABEL in pod["metadata"].get("labels", {}) for pod in observed.pods]
+    exports = [pod for pod, export in zip(observed.pods, is_export, strict=True) if export]
+    workers = Observed([pod for pod, export in zip(observed.pods, is_export, strict=True) if not export],
+                       observed.live_nodes, observed.now)
     if status.phase in TERMINAL_PHASES:
         _stop_leftovers(plan, observed, settings, gang=None)
     elif status.phase == "Exporting":

@@ -30,7 +30,7 @@ from ganforge.api.inference_service import (
 )
 from ganforge.api.training_job import GANTrainingJobSpec
 from ganforge.operator import naming
-from ganforge.operator.children import JobRef, OwnerRef, claim_location, resolved_checkpoint_uri
+from ganforge.operator.children import JobRef, OwnerRef, claim_volumes, resolved_checkpoint_uri
 from ganforge.operator.settings import OperatorSettings
 
 MODELS_MOUNT = "/models"
@@ -57,15 +57,9 @@ def job_repository_uri(job: JobRef, spec: GANTrainingJobSpec) -> str:
 
 def export_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings, checkpoint_uri: str,
                attempt: int) -> dict[str, Any]:
-    claims: list[str] = []
-    for uri in (resolved_checkpoint_uri(job, spec), spec.export.model_repository):
-        location = claim_location(uri)
-        if location is not None and location.claim not in claims:
-            claims.append(location.claim)
-    mounts = [{"name": f"claim-{i}", "mountPath": f"{storage.PVC_MOUNT_ROOT}/{c}"} for i, c in enumerate(claims)]
-    volumes = [{"name": f"claim-{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(claims)]
-    env = {trainer_env.PVC_ROOT: storage.PVC_MOUNT_ROOT, "GANFORGE_JOB_NAMESPACE": job.namespace,
-           "GANFORGE_JOB_NAME": job.name, "GANFORGE_JOB_UID": job.uid, "OMP_NUM_THREADS": "1"}
+    mounts, volumes = claim_volumes(resolved_checkpoint_uri(job, spec), spec.export.model_repository)
+    env = {trainer_env.PVC_ROOT: storage.PVC_MOUNT_ROOT, trainer_env.JOB_NAMESPACE: job.namespace,
+           trainer_env.JOB_NAME: job.name, trainer_env.JOB_UID: job.uid, "OMP_NUM_THREADS": "1"}
     container = {
         "name": naming.EXPORT_CONTAINER, "image": settings.trainer_image, "command": ["ganforge", "export"],
         "args": ["--checkpoint", checkpoint_uri, "--repository", job_repository_uri(job, spec),

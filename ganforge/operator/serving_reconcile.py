@@ -192,17 +192,16 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
             revision.state, revision.message = "Failed", health.failure
             plan.delete_objects += [DeleteObject("Deployment", name), DeleteObject("Service", name)]
             plan.events.append(Event("Warning", REVISION_FAILED, f"revision {revision.name}: {health.failure}"))
-        elif health.ready_replicas >= spec.triton.replicas:
-            if revision.state == "Loading":
-                plan.events.append(Event("Normal", REVISION_READY, f"revision {revision.name}: "
-                                                                   f"{health.ready_replicas} pod(s) ready"))
-            revision.state, revision.message = "Ready", f"{health.ready_replicas}/{spec.triton.replicas} pods ready"
         else:
-            if revision.state == "Ready" and revision.name == status.stable_revision:
-                revision.message = f"{health.ready_replicas}/{spec.triton.replicas} pods ready"
-            else:
+            revision.message = f"{health.ready_replicas}/{spec.triton.replicas} pods ready"
+            if health.ready_replicas >= spec.triton.replicas:
+                if revision.state == "Loading":
+                    plan.events.append(Event("Normal", REVISION_READY, f"revision {revision.name}: "
+                                                                       f"{health.ready_replicas} pod(s) ready"))
+                revision.state = "Ready"
+            elif revision.name != status.stable_revision:
+                # A stable revision short of pods stays Ready: it still serves, and it keeps its traffic.
                 revision.state = "Loading"
-                revision.message = f"{health.ready_replicas}/{spec.triton.replicas} pods ready"
 
     wanted = known.get(desired) if desired else None
     if wanted is not None and wanted.state == "Failed" and wanted.name != status.stable_revision:

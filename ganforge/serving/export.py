@@ -37,9 +37,10 @@ from ganforge.api.checkpoint_format import (
     parse_manifest,
     read_verified,
 )
+from ganforge.api.inference_service import TritonProfile
 from ganforge.api.training_job import GANTrainingJobSpec
 from ganforge.models import build_generator
-from ganforge.serving.model_repository import ModelFacts, Revision, TritonProfile, write_revision
+from ganforge.serving.model_repository import ModelFacts, Revision, write_revision
 
 log = logging.getLogger(__name__)
 
@@ -221,13 +222,14 @@ def export_checkpoint(checkpoint: Path, repository: Path, *, opset: int = 17, pr
         model = _to_fp16(model)
     identity = job or JobIdentity()
     manifest = loaded.manifest
+    versions = _versions()
     metadata = {
         "job.namespace": identity.namespace, "job.name": identity.name, "job.uid": identity.uid,
         "checkpoint.sha256": str(manifest["_sha256"]), "checkpoint.kimg": f"{float(manifest['kimg']):.3f}",
         "checkpoint.step": str(manifest["step"]), "datasetHash": str(manifest.get("datasetHash", "")),
         "metrics": json.dumps(manifest.get("metrics", {}), sort_keys=True), "precision": precision,
         **{key: str(value) for key, value in loaded.facts.to_wire().items()},
-        **{f"version.{name}": value for name, value in _versions().items()},
+        **{f"version.{name}": value for name, value in versions.items()},
     }
     _set_metadata(model, metadata)
     try:
@@ -249,7 +251,7 @@ def export_checkpoint(checkpoint: Path, repository: Path, *, opset: int = 17, pr
         "onnx": {"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                  "precision": precision},
         "parity": {"samples": PARITY_SAMPLES, "maxAbsDiff": difference, "bound": bound},
-        "versions": _versions(),
+        "versions": versions,
     }
     revision = write_revision(repository, data, loaded.facts, export_facts, loaded.reference_files, profile)
     log.info("exported %s (kimg %s) to %s: parity %.3g <= %g", checkpoint, manifest["kimg"], revision.path,

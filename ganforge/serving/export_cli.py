@@ -18,8 +18,9 @@ from typing import get_args
 
 from ganforge.api import storage, trainer_env
 from ganforge.api.exit_codes import ExitCode
+from ganforge.api.inference_service import TRITON_PROFILES
 from ganforge.api.training_job import ArtifactStatus
-from ganforge.serving.model_repository import TRITON_PROFILES, RevisionError
+from ganforge.serving.model_repository import RevisionError
 
 log = logging.getLogger("ganforge.export")
 
@@ -39,9 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="which Triton runs it: python-onnxruntime (ganforge local) or onnxruntime (NGC image)")
     parser.add_argument("--pvc-root", default=os.environ.get(trainer_env.PVC_ROOT, storage.PVC_MOUNT_ROOT),
                         help="where pvc://CLAIM/... URIs are mounted")
-    parser.add_argument("--job-namespace", default=os.environ.get("GANFORGE_JOB_NAMESPACE", ""))
-    parser.add_argument("--job-name", default=os.environ.get("GANFORGE_JOB_NAME", ""))
-    parser.add_argument("--job-uid", default=os.environ.get("GANFORGE_JOB_UID", ""))
+    parser.add_argument("--job-namespace", default=os.environ.get(trainer_env.JOB_NAMESPACE, ""))
+    parser.add_argument("--job-name", default=os.environ.get(trainer_env.JOB_NAME, ""))
+    parser.add_argument("--job-uid", default=os.environ.get(trainer_env.JOB_UID, ""))
     parser.add_argument("--result-file", type=Path, help="also write the JSON result here (termination message)")
     return parser
 
@@ -59,14 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = export_checkpoint(
             checkpoint, Path(repository_path), opset=args.opset, precision=args.precision, profile=args.profile,
             job=JobIdentity(args.job_namespace, args.job_name, args.job_uid))
-    except (ExportError, RevisionError, ValueError) as error:
-        message = f"export failed: {error}"
-        log.error("%s", message)
-        if args.result_file:
-            args.result_file.write_text(message[-3000:])
-        return int(ExitCode.EXPORT_ERROR)
-    except OSError as error:
-        message = f"export failed: {error.filename or ''}: {error.strerror or error}"
+    except (ExportError, RevisionError, ValueError, OSError) as error:
+        detail = f"{error.filename or ''}: {error.strerror or error}" if isinstance(error, OSError) else str(error)
+        message = f"export failed: {detail}"
         log.error("%s", message)
         if args.result_file:
             args.result_file.write_text(message[-3000:])

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganforge.api.inference_service import TRITON_PROFILES, TritonProfile, TritonSpec, revision_name
+from ganforge.api.checkpoint_format import sha256_hex
+from ganforge.api.inference_service import TritonProfile, TritonSpec, revision_name
 
 MANIFEST = "manifest.json"
 EXPORT_FACTS = "export.json"
@@ -41,7 +42,6 @@ PYTHON_MODEL_FILE = "model.py"
 MODEL_VERSION = "1"
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_onnx_model.py")
 
-__all__ = ["TRITON_PROFILES", "TritonProfile"]  # re-exported for the export and prepare CLIs
 
 
 class RevisionError(Exception):
@@ -163,7 +163,7 @@ def write_revision(repository: Path, onnx_model: bytes, facts: ModelFacts, expor
         _write(staging / EXPORT_FACTS, json.dumps(document, indent=2, sort_keys=True).encode())
         manifest = _manifest(staging)
         _write(staging / MANIFEST, manifest)
-        sha = hashlib.sha256(manifest).hexdigest()
+        sha = sha256_hex(manifest)
         target = repository / revision_name(sha)
         for directory in [*sorted({p for p in staging.rglob("*") if p.is_dir()}, reverse=True), staging]:
             _fsync(directory)
@@ -193,7 +193,7 @@ def verify_revision(path: Path, expected_sha256: str) -> dict[str, Any]:
         raw = manifest_path.read_bytes()
     except OSError as error:
         raise RevisionError(f"{manifest_path}: cannot read the manifest: {error.strerror or error}") from None
-    actual = hashlib.sha256(raw).hexdigest()
+    actual = sha256_hex(raw)
     if actual != expected_sha256:
         raise RevisionError(f"{manifest_path}: sha256 is {actual}, expected {expected_sha256}")
     try:

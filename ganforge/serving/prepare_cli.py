@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from ganforge.api import storage
 from ganforge.api.exit_codes import ExitCode
-from ganforge.api.inference_service import TritonSpec
-from ganforge.serving.model_repository import TRITON_PROFILES, RevisionError, prepare_model_directory
+from ganforge.api.inference_service import TRITON_PROFILES, TritonSpec
+from ganforge.serving.model_repository import RevisionError, prepare_model_directory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
