@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +34,11 @@ import torch
 
 from ganforge.api.inference_service import TritonSpec
 from ganforge.api.training_job import ModelSpec
-from ganforge.local import tools
-from ganforge.local.control_plane import free_port
+from ganforge.local.triton import triton_serving
 from ganforge.models import build_generator
 from ganforge.serving.client import GeneratorClient
 from ganforge.serving.export import to_onnx
 from ganforge.serving.model_repository import ModelFacts, prepare_model_directory, write_revision
-
-CPU_FLAGS = ["--disable-auto-complete-config", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0",
-             "--allow-gpu-metrics=false"]
 
 
 @dataclass
@@ -53,10 +47,42 @@ class Measurement:
     p50_ms: float
     p95_ms: float
     requests: int
+    client_cpu_ms: float  # CPU time of this process (the clients, or the in-process model) per request
+    server_cpu_ms: float  # CPU time of the server's processes per request (0 for in-process backends)
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and its descendants (tritonserver starts one python-backend stub per model instance)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(parent, []).append(int(entry))
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(parents.get(pid, []))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes, from /proc (Linux)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def measure(call: Callable[[np.ndarray], np.ndarray], batch: int, clients: int, seconds: float,
-            latent_dim: int) -> Measurement:
+            latent_dim: int, server_pids: list[int] | None = None) -> Measurement:
     latencies: list[list[float]] = [[] for _ in range(clients)]
     stop = time.perf_counter() + seconds
     errors: list[BaseException] = []
@@ -73,42 +99,20 @@ def measure(call: Callable[[np.ndarray], np.ndarray], batch: int, clients: int, 
             errors.append(error)
 
     began = time.perf_counter()
+    client_cpu, server_cpu = time.process_time(), cpu_seconds(server_pids or [])
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - began
+    client_cpu, server_cpu = time.process_time() - client_cpu, cpu_seconds(server_pids or []) - server_cpu
     if errors:
         raise errors[0]
     every = sorted(x for per_client in latencies for x in per_client)
     quantiles = statistics.quantiles(every, n=100)
-    return Measurement(len(every) * batch / wall, quantiles[49] * 1000, quantiles[94] * 1000, len(every))
-
-
-def start_triton(model_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    http, grpc, metrics = free_port(), free_port(), free_port()
-    log = open(model_dir.parent / "triton.log", "wb")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(
-        [str(tools.tool_path("tritonserver")), f"--model-repository={model_dir.parent}",
-         "--model-control-mode=explicit", f"--load-model={model_dir.name}", f"--http-port={http}",
-         f"--grpc-port={grpc}", f"--metrics-port={metrics}", *CPU_FLAGS],
-        stdout=log, stderr=subprocess.STDOUT)
-    url = f"127.0.0.1:{http}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = (model_dir.parent / "triton.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"tritonserver exited ({process.returncode}):\n{tail}")
-        try:
-            with urllib.request.urlopen(f"http://{url}/v2/models/{model_dir.name}/ready", timeout=2) as answer:
-                if answer.status == 200:
-                    return process, url
-        except OSError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("tritonserver did not report the model ready in 120 s")
+    return Measurement(len(every) * batch / wall, quantiles[49] * 1000, quantiles[94] * 1000, len(every),
+                       client_cpu / len(every) * 1000, server_cpu / len(every) * 1000)
 
 
 def main() -> int:
@@ -150,8 +154,8 @@ def main() -> int:
                              max_queue_delay_microseconds=1000)
         model_dir = root / "models" / "bench"
         prepare_model_directory(revision.path, revision.sha256, model_dir, "python-onnxruntime", serving)
-        process, url = start_triton(model_dir)
-        try:
+        with triton_serving(model_dir) as served:
+            url = served.url
             # One keep-alive connection per client thread, as a real client keeps one.
             local = threading.local()
 
@@ -161,13 +165,16 @@ def main() -> int:
                 return local.client.generate(z)
 
             backends = {"onnxruntime direct": direct, "Triton (local profile)": triton, "torch eager": eager}
+            server_pids = {"Triton (local profile)": process_tree(served.process.pid)}
             print(f"{cores} cores; {args.seconds:g} s per cell and backend, {args.rounds} rounds (medians); "
                   "DCGAN latent 64, width 32, 32x32x1\n")
-            print("| batch | clients | backend | img/s | p50 ms | p95 ms | img/s vs ORT (per-round ratios) |")
-            print("|---:|---:|---|---:|---:|---:|---:|")
+            print("| batch | clients | backend | img/s | p50 ms | p95 ms | img/s vs ORT (per-round ratios) "
+                  "| CPU ms/request: clients + server |")
+            print("|---:|---:|---|---:|---:|---:|---:|---:|")
             for batch in args.batches:
                 for clients in (1, 4):
-                    rounds = [{name: measure(call, batch, clients, args.seconds, facts.latent_dim)
+                    rounds = [{name: measure(call, batch, clients, args.seconds, facts.latent_dim,
+                                             server_pids.get(name))
                                for name, call in backends.items()} for _ in range(args.rounds)]
                     for name in backends:
                         runs = [one[name] for one in rounds]
@@ -177,11 +184,10 @@ def main() -> int:
                               f"{statistics.median(r.images_per_second for r in runs):.0f} | "
                               f"{statistics.median(r.p50_ms for r in runs):.2f} | "
                               f"{statistics.median(r.p95_ms for r in runs):.2f} | "
-                              f"**{statistics.median(ratios):.2f}x** ({' / '.join(f'{x:.2f}' for x in ratios)}) |",
+                              f"**{statistics.median(ratios):.2f}x** ({' / '.join(f'{x:.2f}' for x in ratios)}) | "
+                              f"{statistics.median(r.client_cpu_ms for r in runs):.2f} + "
+                              f"{statistics.median(r.server_cpu_ms for r in runs):.2f} |",
                               flush=True)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
     return 0
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ganforge.api.inference_service import KIND, MAX_SERVICE_NAME_LENGTH
-from ganforge.api.training_job import API_VERSION
+from ganforge.api.training_job import API_VERSION, MIN_GATE_SAMPLES
 from tests.invalid_specs import DROP, changed
 
 MANIFEST_SHA256 = "0123456789abcdef" * 4
@@ -79,6 +79,16 @@ INVALID_GIS_SPECS: tuple[InvalidGisSpec, ...] = (
     InvalidGisSpec("zero-threads", ("spec.triton.threads",), {"triton": {"threads": 0}}),
     InvalidGisSpec("steps-short-of-100", ("spec.rollout.steps",), {"rollout": {"steps": [10, 50]}}),
     InvalidGisSpec("steps-unsorted", ("spec.rollout.steps",), {"rollout": {"steps": [50, 10, 100]}}),
+    InvalidGisSpec("negative-kid-margin", ("spec.rollout.gates.quality.kidMargin",),
+                   {"rollout": {"gates": {"quality": {"kidMargin": -0.001}}}}),
+    InvalidGisSpec("sample-size-below-kid-minimum", ("spec.rollout.gates.quality.sampleSize",),
+                   {"rollout": {"gates": {"quality": {"sampleSize": MIN_GATE_SAMPLES - 1}}}}),
+    InvalidGisSpec("confidence-above-one", ("spec.rollout.gates.quality.confidence",),
+                   {"rollout": {"gates": {"quality": {"confidence": 1.5}}}}),
+    InvalidGisSpec("negative-failure-limit", ("spec.rollout.failureLimit",), {"rollout": {"failureLimit": -1}}),
+    InvalidGisSpec("zero-p95-bound", ("spec.rollout.gates.serving.p95LatencyMs",),
+                   {"rollout": {"gates": {"serving": {"p95LatencyMs": 0}}}}),
+    InvalidGisSpec("unknown-approval", ("spec.rollout.approval",), {"rollout": {"approval": "sometimes"}}),
     InvalidGisSpec("unknown-strategy", ("spec.rollout.strategy",), {"rollout": {"strategy": "shadow"}}),
     InvalidGisSpec("model-name-with-space", ("spec.modelName",), {"modelName": "fashion gen"}),
     InvalidGisSpec("model-name-with-dot", ("spec.modelName",), {"modelName": "fashion.gen"}),

@@ -272,6 +272,9 @@ class EvaluationSpec(ApiModel):
 
 
 DEFAULT_MODEL_REPOSITORY = "pvc://ganforge-models"
+# The canary quality gate's defaults, calibrated by A/A runs (docs/canary.md).
+MIN_GATE_SAMPLES = 200
+DEFAULT_KID_MARGIN = 0.1
 
 
 class ExportSpec(ApiModel):
@@ -295,13 +298,49 @@ class ExportSpec(ApiModel):
         return require_pvc_uri(value)
 
 
-class RolloutGates(ApiModel):
-    max_fd: float | None = Field(None, ge=0.0, description="Absolute FD ceiling for the canary.")
-    max_fd_regression: float = Field(
-        0.05, ge=0.0, le=10.0, description="Allowed relative FD increase over stable."
+class QualityGate(ApiModel):
+    """The canary's generative quality against the stable's, on samples from the same latents."""
+
+    sample_size: int = Field(
+        1000, ge=MIN_GATE_SAMPLES, le=20000,
+        description=f"Images generated from each revision; KID's interval needs at least {MIN_GATE_SAMPLES}.",
     )
+    kid_margin: float = Field(
+        DEFAULT_KID_MARGIN, ge=0.0, le=10.0,
+        description="Allowed relative KID increase of the canary over the stable (0.1 = 10 %): pass when the "
+                    "interval's upper end is at most this, fail when its lower end exceeds it, else inconclusive.",
+    )
+    confidence: float = Field(0.95, ge=0.5, le=0.999, description="Coverage of the bootstrap interval on ΔKID.")
+    bootstrap_resamples: int = Field(500, ge=100, le=10000, description="Bootstrap draws for the interval.")
+    feature_extractor: FeatureExtractorName | None = Field(
+        None, description="Feature space of the gate; null = domain if the artifact has it, else its first.",
+    )
+    max_kid: float | None = Field(None, ge=0.0, description="Absolute KID ceiling for the canary; null = none.")
+    max_fd: float | None = Field(None, ge=0.0, description="Absolute FD ceiling for the canary; null = none.")
+    max_fd_regression: float | None = Field(
+        None, ge=0.0, le=10.0, description="Allowed relative FD increase over stable at equal N; null = none.",
+    )
+    min_precision: float | None = Field(None, ge=0.0, le=1.0, description="Precision floor; null = none.")
+    min_recall: float | None = Field(None, ge=0.0, le=1.0, description="Recall floor; null = none.")
+    min_diversity_ratio: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Collapse check: the canary's sample diversity over the stable's must be at least this.",
+    )
+
+
+class ServingGate(ApiModel):
+    """A bounded load run against the canary revision alone."""
+
+    duration_seconds: int = Field(10, ge=1, le=600, description="Length of the load run.")
+    concurrency: int = Field(2, ge=1, le=64, description="Concurrent clients.")
+    batch_size: int = Field(1, ge=1, le=4096, description="Images per request.")
     p95_latency_ms: float = Field(100.0, gt=0.0, description="p95 latency ceiling in milliseconds.")
-    max_error_rate: float = Field(0.01, ge=0.0, le=1.0, description="Error-rate ceiling.")
+    max_error_rate: float = Field(0.0, ge=0.0, le=1.0, description="Share of failed requests allowed.")
+
+
+class RolloutGates(ApiModel):
+    quality: QualityGate = Field(default_factory=QualityGate, description="Generative quality gate.")
+    serving: ServingGate = Field(default_factory=ServingGate, description="Latency and error gate.")
 
 
 class RolloutPolicy(ApiModel):
@@ -316,7 +355,12 @@ class RolloutPolicy(ApiModel):
         description="Canary traffic percentages.",
     )
     gates: RolloutGates = Field(default_factory=RolloutGates, description="Promotion gates.")
-    approval: Literal["auto", "manual"] = Field("auto", description="Promote automatically or wait.")
+    approval: Literal["auto", "manual"] = Field(
+        "auto", description="auto: promote when every step passes; manual: wait for a person at the end.")
+    failure_limit: int = Field(
+        0, ge=0, le=10, description="Failed analyses tolerated (each re-run) before the rollout aborts.")
+    inconclusive_limit: int = Field(
+        0, ge=0, le=10, description="Inconclusive analyses tolerated (each re-run) before the rollout pauses.")
 
     @field_validator("steps")
     @classmethod

@@ -46,10 +46,29 @@ class DomainClassifier(nn.Module):
         return out
 
 
+# The trained classifier travels beside the reference statistics (and so with every exported
+# artifact): its features are a feature space of the reference, and the canary gate needs them
+# without the dataset.
+CLASSIFIER_FILE = "domain-classifier.pt"
+
+
 @dataclass
 class TrainedClassifier:
     model: DomainClassifier
     accuracy: float  # on the held-out split (or a held-back slice of train when there is none)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save({"channels": self.model.channels, "num_classes": self.model.num_classes,
+                    "accuracy": self.accuracy, "state": self.model.state_dict()}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TrainedClassifier:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        model = DomainClassifier(int(payload["channels"]), int(payload["num_classes"]))
+        model.load_state_dict(payload["state"])
+        return cls(model.eval().requires_grad_(False), float(payload["accuracy"]))
 
 
 def train_classifier(
@@ -97,10 +116,8 @@ def load_or_train(
     path = cache_dir / f"domain-classifier-v{VERSION}-{dataset_hash}-{steps}.pt"
     if path.exists():
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            model = DomainClassifier(int(payload["channels"]), int(payload["num_classes"]))
-            model.load_state_dict(payload["state"])
-            return TrainedClassifier(model.to(device).eval().requires_grad_(False), float(payload["accuracy"]))
+            cached = TrainedClassifier.from_bytes(path.read_bytes())
+            return TrainedClassifier(cached.model.to(device), cached.accuracy)
         except Exception as error:
             log.warning("ignoring unreadable cached classifier %s: %s", path, error)
     start = time.perf_counter()
@@ -108,10 +125,7 @@ def load_or_train(
     log.info("trained the domain classifier in %.1fs: held-out accuracy %.3f", time.perf_counter() - start,
              trained.accuracy)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"channels": images.shape[1], "num_classes": num_classes, "accuracy": trained.accuracy,
-                "state": trained.model.state_dict()}, buffer)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_bytes(buffer.getvalue())
+    tmp.write_bytes(trained.to_bytes())
     os.replace(tmp, path)
     return trained

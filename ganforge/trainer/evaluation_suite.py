@@ -16,8 +16,8 @@ from torch import nn
 
 from ganforge.api.training_job import EvaluationSpec
 from ganforge.evaluation import EvaluationResult, ReferenceStatistics, evaluate_images
+from ganforge.evaluation.domain_classifier import CLASSIFIER_FILE, TrainedClassifier, load_or_train
 from ganforge.evaluation.domain_classifier import VERSION as CLASSIFIER_VERSION
-from ganforge.evaluation.domain_classifier import load_or_train
 from ganforge.evaluation.features import (
     DomainFeatures,
     EffNetLite0Features,
@@ -55,6 +55,14 @@ class EvaluationSuite:
             labels = (torch.arange(start, start + count) % num_classes).to(device) if num_classes else None
             images.append(to_uint8(generator(z, labels)).cpu())
         return torch.cat(images)
+
+    def reference_files(self) -> dict[str, bytes]:
+        """What the checkpoints (and so every exported artifact) carry for later quality checks:
+        the reference statistics and, when it is one of the feature spaces, the domain classifier."""
+        files = self.reference.to_files()
+        if self.classifier is not None and self.classifier_accuracy is not None:
+            files[CLASSIFIER_FILE] = TrainedClassifier(self.classifier.classifier, self.classifier_accuracy).to_bytes()
+        return files
 
     def evaluate(self, generator: nn.Module, latent_dim: int, num_classes: int, device: torch.device,
                  seed: int) -> EvaluationResult:

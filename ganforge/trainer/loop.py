@@ -277,7 +277,7 @@ class _Run:
         start = time.perf_counter()
         self.suite = build_suite(ev, data, Path(self.rt.cache_dir), self.ctx.device)
         if self.manager is not None:
-            files = with_manifest(self.suite.reference.to_files(), {"datasetHash": self.suite.reference.dataset_hash})
+            files = with_manifest(self.suite.reference_files(), {"datasetHash": self.suite.reference.dataset_hash})
             self.manager.storage.write_checkpoint(REFERENCE_DIR, files)
         log.info("evaluation ready in %.1fs (extractors: %s%s)", time.perf_counter() - start,
                  ", ".join(e.name for e in self.suite.extractors),

@@ -21,7 +21,7 @@ from ganforge.api.inference_service import (
     TritonSpec,
     revision_name,
 )
-from ganforge.api.training_job import Condition, RolloutPolicy, RolloutSpec
+from ganforge.api.training_job import DEFAULT_KID_MARGIN, Condition, RolloutPolicy, RolloutSpec
 from tests.invalid_gis_specs import (
     INVALID_GIS_SPECS,
     MANIFEST_SHA256,
@@ -48,8 +48,14 @@ def test_defaults() -> None:
     )
     assert spec.rollout == RolloutPolicy() and spec.rollout.steps == [10, 50, 100]
     assert spec.to_wire()["rollout"] == {
-        "strategy": "canary", "steps": [10, 50, 100], "approval": "auto",
-        "gates": {"maxFd": None, "maxFdRegression": 0.05, "p95LatencyMs": 100.0, "maxErrorRate": 0.01},
+        "strategy": "canary", "steps": [10, 50, 100], "approval": "auto", "failureLimit": 0, "inconclusiveLimit": 0,
+        "gates": {
+            "quality": {"sampleSize": 1000, "kidMargin": DEFAULT_KID_MARGIN, "confidence": 0.95,
+                        "bootstrapResamples": 500, "featureExtractor": None, "maxKid": None, "maxFd": None,
+                        "maxFdRegression": None, "minPrecision": None, "minRecall": None, "minDiversityRatio": 0.5},
+            "serving": {"durationSeconds": 10, "concurrency": 2, "batchSize": 1, "p95LatencyMs": 100.0,
+                        "maxErrorRate": 0.0},
+        },
     }
 
 
