@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("ganforge.serving.export_cli", "checkpoint -> parity-checked ONNX revision in a model repository"),
     "prepare-model": ("ganforge.serving.prepare_cli", "verify a revision and lay it out for Triton (pod init step)"),
     "generate": ("ganforge.serving.generate_cli", "sample grid from a GANInferenceService through Triton"),
+    "rollout": ("ganforge.operator.rollout_cli", "a GANInferenceService's rollout: status, promote, abort"),
     "analyze": ("ganforge.serving.analysis_cli", "one canary analysis: quality and serving gates (analysis pod)"),
 }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ganforge.api.training_job import ApiModel
 
@@ -26,6 +26,9 @@ TERMINATION_MESSAGE_LIMIT = 4096
 
 
 class Measurement(ApiModel):
+    # Read back from pods and from status: fields a newer version added are ignored, not fatal.
+    model_config = ConfigDict(extra="ignore")
+
     name: str = Field(max_length=63, description="What was measured, e.g. deltaKid, p95LatencyMs, nonFinitePixels.")
     value: float | None = Field(None, description="The measured value; null when it could not be measured.")
     bound: float | None = Field(None, description="The bound it was held against; null when it is only reported.")
@@ -36,11 +39,24 @@ class Measurement(ApiModel):
 
 
 class AnalysisResult(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
     verdict: Verdict = Field(description="Fail if any measurement failed, else Inconclusive if any was, else Pass.")
     measurements: list[Measurement] = Field(default_factory=list, max_length=32, description="Every measurement.")
     feature_extractor: str | None = Field(None, description="Feature space of the quality measurements.")
     sample_size: int = Field(0, ge=0, description="Images generated from each revision for the quality gate.")
     message: str = Field("", max_length=512, description="Summary, for people.")
+
+
+def describe(measurement: Measurement) -> str:
+    """One line for people: `kidIncrease 0.24 [0.18, 0.31] > 0.1: Fail`."""
+    m = measurement
+    if m.value is None:
+        return f"{m.name}: {m.verdict} ({m.message})" if m.message else f"{m.name}: {m.verdict}"
+    interval = f" [{m.lower:.3g}, {m.upper:.3g}]" if m.lower is not None and m.upper is not None else ""
+    if m.bound is None:
+        return f"{m.name} {m.value:.4g}{interval}"
+    return f"{m.name} {m.value:.4g}{interval} (bound {m.bound:g}): {m.verdict}"
 
 
 def reported(name: str, value: float | None, message: str) -> Measurement:

@@ -12,6 +12,7 @@ from typing import Literal, get_args
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from ganforge.api.analysis import Measurement
 from ganforge.api.conditions import ConditionFields
 from ganforge.api.training_job import API_GROUP as API_GROUP
 from ganforge.api.training_job import API_VERSION as API_VERSION
@@ -154,6 +155,12 @@ class ServiceObjectMeta(ObjectMeta):
     name: str | None = Field(None, max_length=MAX_SERVICE_NAME_LENGTH)
 
 
+# `kubectl annotate gis NAME ganforge.io/promote=<revision>` promotes a paused or waiting canary;
+# ganforge.io/abort=<revision> rolls it back. Naming the revision keeps a stale annotation from
+# deciding a later rollout.
+PROMOTE_ANNOTATION = "ganforge.io/promote"
+ABORT_ANNOTATION = "ganforge.io/abort"
+
 ServicePhase = Literal["Pending", "Progressing", "Ready", "Degraded"]
 ServiceConditionType = Literal["Ready", "Progressing", "Degraded"]
 RevisionState = Literal["Loading", "Ready", "Failed", "Retired"]
@@ -188,6 +195,50 @@ class RevisionStatus(ApiModel):
     created_time: str | None = Field(None, description="RFC 3339 time the revision was created.")
 
 
+RolloutPhase = Literal["Progressing", "Paused", "AwaitingApproval", "Promoted", "RolledBack"]
+AnalysisState = Literal["Running", "Pass", "Fail", "Inconclusive"]
+# Analyses kept in a rollout's status (newest last).
+MAX_ANALYSES_IN_STATUS = 12
+
+
+class AnalysisRecord(ApiModel):
+    """One analysis of the canary: a pod running `ganforge analyze`, and what it measured."""
+
+    model_config = _STATUS_CONFIG
+
+    step: int = Field(ge=0, description="Index of the rollout step it analysed.")
+    attempt: int = Field(ge=0, description="Re-runs of this step before it (after a tolerated failure).")
+    weight: int = Field(ge=0, le=100, description="Percentage of user traffic the canary had meanwhile.")
+    pod: str = Field(description="The analysis pod.")
+    state: AnalysisState = Field(description="Running, or its verdict: Pass, Fail or Inconclusive.")
+    feature_extractor: str | None = Field(None, description="Feature space of the quality measurements.")
+    sample_size: int = Field(0, ge=0, description="Images generated from each revision.")
+    measurements: list[Measurement] = Field(default_factory=list, description="Each measurement and its verdict.")
+    message: str = Field("", description="Summary, for people.")
+    started_time: str | None = Field(None, description="RFC 3339 time the analysis pod was created.")
+    finished_time: str | None = Field(None, description="RFC 3339 time its verdict was recorded.")
+
+
+class RolloutStatus(ApiModel):
+    """The latest rollout of a new revision against the stable one."""
+
+    model_config = _STATUS_CONFIG
+
+    revision: str = Field(description="The canary revision.")
+    from_revision: str = Field(description="The stable revision when the rollout began.")
+    strategy: Literal["canary", "blueGreen"] = Field(description="Strategy the rollout runs.")
+    phase: RolloutPhase = Field(description="Progressing, Paused (inconclusive), AwaitingApproval, Promoted "
+                                            "or RolledBack.")
+    step: int = Field(0, ge=0, description="Index of the current step.")
+    weights: list[int] = Field(default_factory=list, description="Canary traffic percentage of each step.")
+    failures: int = Field(0, ge=0, description="Failed analyses so far.")
+    inconclusives: int = Field(0, ge=0, description="Inconclusive analyses so far.")
+    analyses: list[AnalysisRecord] = Field(default_factory=list, description="The analyses, newest last.")
+    message: str = Field("", description="Explanation of the phase, for people.")
+    started_time: str | None = Field(None, description="RFC 3339 time the rollout began.")
+    finished_time: str | None = Field(None, description="RFC 3339 time it was promoted or rolled back.")
+
+
 class GANInferenceServiceStatus(ApiModel):
     model_config = _STATUS_CONFIG
 
@@ -203,6 +254,7 @@ class GANInferenceServiceStatus(ApiModel):
         f"e.g. http://<name>.<namespace>.svc:{TRITON_HTTP_PORT}.",
     )
     revisions: list[RevisionStatus] = Field(default_factory=list, description="Revisions that exist.")
+    rollout: RolloutStatus | None = Field(None, description="The current or latest rollout.")
     conditions: list[ServiceCondition] = Field(default_factory=list, description="Kubernetes-style conditions.")
 
 

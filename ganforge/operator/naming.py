@@ -20,11 +20,13 @@ CONFIG_HASH_ANNOTATION = f"{LABEL_PREFIX}/config-sha256"
 SERVICE_LABEL = f"{LABEL_PREFIX}/inference-service"
 REVISION_LABEL = f"{LABEL_PREFIX}/revision"
 EXPORT_LABEL = f"{LABEL_PREFIX}/export"
+ANALYSIS_LABEL = f"{LABEL_PREFIX}/analysis"
 
 TRAINER_CONTAINER = "trainer"
 EXPORT_CONTAINER = "export"
 PREPARE_CONTAINER = "prepare-model"
 TRITON_CONTAINER = "triton"
+ANALYSIS_CONTAINER = "analysis"
 CONFIG_FILE_NAME = "job.yaml"
 CONFIG_MOUNT = "/etc/ganforge"
 PVC_ROOT = PVC_MOUNT_ROOT
@@ -65,6 +67,11 @@ def export_pod(job: str, attempt: int) -> str:
 def revision_object(service: str, revision: str) -> str:
     """Deployment and Service of one revision of a GANInferenceService."""
     return f"{service}-{revision}"
+
+
+def analysis_pod(service: str, revision: str, step: int, attempt: int) -> str:
+    """At most 40 + 1 + 11 + 8 characters: step and attempt stay below 100 (the API's limits)."""
+    return f"{service}-{revision}-a{step}-{attempt}"
 
 
 def service_selector(service: str) -> str:

@@ -121,7 +121,8 @@ class OperatorRuntime:
         deployments = {d["metadata"]["labels"].get(naming.REVISION_LABEL, ""): d
                        for d in self.kube.deployments(namespace, selector)}
         observed = ServingObserved(resolve_source(spec, namespace, job), deployments,
-                                   self.kube.pods(namespace, selector), datetime.now(UTC))
+                                   self.kube.pods(namespace, selector), datetime.now(UTC),
+                                   metadata.get("annotations") or {})
         plan = reconcile_service(service, spec, current, int(metadata.get("generation") or 0), observed,
                                  self.settings)
         self.kube.execute(namespace, name, metadata["resourceVersion"], plan, lambda event: _post(body, event),

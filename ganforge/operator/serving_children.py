@@ -27,6 +27,7 @@ from ganforge.api.inference_service import (
     TRITON_HTTP_PORT,
     TRITON_METRICS_PORT,
     GANInferenceServiceSpec,
+    RevisionStatus,
 )
 from ganforge.api.training_job import GANTrainingJobSpec
 from ganforge.operator import naming
@@ -170,3 +171,46 @@ def triton_deployment(service: ServiceRef, spec: GANInferenceServiceSpec, model_
             "template": {"metadata": {"labels": {**naming.MANAGED_BY, **labels}}, "spec": pod_spec},
         },
     }
+
+
+def revision_host(service: ServiceRef, revision: str) -> str:
+    return f"{naming.revision_object(service.name, revision)}.{service.namespace}.svc"
+
+
+def analysis_pod(service: ServiceRef, spec: GANInferenceServiceSpec, model_name: str, revision: RevisionStatus,
+                 stable: str, step: int, attempt: int, settings: OperatorSettings) -> dict[str, Any]:
+    """`ganforge analyze` of the canary against the stable, through their revision Services. It
+    reads the canary's artifact (its reference statistics) from the model repository, read-only,
+    and reports through its termination message: no API token."""
+    canary = revision.name
+    location = storage.parse_pvc_uri(revision.uri)
+    gates = spec.rollout.gates
+    container = {
+        "name": naming.ANALYSIS_CONTAINER, "image": settings.trainer_image, "command": ["ganforge", "analyze"],
+        "args": ["--model-name", model_name,
+                 "--canary-url", f"{revision_host(service, canary)}:{TRITON_HTTP_PORT}",
+                 "--stable-url", f"{revision_host(service, stable)}:{TRITON_HTTP_PORT}",
+                 "--canary-metrics-url", f"http://{revision_host(service, canary)}:{TRITON_METRICS_PORT}/metrics",
+                 "--canary-revision", revision.uri, "--canary-sha256", revision.sha256,
+                 "--quality", json.dumps(gates.quality.to_wire(), sort_keys=True),
+                 "--serving", json.dumps(gates.serving.to_wire(), sort_keys=True),
+                 # Fresh latents for a re-run; the same for both revisions within one analysis.
+                 "--seed", str(1000 * step + attempt), "--threads", "1", "--result-file", TERMINATION_LOG],
+        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+        "resources": {"requests": {"cpu": settings.analysis_cpu, "memory": settings.analysis_memory}},
+        "volumeMounts": [{"name": "repository", "mountPath": f"{storage.PVC_MOUNT_ROOT}/{location.claim}",
+                          "readOnly": True}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    # No revision label: the revision Services select by it, and an analysis pod is no endpoint.
+    labels = {naming.ANALYSIS_LABEL: canary}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never", "containers": [container], "automountServiceAccountToken": False,
+        "volumes": [{"name": "repository", "persistentVolumeClaim": {"claimName": location.claim, "readOnly": True}}],
+    }
+    if settings.on_demand_node_selector:
+        pod_spec["nodeSelector"] = dict(settings.on_demand_node_selector)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": service.metadata(naming.analysis_pod(service.name, canary, step, attempt), labels),
+            "spec": pod_spec}

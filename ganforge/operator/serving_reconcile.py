@@ -10,7 +10,9 @@ safe:
   is Failed and removed, the stable revision keeps serving, and the service says Degraded why;
 - a source that is missing, failed or not exported yet changes nothing that serves.
 
-The canary (weights, quality gates) builds on this; here a ready revision replaces the stable one.
+- a ready revision becomes stable at once only when there is no stable yet; otherwise it is rolled
+  out against the stable one, analysis by analysis (ganforge.operator.rollout), and promoted or
+  rolled back on the verdicts.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ganforge.api.inference_service import (
     revision_name,
 )
 from ganforge.operator import naming, serving_children
+from ganforge.operator import rollout as rollout_steps
 from ganforge.operator.observe import terminated_state
 from ganforge.operator.reconcile import CONDITION_MESSAGE_LIMIT, DeleteObject, Event, Plan, rfc3339, upsert_condition
 from ganforge.operator.settings import OperatorSettings
@@ -93,8 +96,9 @@ def resolve_source(spec: GANInferenceServiceSpec, namespace: str, job: Mapping[s
 class ServingObserved:
     source: SourceState
     deployments: Mapping[str, Mapping[str, Any]]  # revision -> its Deployment
-    pods: Sequence[Mapping[str, Any]]  # the service's pods, labelled with their revision
+    pods: Sequence[Mapping[str, Any]]  # the service's pods: Triton pods by revision, analysis pods
     now: datetime
+    annotations: Mapping[str, str] = field(default_factory=dict)  # the service's: a person's rollout decisions
 
 
 @dataclass
@@ -140,6 +144,7 @@ class _Verdict:
     degraded_reason: str = ""
     degraded: list[str] = field(default_factory=list)
     progressing: str = ""
+    progressing_reason: str = "RevisionLoading"
 
 
 def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec,
@@ -205,20 +210,23 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
 
     wanted = known.get(desired) if desired else None
     if wanted is not None and wanted.state == "Failed" and wanted.name != status.stable_revision:
-        verdict.degraded_reason = verdict.degraded_reason or REVISION_FAILED
+        rollout = status.rollout
+        if rollout is not None and rollout.revision == wanted.name and rollout.phase not in ("Promoted", "RolledBack"):
+            # The canary broke mid-rollout (its Triton died, its pods never came back): that ends it.
+            status.rollout = rollout_steps.abandon(rollout, f"the canary revision failed: {wanted.message}",
+                                                   observed.now, plan)
+            status.canary_revision = None
+        rolled_back = rollout is not None and rollout.revision == wanted.name
+        verdict.degraded_reason = verdict.degraded_reason or (rollout_steps.ROLLED_BACK if rolled_back
+                                                              else REVISION_FAILED)
         verdict.degraded.append(f"revision {wanted.name} cannot serve: {wanted.message}")
     elif wanted is not None and wanted.state == "Loading":
         verdict.progressing = f"revision {wanted.name} is loading ({wanted.message})"
     elif wanted is not None and wanted.state == "Ready" and wanted.name != status.stable_revision:
-        previous = status.stable_revision
-        status.stable_revision = wanted.name
-        for revision in status.revisions:
-            if revision.name == previous:
-                revision.state, revision.message = "Retired", f"replaced by {wanted.name}"
-                plan.delete_objects += [DeleteObject("Deployment", naming.revision_object(service.name, previous)),
-                                        DeleteObject("Service", naming.revision_object(service.name, previous))]
-        plan.events.append(Event("Normal", PROMOTED, f"revision {wanted.name} is stable"
-                                                     + (f" (was {previous})" if previous else "")))
+        if status.stable_revision is None:
+            _promote(service, status, wanted, plan)  # the first revision: nothing to compare it with
+        else:
+            _roll_out(service, spec, status, wanted, observed, settings, plan, verdict)
     # Applied on every pass: the selector is the one switch that moves traffic. Before any revision
     # is stable it selects the first one, whose pods become endpoints only once their model is ready;
     # the Service exists early so that the proxies know it before it first answers.
@@ -240,6 +248,51 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
     return plan
 
 
+def _roll_out(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec, status: GANInferenceServiceStatus,
+              canary: RevisionStatus, observed: ServingObserved, settings: OperatorSettings, plan: Plan,
+              verdict: _Verdict) -> None:
+    assert status.stable_revision is not None and status.model_name is not None
+    status.canary_revision = canary.name
+    rollout, decision = rollout_steps.advance(
+        service, spec, status.model_name, status.rollout, canary, status.stable_revision,
+        rollout_steps.RolloutObserved(observed.pods, observed.annotations, observed.now), settings, plan)
+    status.rollout = rollout
+    if decision.action == "promote":
+        _promote(service, status, canary, plan, decision.reason)
+    elif decision.action == "rollback":
+        _roll_back(service, status, canary, plan, decision.reason)
+        verdict.degraded_reason = rollout_steps.ROLLED_BACK
+        verdict.degraded.append(f"revision {canary.name} rolled back: {decision.reason}")
+    else:
+        verdict.progressing, verdict.progressing_reason = decision.reason, decision.waiting_reason
+
+
+def _promote(service: serving_children.ServiceRef, status: GANInferenceServiceStatus, revision: RevisionStatus,
+             plan: Plan, why: str = "") -> None:
+    """The stable Service switches to `revision` in one write; the old stable's pods finish their
+    in-flight requests (preStop delay, then Triton's exit timeout) as their Deployment goes."""
+    previous = status.stable_revision
+    status.stable_revision, status.canary_revision, status.canary_weight = revision.name, None, 0
+    for record in status.revisions:
+        if record.name == previous:
+            record.state, record.message = "Retired", f"replaced by {revision.name}"
+            name = naming.revision_object(service.name, previous)
+            plan.delete_objects += [DeleteObject("Deployment", name), DeleteObject("Service", name)]
+    was = f" (was {previous})" if previous else ""
+    plan.events.append(Event("Normal", PROMOTED, f"revision {revision.name} is stable{was}"
+                                                 + (f": {why}" if why else "")))
+
+
+def _roll_back(service: serving_children.ServiceRef, status: GANInferenceServiceStatus, revision: RevisionStatus,
+               plan: Plan, why: str) -> None:
+    """The canary never carried user traffic here: it goes at once, and the stable stays as it was."""
+    status.canary_revision, status.canary_weight = None, 0
+    revision.state, revision.message = "Failed", f"rolled back: {why}"
+    name = naming.revision_object(service.name, revision.name)
+    plan.delete_objects += [DeleteObject("Deployment", name), DeleteObject("Service", name)]
+    plan.events.append(Event("Warning", rollout_steps.ROLLED_BACK, f"revision {revision.name}: {why}"))
+
+
 def _set_conditions(status: GANInferenceServiceStatus, verdict: _Verdict, generation: int, now: datetime) -> None:
     stable = next((r for r in status.revisions if r.name == status.stable_revision), None)
     serving = stable is not None and stable.ready_replicas > 0
@@ -247,8 +300,8 @@ def _set_conditions(status: GANInferenceServiceStatus, verdict: _Verdict, genera
                        f"revision {stable.name}: {stable.message}" if stable else "no revision serves yet",
                        generation, now)
     progressing = _condition("Progressing", bool(verdict.progressing),
-                             "RevisionLoading" if verdict.progressing else "Settled", verdict.progressing, generation,
-                             now)
+                             verdict.progressing_reason if verdict.progressing else "Settled", verdict.progressing,
+                             generation, now)
     degraded = _condition("Degraded", bool(verdict.degraded), verdict.degraded_reason or "AsExpected",
                           "; ".join(verdict.degraded), generation, now)
     for condition in (ready, progressing, degraded):

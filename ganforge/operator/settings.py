@@ -78,6 +78,8 @@ class OperatorSettings(BaseModel):
         default_factory=lambda: ["ReadWriteMany"],
         description="Exports write and every Triton pod reads, on any node: RWX.",
     )
+    analysis_cpu: str = Field("1", description="CPU request of a canary analysis pod.")
+    analysis_memory: str = Field("2Gi", description="Memory request of a canary analysis pod.")
     triton_image: str = Field("nvcr.io/nvidia/tritonserver:24.10-py3", description="Default Triton image.")
     triton_profile: TritonProfile = Field(
         "onnxruntime", description="onnxruntime: the image's ONNX Runtime backend; python-onnxruntime: onnxruntime "

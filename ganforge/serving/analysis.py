@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganforge.api.analysis import AnalysisResult, Measurement, combined_verdict, reported
+from ganforge.api.analysis import AnalysisResult, Measurement, combined_verdict, describe, reported
 from ganforge.api.training_job import QualityGate, ServingGate
 from ganforge.evaluation import ReferenceStatistics
 from ganforge.evaluation.canary_gate import GateSetupError, gate_extractor, hard_checks, quality_measurements
@@ -205,8 +205,18 @@ def analyse(endpoints: Endpoints, revision: Path, revision_sha256: str, quality_
     measurements, extractor = quality(endpoints, revision, revision_sha256, quality_gate, seed)
     measurements += serving(endpoints, serving_gate, seed)
     verdict = combined_verdict(m.verdict for m in measurements)
-    deciding = [m for m in measurements if m.verdict == verdict and m.bound is not None] or \
-        [m for m in measurements if m.verdict == verdict]
-    summary = "; ".join(f"{m.name} {m.verdict.lower()}" for m in deciding[:4])
     return AnalysisResult(verdict=verdict, measurements=measurements, feature_extractor=extractor,
-                          sample_size=quality_gate.sample_size, message=summary)
+                          sample_size=quality_gate.sample_size, message=summary(verdict, measurements))
+
+
+# What a passing analysis is summed up by; a failing or inconclusive one by what failed or was unsure.
+HEADLINE = ("kidIncrease", "p95LatencyMs", "errorRate")
+
+
+def summary(verdict: str, measurements: list[Measurement]) -> str:
+    if verdict == "Pass":
+        chosen = [m for name in HEADLINE for m in measurements if m.name == name]
+    else:
+        chosen = [m for m in measurements if m.verdict == verdict]
+    return "; ".join(describe(m) for m in chosen[:3])[:512]
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from ganforge.api.analysis import AnalysisResult
 from ganforge.api.inference_service import GANInferenceServiceSpec, GANInferenceServiceStatus
 from ganforge.operator import naming
 from ganforge.operator.reconcile import DeleteObject, Plan
@@ -41,6 +42,14 @@ def deployment(ready: int, replicas: int = 1, deadline_exceeded: bool = False) -
     return {"status": {"readyReplicas": ready, "replicas": replicas, "conditions": conditions}}
 
 
+def analysis_pod(name: str, result: AnalysisResult | None, code: int = 0, message: str = "") -> dict[str, Any]:
+    """A terminated analysis pod, as the kubelet reports it."""
+    text = result.model_dump_json(by_alias=True) if result is not None else message
+    return {"metadata": {"name": name, "labels": {naming.ANALYSIS_LABEL: name}},
+            "status": {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [
+                {"name": naming.ANALYSIS_CONTAINER, "state": {"terminated": {"exitCode": code, "message": text}}}]}}
+
+
 def init_failed_pod(revision: str, message: str) -> dict[str, Any]:
     terminated = {"exitCode": 9, "message": message}
     return {"metadata": {"name": f"fashion-{revision}-x", "labels": {naming.REVISION_LABEL: revision}},
@@ -51,8 +60,8 @@ def init_failed_pod(revision: str, message: str) -> dict[str, Any]:
 
 def run(status: GANInferenceServiceStatus, state: SourceState, deployments: dict[str, Any] | None = None,
         pods: list[dict[str, Any]] | None = None, gis: GANInferenceServiceSpec | None = None,
-        ) -> tuple[Plan, GANInferenceServiceStatus]:
-    observed = ServingObserved(state, deployments or {}, pods or [], NOW)
+        annotations: dict[str, str] | None = None) -> tuple[Plan, GANInferenceServiceStatus]:
+    observed = ServingObserved(state, deployments or {}, pods or [], NOW, annotations or {})
     plan = reconcile_service(GIS, gis or spec(), status, 3, observed, SETTINGS)
     merged = status.to_wire() | (plan.status or {})
     return plan, GANInferenceServiceStatus.model_validate(merged)
@@ -108,8 +117,15 @@ def test_the_stable_keeps_serving_until_the_new_revision_is_ready_then_it_is_ret
     assert {f"fashion-{REV1}", f"fashion-{REV2}"} <= set(applied(plan, "Deployment"))
     assert not plan.delete_objects and status.phase == "Progressing"
 
+    # Ready: rolled out against the stable (ganforge.operator.rollout), which keeps serving meanwhile.
     plan, status = run(status, source(SHA2), {REV1: deployment(1), REV2: deployment(1)})
-    assert status.stable_revision == REV2
+    assert status.stable_revision == REV1 and status.canary_revision == REV2
+    [analysis] = plan.create
+    assert status.rollout is not None and status.rollout.phase == "Progressing"
+
+    passed = analysis_pod(analysis["metadata"]["name"], AnalysisResult(verdict="Pass", message="kidIncrease pass"))
+    plan, status = run(status, source(SHA2), {REV1: deployment(1), REV2: deployment(1)}, pods=[passed])
+    assert status.stable_revision == REV2 and status.canary_revision is None
     assert applied(plan, "Service")["fashion"]["spec"]["selector"][naming.REVISION_LABEL] == REV2
     assert DeleteObject("Deployment", f"fashion-{REV1}") in plan.delete_objects
     assert [r.state for r in status.revisions] == ["Retired", "Ready"]
