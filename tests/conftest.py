@@ -219,3 +219,19 @@ def local_core(local_api: ApiClient) -> client.CoreV1Api:
 @pytest.fixture
 def local_namespace(local_api: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     yield from _fresh_namespace(local_api, request)
+
+
+# -- a trained generator ---------------------------------------------------------------------------
+
+from tests.trained_run import TrainedRun, train_fashion  # noqa: E402 - appended section
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared across the session so the domain classifier and reference statistics are built once."""
+    return tmp_path_factory.mktemp("ganforge-cache")
+
+
+@pytest.fixture(scope="session")
+def fashion_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> TrainedRun:
+    return train_fashion(tmp_path_factory.mktemp("fashion-run"), cache_dir)

@@ -88,7 +88,7 @@ def advance(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec,
                        {pod["metadata"]["name"]: pod for pod in observed.pods})
     now = rfc3339(observed.now)
     rollout = current
-    if rollout is None or rollout.revision != canary.name:
+    if rollout is None or rollout.revision != canary.name or rollout.phase in ("Promoted", "RolledBack"):
         rollout = RolloutStatus(revision=canary.name, from_revision=stable, strategy=spec.rollout.strategy,
                                 phase="Progressing", weights=step_weights(spec), started_time=now,
                                 message=_traffic_note(spec))

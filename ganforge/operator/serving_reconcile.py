@@ -173,6 +173,11 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
         status.revisions.append(entry)
         known[desired] = entry
         plan.events.append(Event("Normal", REVISION_CREATED, f"revision {desired} from {entry.source}"))
+    elif desired is not None and known[desired].state == "Retired" and desired != status.stable_revision:
+        # Pointed back at a revision that once served (going back to an earlier model): it is
+        # loaded again and rolled out like a new one. A Failed one stays failed.
+        known[desired].state, known[desired].message = "Loading", "requested again"
+        plan.events.append(Event("Normal", REVISION_CREATED, f"revision {desired} requested again"))
 
     for revision in status.revisions:
         serving = revision.name in (desired, status.stable_revision) and revision.state in ("Loading", "Ready")

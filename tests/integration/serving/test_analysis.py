@@ -13,15 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
 
 from ganforge.api.analysis import AnalysisResult, Measurement
 from ganforge.api.inference_service import TritonSpec
 from ganforge.local.triton import TritonProcess, triton_serving
 from ganforge.serving import analysis_cli
-from ganforge.serving.export import export_checkpoint, load_generator, to_onnx
-from ganforge.serving.model_repository import Revision, prepare_model_directory, write_revision
-from tests.integration.conftest import TrainedRun
+from ganforge.serving.export import export_checkpoint
+from ganforge.serving.model_repository import Revision, prepare_model_directory
+from tests.planted import planted
+from tests.trained_run import TrainedRun
 
 MODEL = "fashion"
 FAST_LOAD_RUN = {"durationSeconds": 2, "concurrency": 2, "batchSize": 4}
@@ -33,36 +33,6 @@ def served(revision: Revision, root: Path) -> Iterator[TritonProcess]:
     prepare_model_directory(revision.path, revision.sha256, model_dir, "python-onnxruntime", TritonSpec())
     with triton_serving(model_dir) as triton:
         yield triton
-
-
-class NanForSomeLatents(torch.nn.Module):
-    """NaN images whenever the first latent is below -0.5; Triton's warm-up with zero latents still
-    passes, so the NaN shows only in served requests."""
-
-    def __init__(self, generator: torch.nn.Module) -> None:
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        poison = 0.0 * torch.log(z[:, :1] + 0.5)
-        images: torch.Tensor = self.generator(z, labels) + poison.view(-1, 1, 1, 1)
-        return images
-
-
-def planted(run: TrainedRun, repository: Path, damage: str) -> Revision:
-    """The final generator, damaged, published like any artifact (the export itself refuses a
-    generator whose output is not finite, so these are written as artifacts from elsewhere)."""
-    loaded = load_generator(run.final)
-    module: torch.nn.Module = loaded.module
-    if damage == "collapsed":
-        last = [m for m in module.modules() if isinstance(m, torch.nn.ConvTranspose2d)][-1]
-        with torch.no_grad():
-            last.weight.zero_()  # every image is tanh(0): one flat grey
-    else:
-        module = NanForSomeLatents(module)
-    data = to_onnx(module, loaded.facts, 17).SerializeToString()
-    return write_revision(repository, data, loaded.facts, {"planted": damage}, loaded.reference_files,
-                          "python-onnxruntime")
 
 
 def analyse(canary: Revision, stable: TritonProcess, root: Path, tmp_path: Path,
@@ -104,15 +74,14 @@ def test_analysis_promotes_the_good_and_fails_every_planted_bad_candidate(
         early = analyse(export_checkpoint(fashion_run.early, repository).revision, stable_triton, root, tmp_path)
         assert early.verdict == "Fail" and by_name(early)["kidIncrease"].verdict == "Fail", early
 
-        collapsed = analyse(planted(fashion_run, repository, "collapsed"), stable_triton, root, tmp_path)
+        collapsed = analyse(planted(fashion_run.final, repository, "collapsed"), stable_triton, root, tmp_path)
         assert collapsed.verdict == "Fail"
         assert by_name(collapsed)["diversityRatio"].verdict == "Fail", collapsed
 
-        nan = analyse(planted(fashion_run, repository, "nan"), stable_triton, root, tmp_path)
+        nan = analyse(planted(fashion_run.final, repository, "nan"), stable_triton, root, tmp_path)
         assert nan.verdict == "Fail"
         assert "non-finite" in by_name(nan)["canaryRequests"].message
         assert by_name(nan)["errorRate"].value == 1.0
 
-        slow = analyse(export_checkpoint(fashion_run.final, repository, precision="fp16").revision, stable_triton,
-                       root, tmp_path, serving={"p95LatencyMs": 0.01})
+        slow = analyse(planted(fashion_run.final, repository, "slow"), stable_triton, root, tmp_path)
         assert slow.verdict == "Fail" and by_name(slow)["p95LatencyMs"].verdict == "Fail", slow

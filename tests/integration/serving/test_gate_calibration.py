@@ -18,7 +18,7 @@ from ganforge.evaluation import ReferenceStatistics
 from ganforge.evaluation.canary_gate import gate_extractor, interval_verdict, kid_difference
 from ganforge.evaluation.features import FeatureExtractor, extract
 from ganforge.serving.export import CheckpointGenerator, load_generator
-from tests.integration.conftest import TrainedRun
+from tests.trained_run import TrainedRun
 
 REPEATS = 5
 

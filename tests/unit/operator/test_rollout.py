@@ -168,3 +168,15 @@ def test_rollout_status_shows_every_measurement_with_its_bound_and_verdict() -> 
     assert "quality in domain features, 1000 samples per revision" in text
     assert "✖ kidIncrease 0.24 [0.18, 0.31] (bound 0.1): Fail" in text
     assert "Rollout:    none yet" in render("fashion", "ns", stable_rev1())
+
+
+def test_pointing_back_at_a_retired_revision_loads_it_again_and_rolls_it_out() -> None:
+    _, status, name = started()
+    _, status = step(status, [analysis_pod(name, AnalysisResult(verdict="Pass"))])
+    assert status.stable_revision == REV2 and [r.state for r in status.revisions] == ["Retired", "Ready"]
+    plan, status = run(status, source(SHA1), {REV2: deployment(1)}, gis=service_spec())
+    assert [r.state for r in status.revisions] == ["Loading", "Ready"] and status.stable_revision == REV2
+    assert f"fashion-{REV1}" in {m["metadata"]["name"] for m in plan.apply if m["kind"] == "Deployment"}
+    plan, status = run(status, source(SHA1), BOTH_READY, gis=service_spec())
+    assert status.rollout is not None and status.rollout.revision == REV1 and status.rollout.from_revision == REV2
+    assert [p["metadata"]["name"] for p in plan.create] == [f"fashion-{REV1}-a0-0"]

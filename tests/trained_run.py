@@ -1,19 +1,12 @@
+"""A DCGAN trained on the real Fashion-MNIST for about 40 s on two cores: enough for a generator
+whose half-way checkpoint is measurably worse than its final one. Trained once per test session
+(the `fashion_run` fixture) for the quality gate's calibration, the analysis and the rollout tests."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared across the session so the domain classifier and reference statistics are built once."""
-    return tmp_path_factory.mktemp("ganforge-cache")
-
-
-# A DCGAN trained on the real Fashion-MNIST for about 40 s on two cores: enough for a generator
-# whose half-way checkpoint is measurably worse than its final one.
 FASHION_STEPS, FASHION_BATCH = 600, 64
 
 
@@ -23,12 +16,10 @@ class TrainedRun:
     final: Path
 
 
-@pytest.fixture(scope="session")
-def fashion_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> TrainedRun:
+def train_fashion(root: Path, cache_dir: Path) -> TrainedRun:
     from tests.integration.trainer.launch import FASHION_MNIST, Gang, write_spec
 
     assert (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(), "install Debian's dataset-fashion-mnist"
-    root = tmp_path_factory.mktemp("fashion-run")
     total_kimg = FASHION_STEPS * FASHION_BATCH / 1000
     spec = {
         "dataset": {"uri": f"file://{FASHION_MNIST}", "format": "idx", "resolution": 32},
