@@ -22,19 +22,44 @@ class ServedModel:
 
 
 class GeneratorClient:
-    """One keep-alive connection to a served generator. Not thread-safe: one per thread."""
+    """One keep-alive connection to a served generator. Not thread-safe: one per thread.
+
+    A request whose connection the server closed (a replaced Triton pod closes its idle keep-alive
+    connections as it shuts down) is sent once more on a new connection, as HTTP clients do for
+    idempotent requests: generating is free of side effects."""
 
     def __init__(self, url: str, model_name: str, timeout: float = 60.0) -> None:
         import tritonclient.http as triton_http
 
-        self._http = triton_http
-        self._client = triton_http.InferenceServerClient(url=url, connection_timeout=timeout,
-                                                         network_timeout=timeout)
+        self._http, self._url, self._timeout = triton_http, url, timeout
+        self._client = self._connect()
         try:
             self.model = self._describe(url, model_name)
         except BaseException:
             self._client.close()
             raise
+
+    def _connect(self) -> Any:
+        return self._http.InferenceServerClient(url=self._url, connection_timeout=self._timeout,
+                                                network_timeout=self._timeout)
+
+    def _infer(self, inputs: list[Any]) -> np.ndarray:
+        from http.client import HTTPException
+
+        outputs = [self._http.InferRequestedOutput("image")]
+        try:
+            result = self._client.infer(self.model.name, inputs, outputs=outputs)
+        except (HTTPException, ConnectionError) as error:  # the connection, not the model
+            self._client.close()
+            self._client = self._connect()
+            try:
+                result = self._client.infer(self.model.name, inputs, outputs=outputs)
+            except (HTTPException, OSError) as again:
+                raise ServingError(f"{self.model.url}: connection lost ({error!r}), and again ({again!r})") from None
+        except OSError as error:  # a timeout
+            raise ServingError(f"{self.model.url}: {error!r}") from None
+        images: np.ndarray = result.as_numpy("image")
+        return images
 
     def _describe(self, url: str, model_name: str) -> ServedModel:
         from tritonclient.utils import InferenceServerException
@@ -69,8 +94,7 @@ class GeneratorClient:
                     label = labels[start:start + model.max_batch_size].reshape(-1, 1)
                     inputs.append(http.InferInput("label", list(label.shape), "INT64"))
                     inputs[1].set_data_from_numpy(label)
-                result = self._client.infer(model.name, inputs, outputs=[http.InferRequestedOutput("image")])
-                images.append(result.as_numpy("image"))
+                images.append(self._infer(inputs))
         except InferenceServerException as error:
             raise ServingError(f"inference on {model.name!r} at {model.url} failed: {error}") from None
         return np.concatenate(images, axis=0)

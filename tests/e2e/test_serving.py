@@ -12,13 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 from kubernetes import client
@@ -29,8 +27,7 @@ from ganforge.api.inference_service import TRITON_HTTP_PORT
 from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
 from ganforge.local.install import install, kubectl
 from ganforge.local.provisioner import claim_host_path
-from ganforge.serving.client import GeneratorClient, ServingError, latents
-from tests.helpers import answering_client, eventually, fast_job
+from tests.helpers import StableClient, eventually, fast_job
 
 
 @pytest.fixture(scope="module")
@@ -57,36 +54,6 @@ def _service(name: str, source: dict[str, Any]) -> dict[str, Any]:
 
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
-
-
-class StableClient(threading.Thread):
-    """Calls the stable endpoint without pause; counts requests and failures. Its tritonclient
-    connection lives in its own thread (gevent sockets belong to the thread that made them)."""
-
-    def __init__(self, url: str, model_name: str) -> None:
-        super().__init__(daemon=True)
-        answering_client(url, model_name).close()  # wait until the Service answers at all
-        self.url, self.model_name = url, model_name
-        self.stop = threading.Event()
-        self.requests = 0
-        self.failures: list[str] = []
-
-    def run(self) -> None:
-        try:
-            generator = GeneratorClient(self.url, self.model_name, timeout=10)
-        except (ServingError, OSError) as error:
-            self.failures.append(f"connecting: {error}")
-            return
-        z, labels = latents(generator.model, 4, seed=1, num_classes=4)
-        with generator:
-            while not self.stop.is_set():
-                try:
-                    images = generator.generate(z, labels)
-                    assert images.shape == (4, 1, 16, 16) and np.isfinite(images).all()
-                except (ServingError, OSError, AssertionError) as error:
-                    self.failures.append(repr(error))
-                self.requests += 1
-                time.sleep(0.05)
 
 
 def _corrupt_copy(revision: Path, target: Path) -> str:
@@ -137,7 +104,7 @@ def test_bad_revisions_and_sources_never_disturb_the_stable_endpoint(
     assert stable == artifact["revision"]
 
     ip = local_core.read_namespaced_service("tiny-gen", namespace).spec.cluster_ip
-    caller = StableClient(f"{ip}:{TRITON_HTTP_PORT}", "tiny-gen")
+    caller = StableClient(f"{ip}:{TRITON_HTTP_PORT}", "tiny-gen", (4, 1, 16, 16), num_classes=4)
     caller.start()
     try:
         repository = Path(str(claim_host_path(local_core, namespace, "ganforge-models")))
