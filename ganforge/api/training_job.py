@@ -426,7 +426,7 @@ class ObjectMeta(BaseModel):
 
 
 Phase = Literal["Pending", "Running", "Restarting", "Exporting", "RollingOut", "Succeeded", "Failed"]
-ConditionType = Literal["Created", "Running", "Restarting", "Exported", "Succeeded", "Failed"]
+ConditionType = Literal["Created", "Running", "Restarting", "Exported", "RolledOut", "Succeeded", "Failed"]
 
 
 class TrainingProgress(ApiModel):
@@ -483,6 +483,16 @@ class FailureStatus(ApiModel):
     time: str = Field(description="RFC 3339 time the failure was observed.")
 
 
+class JobRolloutStatus(ApiModel):
+    """Where the job's exported revision stands in its GANInferenceService (spec.rollout)."""
+
+    service: str = Field(description="The GANInferenceService.")
+    revision: str = Field(description="The job's revision.")
+    phase: Literal["Waiting", "Progressing", "Paused", "AwaitingApproval", "Promoted", "RolledBack"] = Field(
+        description="Waiting until the service picks the revision up, then the service's rollout phase.")
+    message: str = Field("", description="Explanation, for people.")
+
+
 class GANTrainingJobStatus(ApiModel):
     phase: Phase = Field("Pending", description="Lifecycle phase.")
     conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
@@ -501,6 +511,7 @@ class GANTrainingJobStatus(ApiModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="Newest evaluation metrics.")
     artifact: ArtifactStatus | None = Field(None, description="The exported model (spec.export).")
     export_attempts: int = Field(0, ge=0, description="Export pods started; an interrupted export is retried.")
+    rollout: JobRolloutStatus | None = Field(None, description="The exported revision's rollout (spec.rollout).")
     start_time: str | None = Field(None, description="RFC 3339 time the first gang was created.")
     completion_time: str | None = Field(None, description="RFC 3339 time the job Succeeded or Failed.")
 

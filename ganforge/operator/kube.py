@@ -49,11 +49,22 @@ class Kube:
             "PersistentVolumeClaim": (core.create_namespaced_persistent_volume_claim, None),
             "ServiceAccount": (core.create_namespaced_service_account, None),
             "Role": (rbac.create_namespaced_role, None),
+            # A job's spec.rollout creates its service, or points an existing one at the job.
+            "GANInferenceService": (
+                functools.partial(self._custom_create, SERVICE_PLURAL),
+                functools.partial(self._custom_merge_patch, SERVICE_PLURAL)),
             "RoleBinding": (rbac.create_namespaced_role_binding, None),
         }
         self._deleters: dict[str, Callable[..., Any]] = {
             "Deployment": self.apps.delete_namespaced_deployment, "Service": core.delete_namespaced_service}
         self._writes_left = int(os.environ.get(CRASH_AFTER_WRITES_ENV, "0") or 0)
+
+    def _custom_create(self, plural: str, namespace: str, body: dict[str, Any]) -> Any:
+        return self.custom.create_namespaced_custom_object(API_GROUP, VERSION, namespace, plural, body)
+
+    def _custom_merge_patch(self, plural: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
+        return self.custom.patch_namespaced_custom_object(API_GROUP, VERSION, namespace, plural, name, body,
+                                                          _content_type="application/merge-patch+json")
 
     # -- reads ---------------------------------------------------------------------------------
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from ganforge.api.training_job import (
     GANTrainingJobStatus,
     WorkersStatus,
 )
-from ganforge.operator import children, naming, serving_children
+from ganforge.operator import children, job_rollout, naming, serving_children
 from ganforge.operator.observe import Worker, WorkerState, classify, node_gone, parse_time, terminated_state
 from ganforge.operator.settings import OperatorSettings
 
@@ -36,6 +36,7 @@ GANG_CREATED, RUNNING, SUCCEEDED = "GangCreated", "Running", "Succeeded"
 PREEMPTED, WORKER_FAILED, FAILED, INVALID_SPEC = "Preempted", "WorkerFailed", "Failed", "InvalidSpec"
 TRAINING_FINISHED, EXPORT_STARTED, EXPORTED, EXPORT_FAILED = (
     "TrainingFinished", "ExportStarted", "Exported", "ExportFailed")
+ROLLING_OUT, ROLLED_OUT, ROLLED_BACK = "RollingOut", "RolledOut", "RolledBack"
 CONDITION_MESSAGE_LIMIT = 1024
 
 
@@ -74,6 +75,7 @@ class Observed:
     pods: Sequence[Mapping[str, Any]]
     live_nodes: Collection[str] | None
     now: datetime
+    service: Mapping[str, Any] | None = None  # while RollingOut: the GANInferenceService of spec.rollout
 
 
 def rfc3339(moment: datetime) -> str:
@@ -123,8 +125,8 @@ def set_condition(conditions: list[Condition], type_: ConditionType, status: boo
 
 
 OPERATOR_FIELDS = ("phase", "conditions", "observed_generation", "gang", "launched_gang", "workers",
-                   "preemptions", "failures", "last_failure", "artifact", "export_attempts", "start_time",
-                   "completion_time")
+                   "preemptions", "failures", "last_failure", "artifact", "export_attempts", "rollout",
+                   "start_time", "completion_time")
 
 
 def status_patch(status: GANTrainingJobStatus) -> dict[str, Any]:
@@ -148,6 +150,9 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
     elif status.phase == "Exporting":
         _stop_leftovers(plan, workers, settings, gang=None)
         _export(plan, job, spec, status, Observed(exports, observed.live_nodes, observed.now), settings)
+    elif status.phase == "RollingOut":
+        _stop_leftovers(plan, workers, settings, gang=None)
+        _follow_rollout(plan, job, spec, status, observed.service, observed.now)
     else:
         stale_left = _stop_leftovers(plan, workers, settings, gang=status.gang)
         if status.launched_gang != status.gang:
@@ -281,6 +286,29 @@ def _succeed(plan: Plan, status: GANTrainingJobStatus, reason: str, message: str
     plan.events.append(Event("Normal", SUCCEEDED, event))
 
 
+def _follow_rollout(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: GANTrainingJobStatus,
+                    service: Mapping[str, Any] | None, now: datetime) -> None:
+    assert status.artifact is not None and spec.rollout is not None
+    decision = job_rollout.follow(job, spec, status.artifact.revision, service)
+    if decision.write is not None:
+        plan.apply.append(decision.write)
+    if status.rollout is None or status.rollout.phase != decision.rollout.phase:
+        plan.events.append(Event("Normal", ROLLING_OUT, f"{decision.rollout.service}: {decision.rollout.phase}: "
+                                                        f"{decision.rollout.message}"))
+    status.rollout = decision.rollout
+    message = decision.rollout.message
+    if decision.outcome == "promoted":
+        status.conditions = set_condition(status.conditions, "RolledOut", True, "Promoted", message, now)
+        _succeed(plan, status, "Promoted", message, f"the generator is served: {message}", now)
+    elif decision.outcome == "rolled back":
+        status.phase, status.completion_time = "Failed", rfc3339(now)
+        status.conditions = set_condition(status.conditions, "RolledOut", False, ROLLED_BACK, message, now)
+        status.conditions = set_condition(status.conditions, "Failed", True, ROLLED_BACK, message, now)
+        plan.events.append(Event("Warning", ROLLED_BACK, message))
+    else:
+        status.conditions = set_condition(status.conditions, "RolledOut", False, decision.rollout.phase, message, now)
+
+
 def _export(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: GANTrainingJobStatus,
             observed: Observed, settings: OperatorSettings) -> None:
     """One export pod at a time; an interrupted one is replaced, a failed export fails the job (the
@@ -304,7 +332,13 @@ def _export(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
             message = f"revision {artifact.revision} at {artifact.uri} (sha256 {artifact.sha256})"
             status.conditions = set_condition(status.conditions, "Exported", True, "Exported", message, now)
             plan.events.append(Event("Normal", EXPORTED, f"exported {message}"))
-            _succeed(plan, status, "Exported", message, "training finished and the generator is exported", now)
+            if spec.rollout is None:
+                _succeed(plan, status, "Exported", message, "training finished and the generator is exported", now)
+            else:
+                status.phase = ROLLING_OUT
+                plan.events.append(Event("Normal", ROLLING_OUT, f"revision {artifact.revision} goes to "
+                                                                f"GANInferenceService {spec.rollout.service}"))
+                plan.requeue_after = 0.5
             return
         if outcome.final or status.export_attempts >= settings.max_export_attempts:
             why = outcome.message if outcome.final else (

@@ -97,7 +97,10 @@ class OperatorRuntime:
                                  for item in error.errors())
             plan = invalid_spec(current, problems, datetime.now(UTC))
         else:
-            observed = Observed(self.kube.job_pods(namespace, name), self.kube.node_names(), datetime.now(UTC))
+            service = (self.kube.get_inference_service(namespace, spec.rollout.service)
+                       if current.phase == "RollingOut" and spec.rollout is not None else None)
+            observed = Observed(self.kube.job_pods(namespace, name), self.kube.node_names(), datetime.now(UTC),
+                                service)
             plan = reconcile(job, spec, current, int(metadata.get("generation") or 0), observed, self.settings)
         self.kube.execute(namespace, name, metadata["resourceVersion"], plan, lambda event: _post(body, event))
         self.metrics.observe_plan(plan)

@@ -214,3 +214,21 @@ def analysis_pod(service: ServiceRef, spec: GANInferenceServiceSpec, model_name:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": service.metadata(naming.analysis_pod(service.name, canary, step, attempt), labels),
             "spec": pod_spec}
+
+
+def inference_service_for_job(job: JobRef, spec: GANTrainingJobSpec) -> dict[str, Any]:
+    """The GANInferenceService a job's spec.rollout names, when it does not exist yet: it serves
+    the job's exports under the job's rollout policy. No owner: the service outlives the job."""
+    assert spec.rollout is not None
+    policy = spec.rollout.to_wire()
+    policy.pop("service")
+    return {"apiVersion": SERVICE_API_VERSION, "kind": SERVICE_KIND,
+            "metadata": {"name": spec.rollout.service, "namespace": job.namespace, "labels": dict(naming.MANAGED_BY)},
+            "spec": {"source": {"trainingJob": job.name}, "rollout": policy}}
+
+
+def retarget_inference_service(job: JobRef, service: str) -> dict[str, Any]:
+    """A merge patch that points an existing service at the job (its other settings stay)."""
+    return {"apiVersion": SERVICE_API_VERSION, "kind": SERVICE_KIND,
+            "metadata": {"name": service, "namespace": job.namespace},
+            "spec": {"source": {"trainingJob": job.name, "artifact": None}}}
