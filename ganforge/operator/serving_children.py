@@ -220,7 +220,8 @@ def inference_service_for_job(job: JobRef, spec: GANTrainingJobSpec) -> dict[str
     """The GANInferenceService a job's spec.rollout names, when it does not exist yet: it serves
     the job's exports under the job's rollout policy. No owner: the service outlives the job."""
     assert spec.rollout is not None
-    policy = spec.rollout.to_wire()
+    # Unset optional fields are left out: the CRD's enums and numbers do not accept null.
+    policy = spec.rollout.model_dump(by_alias=True, mode="json", exclude_none=True)
     policy.pop("service")
     return {"apiVersion": SERVICE_API_VERSION, "kind": SERVICE_KIND,
             "metadata": {"name": spec.rollout.service, "namespace": job.namespace, "labels": dict(naming.MANAGED_BY)},

@@ -55,6 +55,9 @@ def quality(endpoints: Endpoints, revision: Path, revision_sha256: str, gate: Qu
     try:
         verify_revision(revision, revision_sha256)
         directory = revision / REFERENCE_DIR
+        if not directory.is_dir():
+            raise GateSetupError(f"revision {revision.name} carries no reference statistics (its job evaluated "
+                                 "nothing: spec.evaluation.metrics): the quality gate cannot run")
 
         def read(name: str) -> bytes:
             return (directory / name).read_bytes()

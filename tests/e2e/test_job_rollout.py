@@ -1,0 +1,98 @@
+"""Jobs with spec.rollout on `ganforge local`: the first job's model is served by the service it
+creates; later jobs go through the service's rollout, where a person decides what the gates
+cannot: these small jobs on synthetic data evaluate nothing, so their artifacts carry no reference
+statistics and every quality gate is inconclusive. The rollout pauses; `ganforge rollout promote`
+promotes one job's model, even across an operator restart, and `ganforge rollout abort` rolls
+another's back, which fails that job with the reason."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client import ApiClient
+
+from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
+from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
+from ganforge.local.install import OPERATOR_NAMESPACE, install, kubectl
+from ganforge.operator import rollout_cli
+from tests.helpers import eventually, fast_job
+
+ROLLOUT = {"service": "blobs", "gates": {"serving": {"durationSeconds": 2}}}
+
+
+@pytest.fixture(scope="module")
+def operator(local_cluster: Any) -> Iterator[Path]:
+    install(local_cluster.kubeconfig)
+    yield local_cluster.kubeconfig
+
+
+def _status(api: ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    body = client.CustomObjectsApi(api).get_namespaced_custom_object(API_GROUP, VERSION, namespace, plural, name)
+    return body.get("status") or {}  # type: ignore[no-any-return]
+
+
+def _submit(kubeconfig: Path, namespace: str, name: str, seed: int, tmp_path: Path) -> None:
+    job = fast_job(name, export={"enabled": True}, training={"seed": seed}, rollout=ROLLOUT)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(job))
+    kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(path))
+
+
+def _rollout(kubeconfig: Path, namespace: str, action: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert rollout_cli.main([action, "blobs", "-n", namespace, "--kubeconfig", str(kubeconfig)]) == 0
+    return out.getvalue()
+
+
+@pytest.mark.timeout(1800)
+def test_jobs_roll_out_through_their_service_and_a_person_decides_what_the_gates_cannot(
+        operator: Path, local_api: ApiClient, local_core: client.CoreV1Api, local_namespace: str,
+        tmp_path: Path) -> None:
+    namespace = local_namespace
+
+    def job(name: str) -> dict[str, Any]:
+        return _status(local_api, namespace, PLURAL, name)
+
+    def finished(name: str) -> dict[str, Any] | None:
+        status = job(name)
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    _submit(operator, namespace, "first", 1, tmp_path)
+    first = eventually(lambda: finished("first"), 600, "the first job to train, export and be served")
+    assert first["phase"] == "Succeeded", first
+    assert first["rollout"]["phase"] == "Promoted" and "the first revision" in first["rollout"]["message"]
+    service = _status(local_api, namespace, SERVICE_PLURAL, "blobs")
+    assert service["stableRevision"] == first["artifact"]["revision"]
+
+    _submit(operator, namespace, "second", 2, tmp_path)
+    paused = eventually(lambda: (s := job("second")).get("rollout", {}).get("phase") == "Paused" and s, 600,
+                        "the second job's rollout to pause")
+    assert paused["phase"] == "RollingOut"
+    text = _rollout(operator, namespace, "status")
+    assert "Paused" in text and "carries no reference statistics" in text, text
+
+    # An operator restarted mid-rollout resumes from the status.
+    kubectl(operator, "-n", OPERATOR_NAMESPACE, "delete", "pod", "-l", "app.kubernetes.io/name=ganforge-operator")
+    assert "ganforge.io/promote=" in _rollout(operator, namespace, "promote")
+    second = eventually(lambda: finished("second"), 300, "the promoted job to succeed")
+    assert second["phase"] == "Succeeded" and "by a person" in second["rollout"]["message"]
+    assert _status(local_api, namespace, SERVICE_PLURAL, "blobs")["stableRevision"] == second["artifact"]["revision"]
+
+    _submit(operator, namespace, "third", 3, tmp_path)
+    eventually(lambda: job("third").get("rollout", {}).get("phase") == "Paused", 600, "the third rollout to pause")
+    _rollout(operator, namespace, "abort")
+    third = eventually(lambda: finished("third"), 300, "the aborted job to fail")
+    failed = next(c for c in third["conditions"] if c["type"] == "Failed")
+    assert third["phase"] == "Failed" and failed["reason"] == "RolledBack"
+    assert "aborted by a person" in failed["message"]
+    service = _status(local_api, namespace, SERVICE_PLURAL, "blobs")
+    assert service["stableRevision"] == second["artifact"]["revision"]
+    assert service["rollout"]["phase"] == "RolledBack"
