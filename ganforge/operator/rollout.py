@@ -74,10 +74,9 @@ class _Context:
     pods: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-def step_weights(spec: GANInferenceServiceSpec) -> list[int]:
-    """The canary's share of user traffic during each analysis. Without a traffic router the canary
-    is analysed on its own Service: one analysis, no user traffic, then the switch."""
-    return [0]
+# The canary's share of user traffic during each analysis. Without a traffic router the canary is
+# analysed on its own Service: one analysis, no user traffic, then the switch.
+WEIGHTS_WITHOUT_ROUTER = (0,)
 
 
 def advance(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec, model_name: str,
@@ -90,7 +89,7 @@ def advance(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec,
     rollout = current
     if rollout is None or rollout.revision != canary.name or rollout.phase in ("Promoted", "RolledBack"):
         rollout = RolloutStatus(revision=canary.name, from_revision=stable, strategy=spec.rollout.strategy,
-                                phase="Progressing", weights=step_weights(spec), started_time=now,
+                                phase="Progressing", weights=list(WEIGHTS_WITHOUT_ROUTER), started_time=now,
                                 message=_traffic_note(spec))
         plan.events.append(Event("Normal", ROLLOUT_STARTED, f"revision {canary.name} against stable {stable}: "
                                                             f"{len(rollout.weights)} analysis step(s)"))

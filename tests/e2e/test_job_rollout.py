@@ -9,40 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
 
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
-from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
-from ganforge.local.install import OPERATOR_NAMESPACE, install, kubectl
+from ganforge.api.training_job import PLURAL
+from ganforge.local.install import OPERATOR_NAMESPACE, kubectl
 from ganforge.operator import rollout_cli
+from tests.e2e.cluster import apply, status_of
 from tests.helpers import eventually, fast_job
 
 ROLLOUT = {"service": "blobs", "gates": {"serving": {"durationSeconds": 2}}}
 
 
-@pytest.fixture(scope="module")
-def operator(local_cluster: Any) -> Iterator[Path]:
-    install(local_cluster.kubeconfig)
-    yield local_cluster.kubeconfig
-
-
-def _status(api: ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
-    body = client.CustomObjectsApi(api).get_namespaced_custom_object(API_GROUP, VERSION, namespace, plural, name)
-    return body.get("status") or {}  # type: ignore[no-any-return]
-
-
 def _submit(kubeconfig: Path, namespace: str, name: str, seed: int, tmp_path: Path) -> None:
-    job = fast_job(name, export={"enabled": True}, training={"seed": seed}, rollout=ROLLOUT)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(job))
-    kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(path))
+    apply(kubeconfig, namespace, fast_job(name, export={"enabled": True}, training={"seed": seed}, rollout=ROLLOUT),
+          tmp_path)
 
 
 def _rollout(kubeconfig: Path, namespace: str, action: str) -> str:
@@ -59,7 +45,7 @@ def test_jobs_roll_out_through_their_service_and_a_person_decides_what_the_gates
     namespace = local_namespace
 
     def job(name: str) -> dict[str, Any]:
-        return _status(local_api, namespace, PLURAL, name)
+        return status_of(local_api, namespace, PLURAL, name)
 
     def finished(name: str) -> dict[str, Any] | None:
         status = job(name)
@@ -69,7 +55,7 @@ def test_jobs_roll_out_through_their_service_and_a_person_decides_what_the_gates
     first = eventually(lambda: finished("first"), 600, "the first job to train, export and be served")
     assert first["phase"] == "Succeeded", first
     assert first["rollout"]["phase"] == "Promoted" and "the first revision" in first["rollout"]["message"]
-    service = _status(local_api, namespace, SERVICE_PLURAL, "blobs")
+    service = status_of(local_api, namespace, SERVICE_PLURAL, "blobs")
     assert service["stableRevision"] == first["artifact"]["revision"]
 
     _submit(operator, namespace, "second", 2, tmp_path)
@@ -84,7 +70,7 @@ def test_jobs_roll_out_through_their_service_and_a_person_decides_what_the_gates
     assert "ganforge.io/promote=" in _rollout(operator, namespace, "promote")
     second = eventually(lambda: finished("second"), 300, "the promoted job to succeed")
     assert second["phase"] == "Succeeded" and "by a person" in second["rollout"]["message"]
-    assert _status(local_api, namespace, SERVICE_PLURAL, "blobs")["stableRevision"] == second["artifact"]["revision"]
+    assert status_of(local_api, namespace, SERVICE_PLURAL, "blobs")["stableRevision"] == second["artifact"]["revision"]
 
     _submit(operator, namespace, "third", 3, tmp_path)
     eventually(lambda: job("third").get("rollout", {}).get("phase") == "Paused", 600, "the third rollout to pause")
@@ -93,6 +79,6 @@ def test_jobs_roll_out_through_their_service_and_a_person_decides_what_the_gates
     failed = next(c for c in third["conditions"] if c["type"] == "Failed")
     assert third["phase"] == "Failed" and failed["reason"] == "RolledBack"
     assert "aborted by a person" in failed["message"]
-    service = _status(local_api, namespace, SERVICE_PLURAL, "blobs")
+    service = status_of(local_api, namespace, SERVICE_PLURAL, "blobs")
     assert service["stableRevision"] == second["artifact"]["revision"]
     assert service["rollout"]["phase"] == "RolledBack"

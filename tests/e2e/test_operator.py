@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from ganforge.local.install import (
     EXAMPLE_SERVICE,
     OPERATOR_DEPLOYMENT,
     OPERATOR_NAMESPACE,
-    install,
     kubectl,
 )
 from ganforge.local.provisioner import claim_host_path
@@ -40,12 +38,6 @@ from ganforge.operator.kube import CRASH_AFTER_WRITES_ENV
 from ganforge.serving.client import latents
 from ganforge.serving.export import PARITY_BOUNDS, onnxruntime_images
 from tests.helpers import answering_client, eventually, fast_job
-
-
-@pytest.fixture(scope="module")
-def operator(local_cluster: Any) -> Iterator[Path]:
-    install(local_cluster.kubeconfig)
-    yield local_cluster.kubeconfig
 
 
 def _job(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:

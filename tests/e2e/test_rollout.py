@@ -13,43 +13,28 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
 
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
 from ganforge.api.inference_service import TRITON_HTTP_PORT
-from ganforge.api.training_job import API_GROUP, VERSION
-from ganforge.local.install import install, kubectl
 from ganforge.local.provisioner import claim_host_path
 from ganforge.operator import rollout_cli
 from ganforge.operator.serving_children import model_repository_claim
 from ganforge.operator.settings import OperatorSettings
 from ganforge.serving.export import export_checkpoint
 from ganforge.serving.model_repository import Revision
+from tests.e2e.cluster import apply, status_of
 from tests.helpers import StableClient, eventually
 from tests.planted import planted
 from tests.trained_run import TrainedRun
 
 CLAIM = "ganforge-models"
 GATES = {"serving": {"durationSeconds": 4, "concurrency": 2}}
-
-
-@pytest.fixture(scope="module")
-def operator(local_cluster: Any) -> Iterator[Path]:
-    install(local_cluster.kubeconfig)
-    yield local_cluster.kubeconfig
-
-
-def _apply(kubeconfig: Path, namespace: str, document: dict[str, Any], tmp_path: Path) -> None:
-    path = tmp_path / f"{document['kind']}-{document['metadata']['name']}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(path))
 
 
 def _service(revision: Revision) -> dict[str, Any]:
@@ -60,9 +45,7 @@ def _service(revision: Revision) -> dict[str, Any]:
 
 
 def _status(api: ApiClient, namespace: str) -> dict[str, Any]:
-    body = client.CustomObjectsApi(api).get_namespaced_custom_object(API_GROUP, VERSION, namespace, SERVICE_PLURAL,
-                                                                     "fashion")
-    return body.get("status") or {}  # type: ignore[no-any-return]
+    return status_of(api, namespace, SERVICE_PLURAL, "fashion")
 
 
 @pytest.mark.timeout(2400)
@@ -71,11 +54,11 @@ def test_good_candidates_are_promoted_and_bad_ones_rolled_back_while_the_stable_
         fashion_run: TrainedRun, tmp_path: Path) -> None:
     namespace = local_namespace
     # The model repository claim, as the first export of a job would create it.
-    _apply(operator, namespace, model_repository_claim(namespace, CLAIM, OperatorSettings()), tmp_path)
+    apply(operator, namespace, model_repository_claim(namespace, CLAIM, OperatorSettings()), tmp_path)
     host = eventually(lambda: claim_host_path(local_core, namespace, CLAIM), 120, "the model repository claim")
     repository = Path(host) / "fashion"
     stable = export_checkpoint(fashion_run.final, repository).revision
-    _apply(operator, namespace, _service(stable), tmp_path)
+    apply(operator, namespace, _service(stable), tmp_path)
     eventually(lambda: _status(local_api, namespace).get("stableRevision") == stable.path.name, 300,
                "the first revision to serve")
     ip = local_core.read_namespaced_service("fashion", namespace).spec.cluster_ip
@@ -96,7 +79,7 @@ def test_good_candidates_are_promoted_and_bad_ones_rolled_back_while_the_stable_
         expected_stable = stable.path.name
         for what, revision, outcome, catcher in candidates:
             applied = time.monotonic()
-            _apply(operator, namespace, _service(revision), tmp_path)
+            apply(operator, namespace, _service(revision), tmp_path)
 
             def decided(name: str = revision.path.name) -> dict[str, Any] | None:
                 status = _status(local_api, namespace)

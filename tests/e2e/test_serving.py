@@ -13,38 +13,19 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
 
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
 from ganforge.api.inference_service import TRITON_HTTP_PORT
-from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
-from ganforge.local.install import install, kubectl
+from ganforge.api.training_job import PLURAL
 from ganforge.local.provisioner import claim_host_path
+from tests.e2e.cluster import apply, status_of
 from tests.helpers import StableClient, eventually, fast_job
-
-
-@pytest.fixture(scope="module")
-def operator(local_cluster: Any) -> Iterator[Path]:
-    install(local_cluster.kubeconfig)
-    yield local_cluster.kubeconfig
-
-
-def _apply(kubeconfig: Path, namespace: str, document: dict[str, Any], tmp_path: Path) -> None:
-    path = tmp_path / f"{document['kind']}-{document['metadata']['name']}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(path))
-
-
-def _status(api: ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
-    body = client.CustomObjectsApi(api).get_namespaced_custom_object(API_GROUP, VERSION, namespace, plural, name)
-    return body.get("status") or {}  # type: ignore[no-any-return]
 
 
 def _service(name: str, source: dict[str, Any]) -> dict[str, Any]:
@@ -77,28 +58,28 @@ def test_bad_revisions_and_sources_never_disturb_the_stable_endpoint(
     job = fast_job("tiny", export={"enabled": True},
                    dataset={"uri": "fake://blobs?n=512&classes=4", "format": "fake", "resolution": 16,
                             "conditional": True})
-    _apply(operator, namespace, job, tmp_path)
-    _apply(operator, namespace, fast_job("no-data", dataset={"uri": "file:///nonexistent/data", "format": "idx",
+    apply(operator, namespace, job, tmp_path)
+    apply(operator, namespace, fast_job("no-data", dataset={"uri": "file:///nonexistent/data", "format": "idx",
                                                              "resolution": 16}), tmp_path)
-    _apply(operator, namespace, _service("orphan", {"trainingJob": "nope"}), tmp_path)
-    _apply(operator, namespace, _service("from-failed", {"trainingJob": "no-data"}), tmp_path)
+    apply(operator, namespace, _service("orphan", {"trainingJob": "nope"}), tmp_path)
+    apply(operator, namespace, _service("from-failed", {"trainingJob": "no-data"}), tmp_path)
 
-    orphan = eventually(lambda: (s := _status(local_api, namespace, SERVICE_PLURAL, "orphan")).get("phase")
+    orphan = eventually(lambda: (s := status_of(local_api, namespace, SERVICE_PLURAL, "orphan")).get("phase")
                         == "Degraded" and s, 120, "the orphan service to be Degraded")
     degraded = _condition(orphan, "Degraded")
     assert degraded["reason"] == "SourceNotFound" and "GANTrainingJob nope not found" in degraded["message"]
-    from_failed = eventually(lambda: _condition(_status(local_api, namespace, SERVICE_PLURAL, "from-failed"),
+    from_failed = eventually(lambda: _condition(status_of(local_api, namespace, SERVICE_PLURAL, "from-failed"),
                                                 "Degraded").get("reason") == "SourceFailed"
-                             and _status(local_api, namespace, SERVICE_PLURAL, "from-failed"), 300,
+                             and status_of(local_api, namespace, SERVICE_PLURAL, "from-failed"), 300,
                              "the service of a failed job to be Degraded")
     assert "DataError" in _condition(from_failed, "Degraded")["message"]
 
-    trained = eventually(lambda: (s := _status(local_api, namespace, PLURAL, "tiny")).get("phase")
+    trained = eventually(lambda: (s := status_of(local_api, namespace, PLURAL, "tiny")).get("phase")
                          in ("Succeeded", "Failed") and s, 600, "the small job to train and export")
     assert trained["phase"] == "Succeeded", json.dumps(trained, indent=2)
     artifact = trained["artifact"]
-    _apply(operator, namespace, _service("tiny-gen", {"trainingJob": "tiny"}), tmp_path)
-    ready = eventually(lambda: (s := _status(local_api, namespace, SERVICE_PLURAL, "tiny-gen")).get("phase")
+    apply(operator, namespace, _service("tiny-gen", {"trainingJob": "tiny"}), tmp_path)
+    ready = eventually(lambda: (s := status_of(local_api, namespace, SERVICE_PLURAL, "tiny-gen")).get("phase")
                        == "Ready" and s, 300, "tiny-gen to be Ready")
     stable = ready["stableRevision"]
     assert stable == artifact["revision"]
@@ -116,11 +97,11 @@ def test_bad_revisions_and_sources_never_disturb_the_stable_endpoint(
             ({"uri": "pvc://ganforge-models/tiny/r9999999999", "sha256": "9" * 64}, "does not exist"),
         ]
         for source, expected in bad_sources:
-            _apply(operator, namespace, _service("tiny-gen", {"artifact": source}), tmp_path)
+            apply(operator, namespace, _service("tiny-gen", {"artifact": source}), tmp_path)
             bad = f"r{source['sha256'][:10]}"
 
             def refused(revision: str = bad) -> dict[str, Any] | None:
-                status = _status(local_api, namespace, SERVICE_PLURAL, "tiny-gen")
+                status = status_of(local_api, namespace, SERVICE_PLURAL, "tiny-gen")
                 entry = next((r for r in status.get("revisions", []) if r["name"] == revision), {})
                 return status if entry.get("state") == "Failed" else None
 
