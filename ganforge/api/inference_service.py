@@ -133,6 +133,44 @@ class TritonSpec(ApiModel):
         return value
 
 
+# Gateway API (standard channel): the route that splits a service's traffic between revisions.
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_VERSION = "v1"
+HTTPROUTE_PLURAL = "httproutes"
+# Hostnames as Gateway API accepts them (RFC 1123, optionally one leading wildcard label).
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class GatewaySpec(ApiModel):
+    """The Gateway whose HTTPRoute splits the service's traffic between the stable and the canary."""
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Name of the Gateway (Gateway API).")
+    namespace: str | None = Field(
+        None, pattern=DNS_LABEL_PATTERN, max_length=63,
+        description="Namespace of the Gateway; null = the service's. Its listener must allow routes from here.",
+    )
+    section_name: str | None = Field(
+        None, pattern=DNS_LABEL_PATTERN, max_length=63, description="The Gateway's listener; null = every listener.",
+    )
+    hostnames: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="Hostnames the route answers; empty = any. Requests match /v2/models/<modelName> below them.",
+    )
+    drain_seconds: int = Field(
+        10, ge=0, le=600,
+        description="How long a revision whose weight went to 0 keeps running before it is removed: time for "
+                    "the gateway to apply the route and for in-flight requests to finish.",
+    )
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, hostnames: list[str]) -> list[str]:
+        for hostname in hostnames:
+            if len(hostname) > 253 or not _matches(HOSTNAME_PATTERN, hostname):
+                raise ValueError(f"not a hostname: {hostname!r}")
+        return hostnames
+
+
 class GANInferenceServiceSpec(ApiModel):
     model_name: str | None = Field(
         None,
@@ -144,8 +182,13 @@ class GANInferenceServiceSpec(ApiModel):
     triton: TritonSpec = Field(default_factory=TritonSpec, description="Triton pods of each revision.")
     rollout: RolloutPolicy = Field(
         default_factory=RolloutPolicy,
-        description="How a new revision replaces the stable one; the canary fields (strategy, steps, gates, "
-        "approval) are used by the quality-gated rollout.",
+        description="How a new revision replaces the stable one: strategy, traffic steps, gates, approval.",
+    )
+    gateway: GatewaySpec | None = Field(
+        None,
+        description="Gateway API Gateway whose HTTPRoute (named like the service) splits traffic by "
+        "spec.rollout.steps; null = no weighted traffic: the canary is analysed on its own Service and the "
+        "stable Service switches at promotion.",
     )
 
 
@@ -193,6 +236,10 @@ class RevisionStatus(ApiModel):
     ready_replicas: int = Field(0, ge=0, description="Of those, pods whose model is ready.")
     message: str = Field("", description="Explanation of the state, for people.")
     created_time: str | None = Field(None, description="RFC 3339 time the revision was created.")
+    drain_until: str | None = Field(
+        None, description="RFC 3339 time until which a revision that lost its traffic keeps its pods, so that "
+                          "requests in flight finish; null = not draining.",
+    )
 
 
 RolloutPhase = Literal["Progressing", "Paused", "AwaitingApproval", "Promoted", "RolledBack"]
@@ -252,6 +299,10 @@ class GANInferenceServiceStatus(ApiModel):
         None,
         description="In-cluster URL of the stable Service, "
         f"e.g. http://<name>.<namespace>.svc:{TRITON_HTTP_PORT}.",
+    )
+    route: str | None = Field(
+        None, description="With spec.gateway: the HTTPRoute (named like the service) and whether the Gateway "
+                          "accepted it, for people.",
     )
     revisions: list[RevisionStatus] = Field(default_factory=list, description="Revisions that exist.")
     rollout: RolloutStatus | None = Field(None, description="The current or latest rollout.")

@@ -206,17 +206,28 @@ def preempt(root: Path, node: str, grace: int, timeout: float) -> int:
 
 
 def install_operator(root: Path) -> int:
-    from ganforge.local.install import OPERATOR_NAMESPACE, InstallError, install
+    from ganforge.local.install import (
+        GATEWAY_NAME,
+        GATEWAY_NAMESPACE,
+        OPERATOR_NAMESPACE,
+        InstallError,
+        install,
+        install_gateway,
+    )
+    from ganforge.local.tools import ToolMissingError
 
     if not (root / "ready").exists():
         print("ganforge local install: the cluster is not up (run `ganforge local up`)", file=sys.stderr)
         return EXIT_FAILED
     try:
         install(root / "kubeconfig")
-    except InstallError as error:
+        install_gateway(root / "kubeconfig")
+    except (InstallError, ToolMissingError) as error:
         print(f"ganforge local install: {error}", file=sys.stderr)
         return EXIT_FAILED
     print(f"ganforge operator is running in namespace {OPERATOR_NAMESPACE}")
+    print(f"Gateway {GATEWAY_NAMESPACE}/{GATEWAY_NAME} (Traefik) routes GANInferenceServices that name it "
+          f"in spec.gateway")
     return EXIT_OK
 
 
@@ -238,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="number the nodes from N (node N owns pod subnet 10.244.N.0/24), so a second "
                              "cluster on this machine never shares pod addresses; kept with the cluster")
     serve_cmd.add_argument("--first-node-index", type=int, default=1)
-    commands.add_parser("install", help="apply ganforge's CRDs, RBAC and operator, and wait until it runs")
+    commands.add_parser("install", help="apply ganforge's CRDs, RBAC and operator, the Gateway API CRDs and "
+                                        "Traefik; wait until they run")
     logs_cmd = commands.add_parser("logs", help="print a pod's container log")
     logs_cmd.add_argument("pod")
     logs_cmd.add_argument("-n", "--namespace", default="default")

@@ -21,6 +21,7 @@ _TOOL_HOMES: dict[str, tuple[str, ...]] = {
     "helm": ("helm", "HELM_VERSION"),
     # A launcher that runs nvidia-pytriton's tritonserver as the NGC image would (hack/tools.sh).
     "tritonserver": ("triton", "PYTRITON_VERSION", "bin/tritonserver"),
+    "traefik": ("traefik", "TRAEFIK_VERSION"),
 }
 
 
@@ -70,4 +71,12 @@ def tool_path(name: str) -> Path:
     path = cache_dir() / f"{prefix}-{_read_versions()[version_key]}" / (inside[0] if inside else name)
     if not os.access(path, os.X_OK):
         raise ToolMissingError(f"{name} not found at {path}; run `make tools` to build it")
+    return path
+
+
+def gateway_api_crds() -> Path:
+    """The directory of the Gateway API CRDs (standard channel) that `make tools` installs."""
+    path = cache_dir() / f"gateway-api-{_read_versions()['GATEWAY_API_VERSION']}"
+    if not (path / ".complete").is_file():
+        raise ToolMissingError(f"the Gateway API CRDs are not at {path}; run `make tools` to install them")
     return path

@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
+from ganforge.api.inference_service import GATEWAY_API_GROUP, GATEWAY_API_VERSION, HTTPROUTE_PLURAL
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
 from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
 from ganforge.operator import naming
@@ -54,6 +55,8 @@ class Kube:
                 functools.partial(self._custom_create, SERVICE_PLURAL),
                 functools.partial(self._custom_merge_patch, SERVICE_PLURAL)),
             "RoleBinding": (rbac.create_namespaced_role_binding, None),
+            # A service's traffic split: a JSON merge patch replaces backendRefs whole.
+            "HTTPRoute": (self._route_create, self._route_merge_patch),
         }
         self._deleters: dict[str, Callable[..., Any]] = {
             "Deployment": self.apps.delete_namespaced_deployment, "Service": core.delete_namespaced_service}
@@ -64,6 +67,15 @@ class Kube:
 
     def _custom_merge_patch(self, plural: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
         return self.custom.patch_namespaced_custom_object(API_GROUP, VERSION, namespace, plural, name, body,
+                                                          _content_type="application/merge-patch+json")
+
+    def _route_create(self, namespace: str, body: dict[str, Any]) -> Any:
+        return self.custom.create_namespaced_custom_object(GATEWAY_API_GROUP, GATEWAY_API_VERSION, namespace,
+                                                           HTTPROUTE_PLURAL, body)
+
+    def _route_merge_patch(self, name: str, namespace: str, body: dict[str, Any]) -> Any:
+        return self.custom.patch_namespaced_custom_object(GATEWAY_API_GROUP, GATEWAY_API_VERSION, namespace,
+                                                          HTTPROUTE_PLURAL, name, body,
                                                           _content_type="application/merge-patch+json")
 
     # -- reads ---------------------------------------------------------------------------------
@@ -80,6 +92,18 @@ class Kube:
         try:
             body: dict[str, Any] = self.custom.get_namespaced_custom_object(API_GROUP, VERSION, namespace,
                                                                             SERVICE_PLURAL, name)
+            return body
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def get_http_route(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """None when the route does not exist; an apiserver without the Gateway API answers 404 too,
+        and the route's creation then fails with an error that names the missing resource."""
+        try:
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GATEWAY_API_GROUP, GATEWAY_API_VERSION, namespace, HTTPROUTE_PLURAL, name)
             return body
         except ApiException as error:
             if error.status == 404:

@@ -9,16 +9,21 @@ an inconclusive one pauses for a person (after `inconclusiveLimit` re-runs), onl
 the next step. A person decides with annotations naming the revision: ganforge.io/promote
 (promotes from any phase), ganforge.io/abort (rolls back).
 
-Traffic: without a Gateway API route the canary takes no user traffic; each analysis calls the
-canary's own revision Service, and promotion switches the stable Service in one write (the
-blueGreen switch). Every step's weight is therefore 0 and the status says so.
+Traffic: with `spec.gateway` and the canary strategy, each step first routes its weight of the
+service's HTTPRoute to the canary (ganforge.operator.traffic), and its analysis starts only once
+the Gateway has accepted that route. Without a Gateway (or with blueGreen) the canary takes no
+user traffic before promotion: it is analysed on its own revision Service, at weight 0, and the
+stable Service (and the route, if any) switches in one write.
+
+With manual approval the checks go on while the rollout waits for a person: the last step is
+analysed again every `approvalRecheckSeconds`, and a failure there rolls back as anywhere else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -38,6 +43,7 @@ from ganforge.operator import naming, serving_children
 from ganforge.operator.observe import terminated_state
 from ganforge.operator.reconcile import DeletePod, Event, Plan, rfc3339
 from ganforge.operator.settings import OperatorSettings
+from ganforge.operator.traffic import RouteState
 
 ANALYSIS_RECHECK_SECONDS = 2.0
 
@@ -59,6 +65,7 @@ class RolloutObserved:
     pods: Sequence[Mapping[str, Any]]  # the service's pods (analysis pods among them)
     annotations: Mapping[str, str]
     now: datetime
+    route: RouteState | None = None  # the service's HTTPRoute as the Gateway took it up; None = none
 
 
 @dataclass
@@ -74,9 +81,13 @@ class _Context:
     pods: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-# The canary's share of user traffic during each analysis. Without a traffic router the canary is
-# analysed on its own Service: one analysis, no user traffic, then the switch.
-WEIGHTS_WITHOUT_ROUTER = (0,)
+def step_weights(spec: GANInferenceServiceSpec) -> list[int]:
+    """The canary's share of user traffic during each analysis. Without a route (no Gateway, or
+    blueGreen) the canary is analysed on its own Service: one analysis, no user traffic, then the
+    switch."""
+    if spec.gateway is not None and spec.rollout.strategy == "canary":
+        return list(spec.rollout.steps)
+    return [0]
 
 
 def advance(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec, model_name: str,
@@ -89,8 +100,8 @@ def advance(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec,
     rollout = current
     if rollout is None or rollout.revision != canary.name or rollout.phase in ("Promoted", "RolledBack"):
         rollout = RolloutStatus(revision=canary.name, from_revision=stable, strategy=spec.rollout.strategy,
-                                phase="Progressing", weights=list(WEIGHTS_WITHOUT_ROUTER), started_time=now,
-                                message=_traffic_note(spec))
+                                phase="Progressing", weights=step_weights(spec), started_time=now,
+                                message=_traffic_note(service, spec))
         plan.events.append(Event("Normal", ROLLOUT_STARTED, f"revision {canary.name} against stable {stable}: "
                                                             f"{len(rollout.weights)} analysis step(s)"))
     else:
@@ -115,9 +126,15 @@ def abandon(rollout: RolloutStatus, why: str, now: datetime, plan: Plan) -> Roll
     return ended
 
 
-def _traffic_note(spec: GANInferenceServiceSpec) -> str:
-    note = "no traffic router: the canary is analysed on its own Service, then the stable Service switches"
-    return note if spec.rollout.strategy == "blueGreen" else f"strategy canary, {note} (steps carry no weight)"
+def _traffic_note(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec) -> str:
+    if spec.gateway is not None and spec.rollout.strategy == "canary":
+        steps = ", ".join(f"{weight}%" for weight in spec.rollout.steps)
+        return f"canary through HTTPRoute {service.name}: {steps} of the traffic, each step analysed"
+    switch = "the route and the stable Service switch" if spec.gateway is not None else "the stable Service switches"
+    note = f"the canary is analysed on its own Service, then {switch}"
+    if spec.rollout.strategy == "blueGreen":
+        return f"blueGreen: {note}"
+    return f"strategy canary without spec.gateway: {note} (steps carry no weight)"
 
 
 def _decide_by_person(rollout: RolloutStatus, annotations: Mapping[str, str]) -> RolloutDecision | None:
@@ -132,11 +149,13 @@ def _advance_analyses(rollout: RolloutStatus, context: _Context) -> RolloutDecis
     if rollout.phase == "Paused":
         return RolloutDecision(reason=rollout.message, waiting_reason=ROLLOUT_PAUSED)
     if rollout.phase == "AwaitingApproval":
-        return RolloutDecision(reason=rollout.message, waiting_reason=AWAITING_APPROVAL)
+        return _keep_checking(rollout, context)
     running = next((a for a in rollout.analyses if a.state == "Running"), None)
     if running is None:
-        attempts = sum(1 for a in rollout.analyses if a.step == rollout.step)
-        _start_analysis(rollout, context, attempts)
+        unrouted = _route_pending(rollout, context)
+        if unrouted:
+            return RolloutDecision(reason=unrouted)
+        _start_analysis(rollout, context, _attempts(rollout))
         return RolloutDecision(reason=f"step {rollout.step + 1}/{len(rollout.weights)}: analysing")
     result = _finished_analysis(running, context)
     if result is None:
@@ -147,10 +166,10 @@ def _advance_analyses(rollout: RolloutStatus, context: _Context) -> RolloutDecis
     _record(running, result, context)
     policy = context.spec.rollout
     if running.state == "Pass":
-        rollout.step += 1
-        if rollout.step < len(rollout.weights):
-            _start_analysis(rollout, context, 0)
-            return RolloutDecision(reason=f"step {rollout.step + 1}/{len(rollout.weights)}: analysing")
+        if rollout.step + 1 < len(rollout.weights):
+            rollout.step += 1  # the route takes the next weight in this pass; its analysis follows
+            return RolloutDecision(reason=f"step {rollout.step + 1}/{len(rollout.weights)}: routing "
+                                          f"{rollout.weights[rollout.step]}% of the traffic to the canary")
         if policy.approval == "manual":
             rollout.phase = "AwaitingApproval"
             rollout.message = (f"every analysis passed; waiting for {PROMOTE_ANNOTATION}={rollout.revision} "
@@ -173,6 +192,59 @@ def _advance_analyses(rollout: RolloutStatus, context: _Context) -> RolloutDecis
     _start_analysis(rollout, context, running.attempt + 1)  # a tolerated failure or inconclusive: again
     return RolloutDecision(reason=f"step {rollout.step + 1}/{len(rollout.weights)}: analysing again "
                                   f"after {running.state.lower()}")
+
+
+def _attempts(rollout: RolloutStatus) -> int:
+    return sum(1 for a in rollout.analyses if a.step == rollout.step)
+
+
+def _route_pending(rollout: RolloutStatus, context: _Context) -> str:
+    """Why the step's analysis cannot start yet: the Gateway does not route its weight yet."""
+    weight = rollout.weights[rollout.step]
+    if weight == 0:
+        return ""
+    route = context.observed.route
+    where = f"step {rollout.step + 1}/{len(rollout.weights)}: waiting for the Gateway to route {weight}% to the canary"
+    if route is None:
+        return f"{where} (HTTPRoute {context.service.name} not found yet)"
+    if route.weights.get(context.canary.name) != weight or not route.accepted:
+        return f"{where} ({route.message})"
+    return ""
+
+
+def _keep_checking(rollout: RolloutStatus, context: _Context) -> RolloutDecision:
+    """While a person decides, the last step is analysed again now and then; a failure rolls back
+    (within failureLimit it is run again), an inconclusive result pauses, as anywhere else."""
+    waiting = RolloutDecision(reason=rollout.message, waiting_reason=AWAITING_APPROVAL)
+    running = next((a for a in rollout.analyses if a.state == "Running"), None)
+    if running is None:
+        last = rollout.analyses[-1].finished_time if rollout.analyses else None
+        due = last is None or context.observed.now - datetime.fromisoformat(last) >= timedelta(
+            seconds=context.settings.approval_recheck_seconds)
+        if due:
+            _start_analysis(rollout, context, _attempts(rollout))
+        return waiting
+    result = _finished_analysis(running, context)
+    if result is None:
+        if running.pod not in context.pods:
+            context.plan.create.append(_analysis_pod(rollout, context, running.attempt))
+        return waiting
+    _record(running, result, context)
+    policy = context.spec.rollout
+    if running.state == "Fail":
+        rollout.failures += 1
+        if rollout.failures > policy.failure_limit:
+            return RolloutDecision("rollback", f"analysis failed while awaiting approval: {running.message}")
+    elif running.state == "Inconclusive":
+        rollout.inconclusives += 1
+        if rollout.inconclusives > policy.inconclusive_limit:
+            rollout.phase = "Paused"
+            rollout.message = (f"analysis inconclusive while awaiting approval: {running.message}; a person "
+                               f"decides: {PROMOTE_ANNOTATION}={rollout.revision} or "
+                               f"{ABORT_ANNOTATION}={rollout.revision}")
+            context.plan.events.append(Event("Warning", ROLLOUT_PAUSED, rollout.message))
+            return RolloutDecision(reason=rollout.message, waiting_reason=ROLLOUT_PAUSED)
+    return waiting
 
 
 def _analysis_pod(rollout: RolloutStatus, context: _Context, attempt: int) -> dict[str, Any]:

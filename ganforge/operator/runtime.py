@@ -123,9 +123,10 @@ class OperatorRuntime:
         selector = naming.service_selector(name)
         deployments = {d["metadata"]["labels"].get(naming.REVISION_LABEL, ""): d
                        for d in self.kube.deployments(namespace, selector)}
+        route = self.kube.get_http_route(namespace, name) if spec.gateway is not None else None
         observed = ServingObserved(resolve_source(spec, namespace, job), deployments,
                                    self.kube.pods(namespace, selector), datetime.now(UTC),
-                                   metadata.get("annotations") or {})
+                                   metadata.get("annotations") or {}, route)
         plan = reconcile_service(service, spec, current, int(metadata.get("generation") or 0), observed,
                                  self.settings)
         self.kube.execute(namespace, name, metadata["resourceVersion"], plan, lambda event: _post(body, event),

@@ -12,14 +12,17 @@ safe:
 
 - a ready revision becomes stable at once only when there is no stable yet; otherwise it is rolled
   out against the stable one, analysis by analysis (ganforge.operator.rollout), and promoted or
-  rolled back on the verdicts.
+  rolled back on the verdicts;
+- with spec.gateway, the service's HTTPRoute gives the canary its step's weight only while the
+  canary is Ready; a revision that loses its weight (the old stable at promotion, a canary rolled
+  back) keeps its pods for spec.gateway.drainSeconds before it is removed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from ganforge.api.inference_service import (
@@ -31,7 +34,7 @@ from ganforge.api.inference_service import (
     ServiceConditionType,
     revision_name,
 )
-from ganforge.operator import naming, serving_children
+from ganforge.operator import naming, serving_children, traffic
 from ganforge.operator import rollout as rollout_steps
 from ganforge.operator.observe import terminated_state
 from ganforge.operator.reconcile import CONDITION_MESSAGE_LIMIT, DeleteObject, Event, Plan, rfc3339, upsert_condition
@@ -99,6 +102,7 @@ class ServingObserved:
     pods: Sequence[Mapping[str, Any]]  # the service's pods: Triton pods by revision, analysis pods
     now: datetime
     annotations: Mapping[str, str] = field(default_factory=dict)  # the service's: a person's rollout decisions
+    route: Mapping[str, Any] | None = None  # the service's HTTPRoute (with spec.gateway), None = none
 
 
 @dataclass
@@ -166,6 +170,7 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
     elif source.waiting and status.stable_revision is None:
         verdict.progressing = source.waiting
 
+    route = traffic.read_route(service, observed.route) if spec.gateway is not None else None
     known = {revision.name: revision for revision in status.revisions}
     if source.artifact is not None and desired is not None and desired not in known:
         entry = RevisionStatus(name=desired, uri=source.artifact.uri, sha256=source.artifact.sha256,
@@ -185,6 +190,9 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
         if not serving:
             if revision.state in ("Loading", "Ready"):
                 revision.state, revision.message = "Retired", "replaced by a newer revision"
+            if _draining(revision, now):
+                continue  # no new requests reach it; those in flight finish
+            revision.drain_until = None
             if revision.name in observed.deployments:
                 plan.delete_objects += [DeleteObject("Deployment", name), DeleteObject("Service", name)]
             continue
@@ -231,13 +239,14 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
         if status.stable_revision is None:
             _promote(service, status, wanted, plan)  # the first revision: nothing to compare it with
         else:
-            _roll_out(service, spec, status, wanted, observed, settings, plan, verdict)
+            _roll_out(service, spec, status, wanted, observed, route, settings, plan, verdict)
     # Applied on every pass: the selector is the one switch that moves traffic. Before any revision
     # is stable it selects the first one, whose pods become endpoints only once their model is ready;
     # the Service exists early so that the proxies know it before it first answers.
     first = status.stable_revision or (wanted.name if wanted is not None and wanted.state == "Loading" else None)
     if first is not None:
         plan.apply.append(serving_children.stable_service(service, first))
+    _route_traffic(service, spec, status, route, plan)
 
     # Old Retired and Failed records go first; the stable and the wanted revision always stay.
     keep = {status.stable_revision, desired}
@@ -250,22 +259,62 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
     if status != current:
         plan.status = status.to_wire()
     plan.requeue_after = LOADING_RECHECK_SECONDS if verdict.progressing else settings.resync_seconds
+    for revision in status.revisions:
+        if _draining(revision, now):
+            assert revision.drain_until is not None
+            left = (datetime.fromisoformat(revision.drain_until) - now).total_seconds()
+            plan.requeue_after = min(plan.requeue_after, max(left, 0.5))
     return plan
 
 
+def _draining(revision: RevisionStatus, now: datetime) -> bool:
+    return revision.drain_until is not None and now < datetime.fromisoformat(revision.drain_until)
+
+
+def _drain_until(spec: GANInferenceServiceSpec, now: datetime) -> str | None:
+    """A revision that had weight on the route keeps its pods a while; without a route no user
+    request can be in flight on a canary, and the old stable's pods drain on their own (preStop)."""
+    if spec.gateway is None:
+        return None
+    return rfc3339(now + timedelta(seconds=spec.gateway.drain_seconds))
+
+
+def _route_traffic(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec,
+                   status: GANInferenceServiceStatus, route: traffic.RouteState | None, plan: Plan) -> None:
+    """The HTTPRoute: the stable revision, the canary at its step's weight while it is Ready, and
+    draining revisions at weight 0 until they are removed."""
+    status.canary_weight = 0
+    if spec.gateway is None or status.stable_revision is None or status.model_name is None:
+        status.route = None
+        return
+    rollout = status.rollout
+    canary = next((r for r in status.revisions if r.name == status.canary_revision), None)
+    if canary is not None and canary.state == "Ready" and rollout is not None and rollout.revision == canary.name \
+            and rollout.phase not in ("Promoted", "RolledBack"):
+        status.canary_weight = rollout.weights[rollout.step]
+    backends = [traffic.Backend(status.stable_revision, 100 - status.canary_weight)]
+    if canary is not None and canary.state in ("Loading", "Ready"):
+        backends.append(traffic.Backend(canary.name, status.canary_weight))
+    backends += [traffic.Backend(r.name, 0) for r in status.revisions
+                 if r.drain_until is not None and r.name not in (status.stable_revision, status.canary_revision)]
+    plan.apply.append(traffic.http_route(service, spec.gateway, status.model_name, backends))
+    status.route = route.message if route is not None else f"HTTPRoute {service.name}: created"
+
+
 def _roll_out(service: serving_children.ServiceRef, spec: GANInferenceServiceSpec, status: GANInferenceServiceStatus,
-              canary: RevisionStatus, observed: ServingObserved, settings: OperatorSettings, plan: Plan,
-              verdict: _Verdict) -> None:
+              canary: RevisionStatus, observed: ServingObserved, route: traffic.RouteState | None,
+              settings: OperatorSettings, plan: Plan, verdict: _Verdict) -> None:
     assert status.stable_revision is not None and status.model_name is not None
     status.canary_revision = canary.name
     rollout, decision = rollout_steps.advance(
         service, spec, status.model_name, status.rollout, canary, status.stable_revision,
-        rollout_steps.RolloutObserved(observed.pods, observed.annotations, observed.now), settings, plan)
+        rollout_steps.RolloutObserved(observed.pods, observed.annotations, observed.now, route), settings, plan)
     status.rollout = rollout
+    drain_until = _drain_until(spec, observed.now)
     if decision.action == "promote":
-        _promote(service, status, canary, plan, decision.reason)
+        _promote(service, status, canary, plan, decision.reason, drain_until)
     elif decision.action == "rollback":
-        _roll_back(service, status, canary, plan, decision.reason)
+        _roll_back(service, status, canary, plan, decision.reason, drain_until)
         verdict.degraded_reason = rollout_steps.ROLLED_BACK
         verdict.degraded.append(f"revision {canary.name} rolled back: {decision.reason}")
     else:
@@ -273,28 +322,36 @@ def _roll_out(service: serving_children.ServiceRef, spec: GANInferenceServiceSpe
 
 
 def _promote(service: serving_children.ServiceRef, status: GANInferenceServiceStatus, revision: RevisionStatus,
-             plan: Plan, why: str = "") -> None:
-    """The stable Service switches to `revision` in one write; the old stable's pods finish their
-    in-flight requests (preStop delay, then Triton's exit timeout) as their Deployment goes."""
+             plan: Plan, why: str = "", drain_until: str | None = None) -> None:
+    """The stable Service (and the route) switch to `revision` in one write; the old stable's pods
+    finish their in-flight requests (the route's drain, the preStop delay, then Triton's exit
+    timeout) before their Deployment goes."""
     previous = status.stable_revision
     status.stable_revision, status.canary_revision, status.canary_weight = revision.name, None, 0
     for record in status.revisions:
         if record.name == previous:
             record.state, record.message = "Retired", f"replaced by {revision.name}"
-            name = naming.revision_object(service.name, previous)
-            plan.delete_objects += [DeleteObject("Deployment", name), DeleteObject("Service", name)]
+            record.drain_until = drain_until
+            if drain_until is None:
+                name = naming.revision_object(service.name, previous)
+                plan.delete_objects += [DeleteObject("Deployment", name), DeleteObject("Service", name)]
     was = f" (was {previous})" if previous else ""
     plan.events.append(Event("Normal", PROMOTED, f"revision {revision.name} is stable{was}"
                                                  + (f": {why}" if why else "")))
 
 
 def _roll_back(service: serving_children.ServiceRef, status: GANInferenceServiceStatus, revision: RevisionStatus,
-               plan: Plan, why: str) -> None:
-    """The canary never carried user traffic here: it goes at once, and the stable stays as it was."""
+               plan: Plan, why: str, drain_until: str | None = None) -> None:
+    """The canary's weight goes to 0 at once; without a route it never had user traffic and goes
+    at once, with one it drains first. The stable stays as it was."""
+    had_traffic = status.canary_weight > 0
     status.canary_revision, status.canary_weight = None, 0
     revision.state, revision.message = "Failed", f"rolled back: {why}"
-    name = naming.revision_object(service.name, revision.name)
-    plan.delete_objects += [DeleteObject("Deployment", name), DeleteObject("Service", name)]
+    if had_traffic and drain_until is not None:
+        revision.drain_until = drain_until
+    else:
+        name = naming.revision_object(service.name, revision.name)
+        plan.delete_objects += [DeleteObject("Deployment", name), DeleteObject("Service", name)]
     plan.events.append(Event("Warning", rollout_steps.ROLLED_BACK, f"revision {revision.name}: {why}"))
 
 

@@ -80,6 +80,9 @@ class OperatorSettings(BaseModel):
     )
     analysis_cpu: str = Field("1", description="CPU request of a canary analysis pod.")
     analysis_memory: str = Field("2Gi", description="Memory request of a canary analysis pod.")
+    approval_recheck_seconds: float = Field(
+        120.0, gt=0, description="While a rollout awaits manual approval, the canary is analysed again this often."
+    )
     triton_image: str = Field("nvcr.io/nvidia/tritonserver:24.10-py3", description="Default Triton image.")
     triton_profile: TritonProfile = Field(
         "onnxruntime", description="onnxruntime: the image's ONNX Runtime backend; python-onnxruntime: onnxruntime "

