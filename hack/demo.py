@@ -1,10 +1,17 @@
-"""`make demo`: train, survive a spot reclaim, export, serve through Triton, generate.
+"""`make demo`: train, survive a spot reclaim, export, serve through Triton, generate, and roll
+two more generators out through the quality-gated canary.
 
-Starts `ganforge local`, installs the CRDs and the operator, applies the Fashion-MNIST example
-(two workers on the spot node), reclaims the spot node half-way through, and follows the job as
-it resumes from its emergency checkpoint, finishes and is exported to ONNX. Then applies the
-example GANInferenceService, waits until Triton serves the exported revision through the stable
-Service, and writes a sample grid generated through Triton (`ganforge generate`).
+Starts `ganforge local`, installs the CRDs, the operator and the Gateway (Traefik), applies the
+Fashion-MNIST example (two workers on the spot node), reclaims the spot node half-way through, and
+follows the job as it resumes from its emergency checkpoint, finishes and is exported to ONNX. Then
+applies the example GANInferenceService, waits until Triton serves the exported revision through
+the stable Service, and writes a sample grid generated through Triton (`ganforge generate`).
+
+Then the service is routed through the Gateway with canary steps, and two jobs with
+`spec.rollout` train and hand their generators to it: one trained longer (promoted), one trained
+for a tenth of the schedule (rolled back). Each verdict is printed with its KID interval and FD,
+and so are the counts of a client that called the stable endpoint all along and of one that
+called through the Gateway.
 """
 
 from __future__ import annotations
@@ -21,19 +28,35 @@ import yaml
 from kubernetes import client, config
 
 from ganforge.local.cli import state_dir
-from ganforge.local.install import EXAMPLE_JOB, EXAMPLE_SERVICE, kubectl
+from ganforge.local.install import (
+    EXAMPLE_JOB,
+    EXAMPLE_SERVICE,
+    GATEWAY_NAME,
+    GATEWAY_NAMESPACE,
+    GATEWAY_SERVICE,
+    kubectl,
+)
 from ganforge.local.provisioner import claim_host_path
+from ganforge.serving.caller import ContinuousCaller
 
 NAME, NAMESPACE = "fashion-mnist-dcgan", "default"
 SERVICE = str(yaml.safe_load(EXAMPLE_SERVICE.read_text())["metadata"]["name"])
+# The canary half: the service's traffic through the Gateway in two steps, a short load run.
+CANARY = {"gateway": {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE, "drainSeconds": 5},
+          "rollout": {"strategy": "canary", "steps": [25, 100], "gates": {"serving": {"durationSeconds": 5}}}}
 
 
 def ganforge(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "ganforge.cli", *args], check=True)
 
 
-def job_status(kubeconfig: Path) -> dict[str, Any]:
-    body = json.loads(kubectl(kubeconfig, "get", "gtj", NAME, "-n", NAMESPACE, "-o", "json"))
+def job_status(kubeconfig: Path, name: str = NAME) -> dict[str, Any]:
+    body = json.loads(kubectl(kubeconfig, "get", "gtj", name, "-n", NAMESPACE, "-o", "json"))
+    return body.get("status") or {}
+
+
+def service_status(kubeconfig: Path) -> dict[str, Any]:
+    body = json.loads(kubectl(kubeconfig, "get", "gis", SERVICE, "-n", NAMESPACE, "-o", "json"))
     return body.get("status") or {}
 
 
@@ -82,6 +105,94 @@ def sample_grid(kubeconfig: Path) -> Path | None:
     return grids[-1] if grids else None
 
 
+def candidate_job(name: str, total_kimg: float) -> dict[str, Any]:
+    """The example job under another name, trained for `total_kimg` on the on-demand node, handing
+    its export to the example service (spec.rollout)."""
+    body = yaml.safe_load(EXAMPLE_JOB.read_text())
+    body["metadata"]["name"] = name
+    body["spec"]["training"]["totalKimg"] = total_kimg
+    body["spec"]["resources"]["spot"] = False
+    body["spec"]["rollout"] = {"service": SERVICE}
+    return body
+
+
+def verdicts(rollout: dict[str, Any]) -> list[str]:
+    lines = []
+    for analysis in rollout.get("analyses") or []:
+        measured = {m["name"]: m for m in analysis.get("measurements") or []}
+        kid = measured.get("kidIncrease") or {}
+        fd_canary, fd_stable = (measured.get(k, {}).get("value") for k in ("fdCanary", "fdStable"))
+        interval = (f"KID increase {kid['value']:+.3f} [{kid['lower']:+.3f}, {kid['upper']:+.3f}] "
+                    f"(margin {kid['bound']:g})" if kid.get("lower") is not None else "KID increase -")
+        fd = f"FD {fd_canary:.2f} vs stable {fd_stable:.2f}" if fd_canary is not None and fd_stable is not None \
+            else "FD -"
+        lines.append(f"    step {analysis['step'] + 1} at {analysis['weight']}% of the traffic: {analysis['state']}: "
+                     f"{interval}; {fd}; {analysis.get('message', '')}")
+    return lines
+
+
+def roll_out(kubeconfig: Path, body: dict[str, Any], started: float, timeout: float) -> dict[str, Any]:
+    """Apply a candidate job and follow it through training, export and its rollout."""
+    path = state_dir() / f"{body['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    name = body["metadata"]["name"]
+    kubectl(kubeconfig, "delete", "gtj", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
+    kubectl(kubeconfig, "apply", "-n", NAMESPACE, "-f", str(path))
+    deadline, last = time.monotonic() + timeout, ""
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = job_status(kubeconfig, name)
+        rollout = status.get("rollout") or {}
+        line = f"{name}: {describe(status)}" + (f" rollout={rollout.get('phase')}: {rollout.get('message', '')}"
+                                                 if rollout else "")
+        if line != last:
+            print(f"[{time.monotonic() - started:6.0f}s] {line}", flush=True)
+            last = line
+        if status.get("phase") in ("Succeeded", "Failed"):
+            break
+        time.sleep(2)
+    return status
+
+
+def canary(kubeconfig: Path, started: float, timeout: float) -> bool:
+    """Two candidates through the canary while two clients call: one on the stable Service, one
+    through the Gateway."""
+    kubectl(kubeconfig, "patch", "gis", SERVICE, "-n", NAMESPACE, "--type", "merge", "-p",
+            json.dumps({"spec": CANARY}))
+    stable_ip = kubectl(kubeconfig, "-n", NAMESPACE, "get", "service", SERVICE, "-o", "jsonpath={.spec.clusterIP}")
+    gateway_ip = kubectl(kubeconfig, "-n", GATEWAY_NAMESPACE, "get", "service", GATEWAY_SERVICE,
+                         "-o", "jsonpath={.spec.clusterIP}")
+    shape = (4, 1, 32, 32)
+    stable = ContinuousCaller(f"{stable_ip}:8000", SERVICE, shape, num_classes=None)
+    # Users behind the Gateway get whatever the canary answers; only failed requests count there.
+    users = ContinuousCaller(f"{gateway_ip}:80", SERVICE, shape, finite=False, pause=0.1)
+    stable.start()
+    users.start()
+    expected = {"fashion-mnist-dcgan-longer": "Succeeded", "fashion-mnist-dcgan-undertrained": "Failed"}
+    ok = True
+    try:
+        for job, kimg in (("fashion-mnist-dcgan-longer", 96.0), ("fashion-mnist-dcgan-undertrained", 6.4)):
+            print(f"==> {job}: {kimg:g} kimg, then a canary of {SERVICE} (25 %, then 100 % of the traffic)",
+                  flush=True)
+            status = roll_out(kubeconfig, candidate_job(job, kimg), started, timeout)
+            revision = (status.get("rollout") or {}).get("revision")
+            rollout = service_status(kubeconfig).get("rollout") or {}
+            outcome = (status.get("rollout") or {}).get("phase", status.get("phase"))
+            print(f"  {job}: job {status.get('phase')}, revision {revision}: {outcome}")
+            if rollout.get("revision") == revision:
+                print("\n".join(verdicts(rollout)))
+            ok = ok and status.get("phase") == expected[job]
+    finally:
+        stable.finish()
+        users.finish()
+    print(kubectl(kubeconfig, "get", "gis", "-n", NAMESPACE))
+    print(f"client of the stable endpoint all along: {stable.requests - len(stable.failures)} of {stable.requests} "
+          f"requests succeeded ({len(stable.failures)} failed)")
+    print(f"client through the Gateway all along: {users.requests - len(users.failures)} of {users.requests} "
+          f"requests succeeded")
+    return ok and not stable.failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--down", action="store_true", help="stop the cluster at the end")
@@ -92,7 +203,7 @@ def main() -> int:
     ganforge("local", "install")
     kubeconfig = state_dir() / "kubeconfig"
     kubectl(kubeconfig, "delete", "gis", SERVICE, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
-    kubectl(kubeconfig, "delete", "gtj", NAME, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
+    kubectl(kubeconfig, "delete", "gtj", "--all", "-n", NAMESPACE, "--wait=true")
     kubectl(kubeconfig, "apply", "-n", NAMESPACE, "-f", str(EXAMPLE_JOB))
     total = float(yaml.safe_load(EXAMPLE_JOB.read_text())["spec"]["training"]["totalKimg"])
     reclaim: subprocess.Popen[bytes] | None = None
@@ -129,6 +240,7 @@ def main() -> int:
         ok = serve(kubeconfig, grid, timeout=300)
         if ok:
             print("grid generated through Triton:", grid)
+            ok = canary(kubeconfig, started, timeout=args.timeout)
     else:
         print("job did not succeed:", json.dumps(status, indent=2), file=sys.stderr)
     print(f"demo took {time.monotonic() - started:.0f} s")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ganforge.api.training_job import API_VERSION, KIND
+from ganforge.serving.caller import ContinuousCaller
 
 T = TypeVar("T")
 
@@ -56,35 +56,10 @@ def answering_client(url: str, model_name: str, timeout: float = 30) -> Any:
     return eventually(answers, timeout, f"{model_name} to answer at {url}")
 
 
-class StableClient(threading.Thread):
-    """Calls a stable endpoint without pause; counts requests and failures. Its tritonclient
-    connection lives in its own thread (gevent sockets belong to the thread that made them)."""
+class StableClient(ContinuousCaller):
+    """A ContinuousCaller that starts once the endpoint answers at all."""
 
-    def __init__(self, url: str, model_name: str, shape: tuple[int, ...], num_classes: int | None = None) -> None:
-        super().__init__(daemon=True)
-        answering_client(url, model_name).close()  # wait until the Service answers at all
-        self.url, self.model_name, self.shape, self.num_classes = url, model_name, shape, num_classes
-        self.stop = threading.Event()
-        self.requests = 0
-        self.failures: list[str] = []
-
-    def run(self) -> None:
-        import numpy as np
-
-        from ganforge.serving.client import GeneratorClient, ServingError, latents
-
-        try:
-            generator = GeneratorClient(self.url, self.model_name, timeout=10)
-        except (ServingError, OSError) as error:
-            self.failures.append(f"connecting: {error}")
-            return
-        z, labels = latents(generator.model, self.shape[0], seed=1, num_classes=self.num_classes)
-        with generator:
-            while not self.stop.is_set():
-                try:
-                    images = generator.generate(z, labels)
-                    assert images.shape == self.shape and np.isfinite(images).all()
-                except Exception as error:  # every failure counts, whatever its type
-                    self.failures.append(repr(error))
-                self.requests += 1
-                time.sleep(0.05)
+    def __init__(self, url: str, model_name: str, shape: tuple[int, ...], num_classes: int | None = None,
+                 finite: bool = True) -> None:
+        answering_client(url, model_name).close()
+        super().__init__(url, model_name, shape, num_classes, finite)

@@ -36,7 +36,6 @@ from ganforge.api.inference_service import (
 )
 from ganforge.operator import naming, serving_children, traffic
 from ganforge.operator import rollout as rollout_steps
-from ganforge.operator.observe import terminated_state
 from ganforge.operator.reconcile import CONDITION_MESSAGE_LIMIT, DeleteObject, Event, Plan, rfc3339, upsert_condition
 from ganforge.operator.settings import OperatorSettings
 
@@ -112,7 +111,7 @@ class _Health:
     failure: str = ""  # why the revision cannot serve; "" = none seen
 
 
-def _revision_health(revision: str, observed: ServingObserved) -> _Health:
+def _revision_health(revision: str, observed: ServingObserved, stable: bool) -> _Health:
     deployment = observed.deployments.get(revision)
     if deployment is None:
         return _Health()
@@ -125,15 +124,28 @@ def _revision_health(revision: str, observed: ServingObserved) -> _Health:
         if pod["metadata"].get("labels", {}).get(naming.REVISION_LABEL) != revision:
             continue
         # The init step fails only when the revision does not verify; retrying cannot fix that.
-        for key in ("state", "lastState"):
-            for status_entry in pod.get("status", {}).get("initContainerStatuses") or []:
-                terminated = (status_entry.get(key) or {}).get("terminated")
-                if terminated and int(terminated.get("exitCode", 0)) != 0:
-                    health.failure = (terminated.get("message") or f"init step exited {terminated['exitCode']}").strip()
-        terminated = terminated_state(pod, naming.TRITON_CONTAINER)
-        if terminated and int(terminated.get("exitCode", 0)) != 0 and not health.failure:
-            health.failure = f"tritonserver exited {terminated['exitCode']}: {terminated.get('message', '')}".strip()
+        for terminated in _exits(pod, "initContainerStatuses"):
+            health.failure = (terminated.get("message") or f"init step exited {terminated['exitCode']}").strip()
+        # A new revision whose Triton crashed once (even if restarted since) is not trusted with
+        # traffic; the stable one is never taken down, and only a crash it is in now is reported.
+        for terminated in _exits(pod, "containerStatuses", naming.TRITON_CONTAINER, now_only=stable):
+            why = terminated.get("reason") or terminated.get("message") or ""
+            health.failure = health.failure or f"tritonserver exited {terminated['exitCode']}: {why}".strip()
     return health
+
+
+def _exits(pod: Mapping[str, Any], statuses: str, container: str | None = None,
+           now_only: bool = False) -> list[Mapping[str, Any]]:
+    """Non-zero `terminated` records of a pod's containers, now (state) or before a restart (lastState)."""
+    found = []
+    for entry in pod.get("status", {}).get(statuses) or []:
+        if container is not None and entry.get("name") != container:
+            continue
+        for key in ("state",) if now_only else ("state", "lastState"):
+            terminated = (entry.get(key) or {}).get("terminated")
+            if terminated and int(terminated.get("exitCode", 0)) != 0:
+                found.append(terminated)
+    return found
 
 
 def _condition(type_: ServiceConditionType, status: bool, reason: str, message: str, generation: int,
@@ -199,7 +211,7 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
         plan.apply.append(serving_children.triton_deployment(service, spec, status.model_name, revision.name,
                                                              revision.uri, revision.sha256, settings))
         plan.apply.append(serving_children.revision_service(service, revision.name))
-        health = _revision_health(revision.name, observed)
+        health = _revision_health(revision.name, observed, revision.name == status.stable_revision)
         revision.replicas, revision.ready_replicas = health.replicas, health.ready_replicas
         if health.failure and revision.name == status.stable_revision:
             # The stable revision is never taken down by the operator; its pods restart on their own.

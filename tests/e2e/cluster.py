@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +28,26 @@ def apply(kubeconfig: Path, namespace: str, document: dict[str, Any], tmp_path: 
 def status_of(api: ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
     body = client.CustomObjectsApi(api).get_namespaced_custom_object(API_GROUP, VERSION, namespace, plural, name)
     return body.get("status") or {}  # type: ignore[no-any-return]
+
+
+def kill_container(cluster_workdir: Path, pod: client.V1Pod, container: str) -> None:
+    """SIGKILL the running process of a pod's container on the local node runtime, as an OOM kill
+    or a crash would end it."""
+    started = sorted(cluster_workdir.glob(f"nodes/*/pods/{pod.metadata.uid}/containers/{container}/*/started.json"),
+                     key=lambda path: int(path.parent.name))
+    if not started:
+        raise LookupError(f"no running {container} container of pod {pod.metadata.name} under {cluster_workdir}")
+    pid = int(json.loads(started[-1].read_text())["pid"])
+    os.killpg(pid, signal.SIGKILL)
+
+
+def gateway_requests(metrics_url: str) -> dict[str, float]:
+    """Requests Traefik sent to each backend Service (`<namespace>-<service>-<port name>-<port>`),
+    all status codes together, from its Prometheus endpoint."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r'traefik_service_requests_total\{.*service="([^"@]+)@kubernetesgateway".*\} (\S+)$', line)
+        if match:
+            counts[match[1]] = counts.get(match[1], 0.0) + float(match[2])
+    return counts

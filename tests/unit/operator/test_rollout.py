@@ -180,3 +180,21 @@ def test_pointing_back_at_a_retired_revision_loads_it_again_and_rolls_it_out() -
     plan, status = run(status, source(SHA1), BOTH_READY, gis=service_spec())
     assert status.rollout is not None and status.rollout.revision == REV1 and status.rollout.from_revision == REV2
     assert [p["metadata"]["name"] for p in plan.create] == [f"fashion-{REV1}-a0-0"]
+
+
+def test_a_canary_whose_triton_was_killed_and_restarted_is_rolled_back_but_a_stable_one_stays() -> None:
+    _, status, name = started()
+
+    def restarted(revision: str) -> dict[str, Any]:
+        return {"metadata": {"name": f"fashion-{revision}-x", "labels": {naming.REVISION_LABEL: revision}},
+                "status": {"phase": "Running", "containerStatuses": [
+                    {"name": naming.TRITON_CONTAINER, "state": {"running": {}}, "ready": True,
+                     "lastState": {"terminated": {"exitCode": 137, "reason": "Error"}}}]}}
+
+    plan, rolled_back = step(status, [restarted(REV2), {"metadata": {"name": name, "labels": {}}, "status": {}}])
+    assert rolled_back.rollout is not None and rolled_back.rollout.phase == "RolledBack"
+    assert "tritonserver exited 137" in rolled_back.rollout.message and rolled_back.stable_revision == REV1
+    assert DeletePod(name) in plan.delete
+
+    _, calm = step(status, [restarted(REV1), {"metadata": {"name": name, "labels": {}}, "status": {}}])
+    assert calm.rollout is not None and calm.rollout.phase == "Progressing" and calm.stable_revision == REV1
