@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv tools test unit integration e2e lint bench demo manifests clean
+.PHONY: all venv tools test unit integration e2e lint bench demo manifests constraints clean
 
 all: test
 
@@ -51,6 +51,15 @@ manifests: venv
 		$(PY) -m ganforge.api.crd --kind "$$kind" > "$$path.tmp"; \
 		mv "$$path.tmp" "$$path"; \
 	done
+
+# The exact package versions the images install: those of the virtualenv the tests pass in, less
+# the test and lint tools.
+DEV_ONLY := pytest pytest-timeout ruff mypy mypy_extensions types-PyYAML import-linter grimp iniconfig pluggy pathspec
+constraints: venv
+	@{ echo "# Exact versions the images install (pip -c): the set the test suite last passed with."; \
+	  echo "# Regenerate with \`make constraints\` after changing dependencies in pyproject.toml."; \
+	  $(VENV)/bin/pip freeze --exclude-editable | grep -v -i -E "^($$(echo $(DEV_ONLY) | tr ' ' '|'))=="; \
+	} > images/constraints.txt.tmp && mv images/constraints.txt.tmp images/constraints.txt
 
 # Starts `ganforge local` (left running; `ganforge local down` stops it), installs the operator,
 # trains the Fashion-MNIST example with a spot reclaim half-way. DEMO_ARGS=--down stops it at the end.

@@ -8,7 +8,7 @@ runs one Triton Deployment + Service per revision, named `<service>-<revision>`.
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -152,7 +152,7 @@ class GatewaySpec(ApiModel):
     section_name: str | None = Field(
         None, pattern=DNS_LABEL_PATTERN, max_length=63, description="The Gateway's listener; null = every listener.",
     )
-    hostnames: list[str] = Field(
+    hostnames: list[Annotated[str, Field(pattern=HOSTNAME_PATTERN, max_length=253)]] = Field(
         default_factory=list, max_length=16,
         description="Hostnames the route answers; empty = any. Requests match /v2/models/<modelName> below them.",
     )
@@ -161,14 +161,6 @@ class GatewaySpec(ApiModel):
         description="How long a revision whose weight went to 0 keeps running before it is removed: time for "
                     "the gateway to apply the route and for in-flight requests to finish.",
     )
-
-    @field_validator("hostnames")
-    @classmethod
-    def _hostnames(cls, hostnames: list[str]) -> list[str]:
-        for hostname in hostnames:
-            if len(hostname) > 253 or not _matches(HOSTNAME_PATTERN, hostname):
-                raise ValueError(f"not a hostname: {hostname!r}")
-        return hostnames
 
 
 class GANInferenceServiceSpec(ApiModel):

@@ -76,6 +76,16 @@ class Rollout:
             self.deployments.pop(obj.name.removeprefix("fashion-"), None)
         return self.plan
 
+    @classmethod
+    def analysing(cls, **rollout: Any) -> Rollout:
+        """Both revisions ready, the route at the first step, its analysis running."""
+        driver = cls(routed_spec(**rollout))
+        driver.deployments = dict(BOTH_READY)
+        driver.step()
+        driver.step()
+        assert driver.status.rollout is not None and driver.status.rollout.analyses[-1].state == "Running"
+        return driver
+
     def finish_analysis(self, verdict: str) -> None:
         running = self.pods[-1]["metadata"]["name"]
         self.pods[-1] = analysis_pod(running, AnalysisResult(verdict=verdict, message=f"gates: {verdict}"))  # type: ignore[arg-type]
@@ -137,10 +147,7 @@ def test_each_step_routes_its_weight_and_is_analysed_only_once_the_gateway_took_
 
 
 def test_a_rolled_back_canary_loses_its_weight_at_once_and_drains_before_it_goes() -> None:
-    rollout = Rollout(routed_spec(steps=[25, 100]))
-    rollout.deployments = dict(BOTH_READY)
-    rollout.step()
-    rollout.step()
+    rollout = Rollout.analysing(steps=[25, 100])
     rollout.finish_analysis("Fail")
     plan = rollout.step()
     assert rollout.status.rollout is not None and rollout.status.rollout.phase == "RolledBack"
@@ -184,10 +191,8 @@ def test_blue_green_and_services_without_a_gateway_analyse_at_weight_zero() -> N
 
 def test_checks_go_on_while_awaiting_approval_and_a_failure_rolls_back() -> None:
     settings = SETTINGS.model_copy(update={"approval_recheck_seconds": 60.0})
-    rollout = Rollout(routed_spec(steps=[100], approval="manual"), settings)
-    rollout.deployments = dict(BOTH_READY)
-    rollout.step()
-    rollout.step()
+    rollout = Rollout.analysing(steps=[100], approval="manual")
+    rollout.settings = settings
     rollout.finish_analysis("Pass")
     rollout.step()
     assert rollout.status.rollout is not None and rollout.status.rollout.phase == "AwaitingApproval"
