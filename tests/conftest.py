@@ -58,12 +58,18 @@ def namespace(kube_api: ApiClient, request: pytest.FixtureRequest) -> Iterator[s
     yield from _fresh_namespace(kube_api, request)
 
 
-def _fresh_namespace(api: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+# The apiserver's PodSecurity admission enforces the `restricted` profile in namespaces so labelled.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest"}
+
+
+def _fresh_namespace(api: ApiClient, request: pytest.FixtureRequest,
+                     labels: dict[str, str] | None = None) -> Iterator[str]:
     """A fresh namespace whose `default` ServiceAccount exists, so Pods are admitted at once."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
     name = f"{slug}-{uuid.uuid4().hex[:5]}"
     core = client.CoreV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
     deadline = time.monotonic() + 30
     while True:
         if any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items):
@@ -218,7 +224,10 @@ def local_core(local_api: ApiClient) -> client.CoreV1Api:
 
 @pytest.fixture
 def local_namespace(local_api: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
-    yield from _fresh_namespace(local_api, request)
+    # The e2e suite's namespaces enforce `restricted`: a pod the operator creates that violates the
+    # profile fails a test, not a user. Integration tests of the node runtime create raw pods.
+    restricted = "e2e" in request.node.path.parts
+    yield from _fresh_namespace(local_api, request, RESTRICTED if restricted else None)
 
 
 # -- a trained generator ---------------------------------------------------------------------------

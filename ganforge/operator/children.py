@@ -17,6 +17,7 @@ from ganforge.api import trainer_env
 from ganforge.api.storage import ClaimLocation, parse_pvc_uri
 from ganforge.api.training_job import API_VERSION, KIND, GANTrainingJobSpec
 from ganforge.operator import naming
+from ganforge.operator.pod_security import restricted
 from ganforge.operator.settings import OperatorSettings
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -199,8 +200,8 @@ def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings
     }
     grace = int(settings.trainer_grace_seconds) + settings.termination_grace_padding_seconds
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
-            "spec": {"restartPolicy": "Never", "hostname": naming.worker_hostname(job.name, rank),
-                     "subdomain": naming.rendezvous_service(job.name),
-                     "serviceAccountName": naming.trainer_account(job.name),
-                     "terminationGracePeriodSeconds": grace, "containers": [container], "volumes": volumes,
-                     **_placement(spec, settings)}}
+            "spec": restricted({"restartPolicy": "Never", "hostname": naming.worker_hostname(job.name, rank),
+                                "subdomain": naming.rendezvous_service(job.name),
+                                "serviceAccountName": naming.trainer_account(job.name),
+                                "terminationGracePeriodSeconds": grace, "containers": [container],
+                                "volumes": volumes, **_placement(spec, settings)})}

@@ -32,6 +32,7 @@ from ganforge.api.inference_service import (
 from ganforge.api.training_job import GANTrainingJobSpec
 from ganforge.operator import naming
 from ganforge.operator.children import JobRef, OwnerRef, claim_volumes, resolved_checkpoint_uri
+from ganforge.operator.pod_security import restricted
 from ganforge.operator.settings import OperatorSettings
 
 MODELS_MOUNT = "/models"
@@ -75,7 +76,7 @@ def export_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings
     metadata = job.metadata(naming.export_pod(job.name, attempt), {naming.EXPORT_LABEL: job.name})
     placement = {"nodeSelector": dict(settings.on_demand_node_selector)} if settings.on_demand_node_selector else {}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
-            "spec": {"restartPolicy": "Never", "containers": [container], "volumes": volumes, **placement}}
+            "spec": restricted({"restartPolicy": "Never", "containers": [container], "volumes": volumes, **placement})}
 
 
 # -- serving --------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def triton_deployment(service: ServiceRef, spec: GANInferenceServiceSpec, model_
             # A new pod must be ready before an old one goes: the revision never loses capacity.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "progressDeadlineSeconds": settings.revision_ready_timeout_seconds,
-            "template": {"metadata": {"labels": {**naming.MANAGED_BY, **labels}}, "spec": pod_spec},
+            "template": {"metadata": {"labels": {**naming.MANAGED_BY, **labels}}, "spec": restricted(pod_spec)},
         },
     }
 
@@ -213,7 +214,7 @@ def analysis_pod(service: ServiceRef, spec: GANInferenceServiceSpec, model_name:
         pod_spec["nodeSelector"] = dict(settings.on_demand_node_selector)
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": service.metadata(naming.analysis_pod(service.name, canary, step, attempt), labels),
-            "spec": pod_spec}
+            "spec": restricted(pod_spec)}
 
 
 def inference_service_for_job(job: JobRef, spec: GANTrainingJobSpec) -> dict[str, Any]:
