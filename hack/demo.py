@@ -189,7 +189,7 @@ def canary(kubeconfig: Path, started: float, timeout: float) -> bool:
     print(f"client of the stable endpoint all along: {stable.requests - len(stable.failures)} of {stable.requests} "
           f"requests succeeded ({len(stable.failures)} failed)")
     print(f"client through the Gateway all along: {users.requests - len(users.failures)} of {users.requests} "
-          f"requests succeeded")
+          f"requests succeeded ({len(users.failures)} failed)")
     return ok and not stable.failures
 
 

@@ -19,22 +19,34 @@ class ContinuousCaller(threading.Thread):
     lives in this thread (gevent sockets belong to the thread that made them)."""
 
     def __init__(self, url: str, model_name: str, shape: tuple[int, ...], num_classes: int | None = None,
-                 finite: bool = True, pause: float = 0.05) -> None:
+                 finite: bool = True, pause: float = 0.05, connect_timeout: float = 60.0) -> None:
         super().__init__(daemon=True)
         self.url, self.model_name, self.shape, self.num_classes = url, model_name, shape, num_classes
         # finite=False counts only failed requests, not what a (canary) generator answered.
         self.finite, self.pause = finite, pause
+        # A route or Service just created answers a moment later: connecting is retried this long.
+        self.connect_timeout = connect_timeout
         self.stop = threading.Event()
         self.requests = 0
         self.failures: list[str] = []
         self.failure_times: list[float] = []  # time.monotonic() of each failure
 
+    def _connect(self) -> GeneratorClient | None:
+        deadline = time.monotonic() + self.connect_timeout
+        while not self.stop.is_set():
+            try:
+                return GeneratorClient(self.url, self.model_name, timeout=10)
+            except (ServingError, OSError) as error:
+                if time.monotonic() > deadline:
+                    self.failures.append(f"connecting: {error}")
+                    self.failure_times.append(time.monotonic())
+                    return None
+                time.sleep(0.5)
+        return None
+
     def run(self) -> None:
-        try:
-            generator = GeneratorClient(self.url, self.model_name, timeout=10)
-        except (ServingError, OSError) as error:
-            self.failures.append(f"connecting: {error}")
-            self.failure_times.append(time.monotonic())
+        generator = self._connect()
+        if generator is None:
             return
         z, labels = latents(generator.model, self.shape[0], seed=1, num_classes=self.num_classes)
         with generator:
