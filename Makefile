@@ -44,13 +44,14 @@ bench: venv
 # The CRDs are generated from the pydantic models in ganforge/api; never edit them by hand. The
 # generator names each kind with its file; each file is written to .tmp first, so a failed
 # generation leaves the committed one as it was.
-manifests: venv
+manifests: venv tools
 	@set -eo pipefail; $(PY) -m ganforge.api.crd --list | while read -r kind path; do \
 		mkdir -p "$$(dirname "$$path")"; \
 		echo "$(PY) -m ganforge.api.crd --kind $$kind > $$path"; \
 		$(PY) -m ganforge.api.crd --kind "$$kind" > "$$path.tmp"; \
 		mv "$$path.tmp" "$$path"; \
 	done
+	$(PY) -m ganforge.local.chart
 
 # The exact package versions the images install: those of the virtualenv the tests pass in, less
 # the test and lint tools.

@@ -1,18 +1,19 @@
-"""Install ganforge (CRDs, RBAC, the operator Deployment) into a cluster with the real kubectl,
-the same way a user would: `kubectl apply -f manifests/crds -f manifests/install`."""
+"""Install ganforge into a cluster the way a platform team would: `helm install` of charts/ganforge
+(CRDs, RBAC, the operator Deployment), and, for `ganforge local`, the Gateway API with Traefik."""
 
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 
-from ganforge.local import tools
+from ganforge.local import chart, tools
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 EXAMPLE_JOB = MANIFESTS / "examples" / "fashion-mnist-dcgan.yaml"
 EXAMPLE_SERVICE = MANIFESTS / "examples" / "fashion-mnist-gis.yaml"
-OPERATOR_NAMESPACE = "ganforge-system"
-OPERATOR_DEPLOYMENT = "ganforge-operator"
+OPERATOR_NAMESPACE = chart.NAMESPACE
+OPERATOR_DEPLOYMENT = chart.RELEASE  # the chart names the release's objects after it
 # The Gateway ganforge local offers GANInferenceServices (manifests/gateway/traefik.yaml).
 GATEWAY_MANIFEST = MANIFESTS / "gateway" / "traefik.yaml"
 GATEWAY_NAMESPACE = "ganforge-gateway"
@@ -32,16 +33,37 @@ def kubectl(kubeconfig: Path, *args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
-def install(kubeconfig: Path, manifests: Path = MANIFESTS, timeout: float = 180) -> None:
-    """Idempotent; returns once the CRDs are Established and the operator is available."""
-    crds = manifests / "crds"
-    kubectl(kubeconfig, "apply", "-f", str(crds))
-    # A custom resource (the peering object) can only be applied once its CRD is served.
-    kubectl(kubeconfig, "wait", "--for", "condition=Established", "--timeout", f"{int(timeout)}s",
-            "-f", str(crds), timeout=timeout + 10)
-    kubectl(kubeconfig, "apply", "-f", str(manifests / "install"))
-    kubectl(kubeconfig, "-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}",
-            "--timeout", f"{int(timeout)}s", timeout=timeout + 10)
+def install(kubeconfig: Path, timeout: float = 240) -> None:
+    """`helm upgrade --install` of charts/ganforge with the local values into a namespace that
+    enforces the restricted Pod Security Standard. Idempotent; returns once the operator is available."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as namespace:
+        namespace.write(chart.NAMESPACE_MANIFEST)
+        namespace.flush()
+        kubectl(kubeconfig, "apply", "-f", namespace.name)
+    _adopt(kubeconfig)
+    try:
+        chart.helm("--kubeconfig", str(kubeconfig), "upgrade", "--install", chart.RELEASE, str(chart.CHART),
+                   "--namespace", chart.NAMESPACE, "--values", str(chart.LOCAL_VALUES), "--wait",
+                   "--timeout", f"{int(timeout)}s", timeout=timeout + 30)
+    except RuntimeError as error:
+        raise InstallError(str(error)) from error
+
+
+def _adopt(kubeconfig: Path) -> None:
+    """Objects an earlier `kubectl apply` of the bundle made become the release's (Helm refuses to
+    take over objects it does not own)."""
+    rendered = chart.CHART / "files" / "crds"
+    objects: list[tuple[str, str, str | None]] = [
+        ("customresourcedefinition", path.stem, None) for path in sorted(rendered.glob("*.yaml"))]
+    objects += [(kind, chart.RELEASE, None) for kind in ("clusterrole", "clusterrolebinding")]
+    objects += [(kind, chart.RELEASE, chart.NAMESPACE) for kind in ("serviceaccount", "configmap", "deployment")]
+    for kind, name, namespace in objects:
+        where: list[str] = ["--namespace", namespace] if namespace else []
+        if not kubectl(kubeconfig, "get", kind, name, *where, "--ignore-not-found", "-o", "name").strip():
+            continue
+        kubectl(kubeconfig, "annotate", "--overwrite", kind, name, *where,
+                f"meta.helm.sh/release-name={chart.RELEASE}", f"meta.helm.sh/release-namespace={chart.NAMESPACE}")
+        kubectl(kubeconfig, "label", "--overwrite", kind, name, *where, "app.kubernetes.io/managed-by=Helm")
 
 
 def install_gateway(kubeconfig: Path, timeout: float = 180) -> None:

@@ -56,9 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
+    kube = Kube(client.ApiClient())
+    if not args.standalone:
+        kube.ensure_peering(args.peering, args.namespace)
     metrics = OperatorMetrics()
     metrics.serve(args.metrics_port)
-    runtime = OperatorRuntime(Kube(client.ApiClient()), settings, metrics)
+    runtime = OperatorRuntime(kube, settings, metrics)
     memo = kopf.Memo(runtime=runtime)
     kopf.run(
         clusterwide=not args.namespace, namespaces=args.namespace, standalone=args.standalone,

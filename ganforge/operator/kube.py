@@ -125,6 +125,22 @@ class Kube:
         return {str(node.metadata.name) for node in self.core.list_node().items}
 
     # -- writes --------------------------------------------------------------------------------
+    def ensure_peering(self, name: str, namespaces: list[str]) -> None:
+        """kopf's peering object (ClusterKopfPeering, or a KopfPeering in each watched namespace),
+        created if missing: a one-shot `kubectl apply` of the bundle cannot hold it, since its CRD
+        must be served before it can be created."""
+        wanted = [("ClusterKopfPeering", None)] if not namespaces else [("KopfPeering", n) for n in namespaces]
+        for kind, namespace in wanted:
+            peering = {"apiVersion": "kopf.dev/v1", "kind": kind,
+                       "metadata": {"name": name, "labels": dict(naming.MANAGED_BY)}}
+            try:
+                if namespace is None:
+                    self.custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
+                else:
+                    self.custom.create_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", peering)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
     def _wrote(self) -> None:
         if self._writes_left:
             self._writes_left -= 1

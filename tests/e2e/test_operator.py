@@ -1,6 +1,6 @@
 """The GANTrainingJob operator end to end, on the real control plane and the local node runtime.
 
-The operator runs as users run it: installed from manifests/crds and manifests/install, in its
+The operator runs as users run it: installed with `helm install` of charts/ganforge, in its
 Deployment, under its ServiceAccount and exactly the ClusterRole written there. The crash test
 runs a second copy on the host with a token of that same ServiceAccount.
 """

@@ -78,10 +78,10 @@ def test_each_image_runs_a_ganforge_command_as_a_non_root_user() -> None:
 
 def test_every_ganforge_image_named_anywhere_is_a_target() -> None:
     named = {OperatorSettings().trainer_image}
-    for manifest in (ROOT / "manifests").rglob("*.yaml"):
-        named |= set(re.findall(r"image:\s*(ganforge/[\w.-]+:[\w.-]+)", manifest.read_text()))
-    named |= set(re.findall(r"trainerImage:\s*(ganforge/[\w.-]+:[\w.-]+)",
-                            (ROOT / "manifests" / "install" / "30-operator.yaml").read_text()))
+    for manifest in [*(ROOT / "manifests").rglob("*.yaml"), *(ROOT / "charts").rglob("*.yaml")]:
+        named |= set(re.findall(r"(?:image|trainerImage):\s*(ganforge/[\w.-]+:[\w.-]+)", manifest.read_text()))
+    values = yaml.safe_load((ROOT / "charts" / "ganforge" / "values.yaml").read_text())
+    named.add(f"{values['image']['repository']}:{values['image']['tag']}")
     targets = set(stages())
     assert {"ganforge/operator:dev", "ganforge/trainer:dev"} <= named
     for image in named:

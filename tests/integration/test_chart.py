@@ -1,0 +1,102 @@
+"""The Helm chart with the real helm and a real apiserver: lint, every ci/ scenario rendered and
+validated server-side, the schema refusing typos and wrong types, the optional ServiceMonitor,
+and the kubectl bundle rendered from it (stale = a failure)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ganforge.local import chart, tools
+from tests.conftest import Kubectl
+
+SCENARIOS = sorted((chart.CHART / "ci").glob("*-values.yaml"))
+KUBE_VERSION = tools.versions().kubernetes
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(tools.tool_path("helm")), *args], capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def render(*args: str) -> str:
+    result = helm("template", chart.RELEASE, str(chart.CHART), "--namespace", chart.NAMESPACE,
+                  "--kube-version", KUBE_VERSION, *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def chart_crds(kubectl: Kubectl) -> None:
+    """The CRDs must be served, and the namespace exist, before a dry run can validate the rest."""
+    kubectl.run("apply", "-f", "-", stdin=chart.NAMESPACE_MANIFEST)
+    kubectl.run("apply", "-f", str(chart.CRD_SOURCES))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "-f", str(chart.CRD_SOURCES))
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=[path.stem for path in SCENARIOS])
+def test_each_scenario_lints_strictly_and_is_valid_on_the_apiserver(values: Path, kubectl: Kubectl,
+                                                                     chart_crds: None) -> None:
+    linted = helm("lint", "--strict", str(chart.CHART), "--values", str(values), "--kube-version", KUBE_VERSION)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    rendered = render("--values", str(values), "--skip-tests")  # `helm test` runs them: tests/e2e
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
+    assert {"Deployment", "ClusterRole", "ClusterRoleBinding", "ServiceAccount", "ConfigMap"} <= kinds
+    result = kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=rendered, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "created (server dry run)" in result.stdout
+
+
+def test_the_crds_are_templates_kept_on_uninstall_unless_asked_otherwise() -> None:
+    crds = [doc for doc in yaml.safe_load_all(render()) if doc and doc["kind"] == "CustomResourceDefinition"]
+    assert sorted(doc["metadata"]["name"] for doc in crds) == sorted(p.stem for p in (chart.CHART / "files" /
+                                                                                      "crds").glob("*.yaml"))
+    assert all(doc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for doc in crds)
+    not_kept = [doc for doc in yaml.safe_load_all(render("--set", "crds.keep=false"))
+                if doc and doc["kind"] == "CustomResourceDefinition"]
+    assert not_kept and all("helm.sh/resource-policy" not in doc["metadata"].get("annotations", {})
+                            for doc in not_kept)
+    assert "CustomResourceDefinition" not in render("--set", "crds.enabled=false")
+
+
+@pytest.mark.parametrize("values, message", [
+    ("image: {repo: x}", "additional properties 'repo' not allowed"),
+    ("settings: {trainerImag: x}", "additional properties 'trainerImag' not allowed"),
+    ("settings: {trainerGraceSeconds: soon}", "at '/settings/trainerGraceSeconds': got string, want number"),
+    ("replicas: many", "at '/replicas': got string, want integer"),
+    ("metrics: {serviceMonitor: {interval: often}}", "/metrics/serviceMonitor/interval"),
+])
+def test_the_schema_refuses_typos_and_wrong_types_naming_the_key(values: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(values)
+    result = helm("template", "x", str(chart.CHART), "--kube-version", KUBE_VERSION, "--values", str(path))
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_as_a_subchart_it_accepts_global_and_enabled(tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text("global: {imageRegistry: r.example.com}\nenabled: true\n")
+    assert "kind: Deployment" in render("--values", str(path))
+
+
+def test_the_service_monitor_needs_both_the_value_and_the_api() -> None:
+    production = str(chart.CHART / "ci" / "production-values.yaml")
+    assert "kind: ServiceMonitor" not in render("--values", production)
+    with_api = render("--values", production, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
+    monitor = next(doc for doc in yaml.safe_load_all(with_api) if doc and doc["kind"] == "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert "kind: ServiceMonitor" not in render("--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
+
+
+def test_the_kubectl_bundle_is_the_chart_rendered() -> None:
+    assert chart.INSTALL_BUNDLE.read_text() == chart.install_bundle(), "manifests/install.yaml is stale: make manifests"
+
+
+def test_the_bundle_applies_in_one_shot_on_a_fresh_apiserver(kubectl: Kubectl) -> None:
+    """Everything at once, CRDs included: no object in it needs a CRD of the same bundle."""
+    result = kubectl.run("apply", "-f", str(chart.INSTALL_BUNDLE), check=False)
+    assert result.returncode == 0, result.stderr
+    assert "deployment.apps/ganforge-operator" in result.stdout
