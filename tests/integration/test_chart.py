@@ -100,3 +100,15 @@ def test_the_bundle_applies_in_one_shot_on_a_fresh_apiserver(kubectl: Kubectl) -
     result = kubectl.run("apply", "-f", str(chart.INSTALL_BUNDLE), check=False)
     assert result.returncode == 0, result.stderr
     assert "deployment.apps/ganforge-operator" in result.stdout
+
+
+def test_the_argo_cd_application_renders_the_chart_with_its_values(tmp_path: Path) -> None:
+    application = yaml.safe_load((chart.ARGOCD / "application.yaml").read_text())
+    source = application["spec"]["source"]
+    assert source["path"] == "charts/ganforge" and source["helm"]["releaseName"] == chart.RELEASE
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(source["helm"]["valuesObject"]))
+    rendered = render("--values", str(values))
+    deployment = next(doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "Deployment")
+    image = source["helm"]["valuesObject"]["image"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"{image['repository']}:{image['tag']}"
