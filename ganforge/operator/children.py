@@ -99,6 +99,17 @@ def rendezvous_service(job: JobRef) -> dict[str, Any]:
                                 "targetPort": naming.RENDEZVOUS_PORT}]}}
 
 
+def gang_network_policy(job: JobRef) -> dict[str, Any]:
+    """Only the job's own pods reach its pods, on any port: the rendezvous port and the ports the
+    collectives (gloo, NCCL) pick at random; the trainer's metrics port stays open to scrapers."""
+    pods = {"matchLabels": {naming.JOB_LABEL: job.name}}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": job.metadata(naming.rendezvous_service(job.name)),
+            "spec": {"podSelector": pods, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"podSelector": pods}]},
+                                 {"ports": [{"port": naming.METRICS_PORT, "protocol": "TCP"}]}]}}
+
+
 def checkpoint_claim(job: JobRef, settings: OperatorSettings) -> dict[str, Any]:
     spec: dict[str, Any] = {"accessModes": list(settings.checkpoint_access_modes),
                             "resources": {"requests": {"storage": settings.checkpoint_volume_size}}}
@@ -204,4 +215,5 @@ def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings
                                 "subdomain": naming.rendezvous_service(job.name),
                                 "serviceAccountName": naming.trainer_account(job.name),
                                 "terminationGracePeriodSeconds": grace, "containers": [container],
-                                "volumes": volumes, **_placement(spec, settings)})}
+                                "volumes": volumes, **_placement(spec, settings)},
+                               api_token=rank == 0)}  # rank 0 reports the job's status

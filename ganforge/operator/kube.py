@@ -35,6 +35,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.apps = client.AppsV1Api(api)
         rbac = client.RbacAuthorizationV1Api(api)
+        networking = client.NetworkingV1Api(api)
         core = self.core
         # kind -> (create, update); the typed client methods accept plain manifest dicts. ConfigMaps
         # are replaced whole; Services and Deployments get a strategic merge patch, which keeps
@@ -55,6 +56,7 @@ class Kube:
                 functools.partial(self._custom_create, SERVICE_PLURAL),
                 functools.partial(self._custom_merge_patch, SERVICE_PLURAL)),
             "RoleBinding": (rbac.create_namespaced_role_binding, None),
+            "NetworkPolicy": (networking.create_namespaced_network_policy, None),
             # A service's traffic split: a JSON merge patch replaces backendRefs whole.
             "HTTPRoute": (self._route_create, self._route_merge_patch),
         }

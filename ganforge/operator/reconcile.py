@@ -203,6 +203,7 @@ def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
     sha = children.config_hash(config)
     plan.create.extend(children.trainer_rbac(job))
     plan.create.append(children.rendezvous_service(job))
+    plan.create.append(children.gang_network_policy(job))
     if spec.checkpoint.uri is None:
         plan.create.append(children.checkpoint_claim(job, settings))
     plan.apply.append(config)

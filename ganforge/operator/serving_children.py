@@ -207,7 +207,7 @@ def analysis_pod(service: ServiceRef, spec: GANInferenceServiceSpec, model_name:
     # No revision label: the revision Services select by it, and an analysis pod is no endpoint.
     labels = {naming.ANALYSIS_LABEL: canary}
     pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never", "containers": [container], "automountServiceAccountToken": False,
+        "restartPolicy": "Never", "containers": [container],
         "volumes": [{"name": "repository", "persistentVolumeClaim": {"claimName": location.claim, "readOnly": True}}],
     }
     if settings.on_demand_node_selector:

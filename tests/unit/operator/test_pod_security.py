@@ -75,3 +75,11 @@ def test_the_check_finds_what_admission_would_refuse() -> None:
     pod_spec["volumes"].append({"name": "cache", "hostPath": {"path": "/var/cache"}})
     found = violations(pod_spec)
     assert any("allowPrivilegeEscalation" in v for v in found) and any("hostPath" in v for v in found)
+
+
+def test_only_rank_0_gets_an_api_token() -> None:
+    rank0 = children.worker_pod(JOB, spec(), SETTINGS, 0, 0, "sha")["spec"]
+    assert rank0["automountServiceAccountToken"] is True  # it reports the job's status
+    assert rank0["serviceAccountName"] == "gan-trainer"
+    for kind, pod_spec in pods().items():  # the trainer there is rank 1
+        assert pod_spec["automountServiceAccountToken"] is False, kind

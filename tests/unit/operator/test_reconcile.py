@@ -58,8 +58,11 @@ def kinds(plan: Plan) -> list[str]:
 
 def test_new_job_creates_the_whole_gang_and_its_children() -> None:
     plan, status = run(GANTrainingJobStatus(), [])
-    assert sorted(kinds(plan)) == sorted(["ServiceAccount", "Role", "RoleBinding", "Service",
+    assert sorted(kinds(plan)) == sorted(["ServiceAccount", "Role", "RoleBinding", "Service", "NetworkPolicy",
                                           "PersistentVolumeClaim", "ConfigMap", "Pod", "Pod"])
+    [policy] = [m for m in plan.create if m["kind"] == "NetworkPolicy"]
+    gang = {"matchLabels": {naming.JOB_LABEL: "gan"}}
+    assert policy["spec"]["podSelector"] == gang and policy["spec"]["ingress"][0] == {"from": [{"podSelector": gang}]}
     assert status.launched_gang == 0 and status.phase == "Pending" and status.start_time
     assert [e.reason for e in plan.events] == ["GangCreated"]
     for manifest in plan.create + plan.apply:
