@@ -16,14 +16,15 @@ from pydantic import ValidationError
 
 from ganforge.api.inference_service import KIND as SERVICE_KIND
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
-from ganforge.api.inference_service import GANInferenceServiceSpec, GANInferenceServiceStatus
+from ganforge.api.inference_service import GANInferenceServiceSpec, GANInferenceServiceStatus, ServiceCondition
 from ganforge.api.training_job import KIND as JOB_KIND
-from ganforge.api.training_job import GANTrainingJobSpec, GANTrainingJobStatus
-from ganforge.operator import naming
+from ganforge.api.training_job import PLURAL as JOB_PLURAL
+from ganforge.api.training_job import Condition, GANTrainingJobSpec, GANTrainingJobStatus
+from ganforge.operator import naming, rejections
 from ganforge.operator.children import JobRef
 from ganforge.operator.kube import Kube
 from ganforge.operator.metrics import OperatorMetrics
-from ganforge.operator.reconcile import Event, Observed, invalid_spec, reconcile
+from ganforge.operator.reconcile import Event, Observed, Plan, invalid_spec, reconcile, rfc3339, upsert_condition
 from ganforge.operator.serving_children import ServiceRef
 from ganforge.operator.serving_reconcile import ServingObserved, reconcile_service, resolve_source
 from ganforge.operator.settings import OperatorSettings
@@ -39,6 +40,7 @@ class OperatorRuntime:
     settings: OperatorSettings
     metrics: OperatorMetrics
     _wakeups: dict[tuple[str, str, str], asyncio.Event] = field(default_factory=dict)
+    _rejected: dict[tuple[str, str, str], int] = field(default_factory=dict)  # consecutive rejections
 
     # -- wake-ups: child events cut the wait between passes short ------------------------------
     def wakeup_event(self, namespace: str, name: str, kind: str = JOB_KIND) -> asyncio.Event:
@@ -71,8 +73,18 @@ class OperatorRuntime:
 
     def _guarded(self, one_pass: Callable[[str, str], float | None], namespace: str, name: str) -> float | None:
         started = time.monotonic()
+        key = (one_pass.__name__, namespace, name)
         try:
-            return one_pass(namespace, name)
+            requeue = one_pass(namespace, name)
+            self._rejected.pop(key, None)
+            return requeue
+        except rejections.Rejection as refused:
+            streak = self._rejected[key] = self._rejected.get(key, 0) + 1
+            self.metrics.reconcile_errors.labels(f"http-{refused.status}").inc()
+            wait = rejections.retry_after(streak, self.settings.max_failure_backoff_seconds)
+            log.warning("reconcile %s/%s: a write was refused (%s), retrying in %.0f s: %s", namespace, name,
+                        refused.status, wait, refused.message)
+            return wait
         except ApiException as error:
             if error.status == 409:
                 # Someone (often the trainer reporting progress) wrote in between: decide again.
@@ -102,7 +114,7 @@ class OperatorRuntime:
             observed = Observed(self.kube.job_pods(namespace, name), self.kube.node_names(), datetime.now(UTC),
                                 service)
             plan = reconcile(job, spec, current, int(metadata.get("generation") or 0), observed, self.settings)
-        self.kube.execute(namespace, name, metadata["resourceVersion"], plan, lambda event: _post(body, event))
+        self._execute(body, plan, JOB_PLURAL)
         self.metrics.observe_plan(plan)
         phase = (plan.status or {}).get("phase") or current.phase
         self.metrics.set_phase(namespace, name, phase)
@@ -129,12 +141,32 @@ class OperatorRuntime:
                                    metadata.get("annotations") or {}, route)
         plan = reconcile_service(service, spec, current, int(metadata.get("generation") or 0), observed,
                                  self.settings)
-        self.kube.execute(namespace, name, metadata["resourceVersion"], plan, lambda event: _post(body, event),
-                          plural=SERVICE_PLURAL)
+        self._execute(body, plan, SERVICE_PLURAL)
         if plan.status is not None:
             log.info("%s/%s: %s (stable %s)", namespace, name, plan.status.get("phase"),
                      plan.status.get("stableRevision"))
         return plan.requeue_after
+
+    def _execute(self, body: dict[str, Any], plan: Plan, plural: str) -> None:
+        """Carry out the plan; a refused write is told to the user (Event, condition) and raised
+        as a Rejection, which the caller retries with backoff."""
+        metadata = body["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        try:
+            self.kube.execute(namespace, name, metadata["resourceVersion"], plan, lambda event: _post(body, event),
+                              plural=plural)
+        except ApiException as error:
+            refused = rejections.rejection(error)
+            if refused is None:
+                raise
+            _post(body, Event("Warning", rejections.REASON, refused.message))
+            try:
+                self.kube.patch_status(namespace, name, metadata["resourceVersion"],
+                                       _rejected_status(body, plural, refused), plural)
+            except ApiException as conflict:
+                if conflict.status != 409:  # written meanwhile: the next pass says it again
+                    raise
+            raise refused from error
 
     def stop_workers(self, namespace: str, name: str) -> int:
         """Finalizer work: SIGTERM every worker (they write an emergency checkpoint) and report how
@@ -144,6 +176,22 @@ class OperatorRuntime:
             if not pod["metadata"].get("deletionTimestamp"):
                 self.kube.delete_pod(namespace, pod["metadata"]["name"], force=False)
         return len(pods)
+
+
+def _rejected_status(body: dict[str, Any], plural: str, refused: rejections.Rejection) -> dict[str, Any]:
+    """The status with a condition that says which write was refused, and the apiserver's words."""
+    now = rfc3339(datetime.now(UTC))
+    message = f"the apiserver refused a write ({refused.status}): {refused.message}"[-1024:]
+    if plural == JOB_PLURAL:
+        job = GANTrainingJobStatus.model_validate(body.get("status") or {})
+        job.conditions = upsert_condition(job.conditions, Condition(
+            type="Created", status="False", reason=rejections.REASON, message=message, last_transition_time=now))
+        return job.to_wire()
+    service = GANInferenceServiceStatus.model_validate(body.get("status") or {})
+    service.conditions = upsert_condition(service.conditions, ServiceCondition(
+        type="Degraded", status="True", reason=rejections.REASON, message=message, last_transition_time=now,
+        observed_generation=body["metadata"].get("generation")))
+    return service.to_wire()
 
 
 def _post(body: dict[str, Any], event: Event) -> None:
