@@ -1,5 +1,6 @@
 """Writes the apiserver refuses for a reason that repeating them unchanged will not fix soon: an
-admission rule (PodSecurity, a ResourceQuota, a webhook), an invalid object, missing rights.
+admission rule (PodSecurity, a ResourceQuota, a webhook), an invalid object, missing rights, a kind
+it does not serve (an HTTPRoute without the Gateway API's CRDs).
 
 The operator never loops on them silently: the object gets a Warning Event and a condition with the
 apiserver's own message, and the next attempt waits longer each time (2 s, doubling, up to the
@@ -15,8 +16,9 @@ from kubernetes.client.exceptions import ApiException
 
 REASON = "ChildRejected"
 FIRST_RETRY_SECONDS = 2.0
-# 404 and 409 are part of normal operation (gone already, exists already, stale resourceVersion).
-PERSISTENT_STATUSES = frozenset({400, 403, 422})
+# 409 is part of normal operation (exists already, stale resourceVersion); deletions treat 404 as
+# done, so a 404 that reaches here answered a create or an update: the kind is not served.
+PERSISTENT_STATUSES = frozenset({400, 403, 404, 422})
 
 
 @dataclass(frozen=True)

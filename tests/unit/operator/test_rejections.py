@@ -24,8 +24,13 @@ def test_admission_quota_and_invalid_objects_are_rejections_with_the_apiservers_
     assert bare is not None and bare.message == "Forbidden"  # no body: the HTTP reason
 
 
+def test_a_kind_that_is_not_served_is_a_rejection() -> None:
+    missing = rejection(refused(404, 'the server could not find the requested resource (post httproutes...)'))
+    assert missing is not None and "could not find the requested resource" in missing.message
+
+
 def test_normal_answers_are_not_rejections() -> None:
-    for status in (404, 409, 500, 503):
+    for status in (409, 500, 503):
         assert rejection(refused(status, "x")) is None
 
 
