@@ -165,7 +165,7 @@ def _resources(spec: GANTrainingJobSpec) -> dict[str, Any]:
 def _environment(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings, gang: int,
                  rank: int) -> list[dict[str, Any]]:
     run = run_dir(job, spec)
-    cache = f"{run}/cache" if settings.trainer_cache_host_path is None else naming.CACHE_MOUNT
+    cache = f"{run}/cache" if settings.trainer_cache_claim is None else naming.CACHE_MOUNT
     master = f"{naming.worker_hostname(job.name, 0)}.{naming.rendezvous_service(job.name)}"
     values = {
         # torchrun's contract: one process per pod, so the local rank is always 0.
@@ -192,10 +192,9 @@ def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings
         # Checkpoints go to a remote URI; outputs stay in the pod (never on the node's own disk).
         mounts.append({"name": "run", "mountPath": LOCAL_RUN_ROOT})
         volumes.append({"name": "run", "emptyDir": {}})
-    if settings.trainer_cache_host_path is not None:
+    if settings.trainer_cache_claim is not None:
         mounts.append({"name": "cache", "mountPath": naming.CACHE_MOUNT})
-        volumes.append({"name": "cache", "hostPath": {"path": settings.trainer_cache_host_path,
-                                                      "type": "DirectoryOrCreate"}})
+        volumes.append({"name": "cache", "persistentVolumeClaim": {"claimName": settings.trainer_cache_claim}})
     labels = {naming.GANG_LABEL: str(gang), naming.RANK_LABEL: str(rank)}
     metadata = job.metadata(naming.worker_pod(job.name, gang, rank), labels)
     metadata["annotations"] = {naming.CONFIG_HASH_ANNOTATION: config_sha}

@@ -30,7 +30,7 @@ ANALYSIS_CONTAINER = "analysis"
 CONFIG_FILE_NAME = "job.yaml"
 CONFIG_MOUNT = "/etc/ganforge"
 PVC_ROOT = PVC_MOUNT_ROOT
-CACHE_MOUNT = "/var/cache/ganforge"  # where settings.trainerCacheHostPath is mounted
+CACHE_MOUNT = "/var/cache/ganforge"  # where settings.trainerCacheClaim is mounted
 RENDEZVOUS_PORT = 29500
 METRICS_PORT = 9100
 

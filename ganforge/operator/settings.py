@@ -60,10 +60,11 @@ class OperatorSettings(BaseModel):
     )
     max_failure_backoff_seconds: float = Field(300.0, ge=0, description="Cap of that delay.")
     resync_seconds: float = Field(5.0, gt=0, description="Reconcile at least this often without events.")
-    trainer_cache_host_path: str | None = Field(
+    trainer_cache_claim: str | None = Field(
         None,
-        description="Node directory shared by trainer pods for reference statistics and the domain "
-        "classifier (keyed by dataset hash); unset = a cache directory on the checkpoint volume.",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="A ReadWriteMany claim in each job's namespace that trainer pods share for reference statistics "
+        "and the domain classifier (keyed by dataset hash); unset = a cache directory on the checkpoint volume.",
     )
     trainer_env: dict[str, str] = Field(default_factory=dict, description="Extra environment for trainers.")
     # -- export and serving --

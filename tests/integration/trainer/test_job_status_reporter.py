@@ -25,6 +25,7 @@ from kubernetes.client import ApiClient
 from ganforge.api import crd, trainer_env
 from ganforge.api.training_job import API_GROUP, API_VERSION, KIND, PLURAL, VERSION
 from ganforge.local.control_plane import ControlPlane
+from ganforge.operator.children import JobRef, trainer_rbac
 from ganforge.trainer import job_status
 from ganforge.trainer.checkpoint import CheckpointInfo
 from ganforge.trainer.job_status import JobStatusReporter
@@ -70,11 +71,9 @@ def job_object(name: str) -> dict[str, Any]:
 def grant_status_access(api: ApiClient, namespace: str, job: str) -> None:
     core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": SERVICE_ACCOUNT}})
-    rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "report-status"},
-        "rules": [{"apiGroups": [API_GROUP], "resources": [f"{PLURAL}/status"], "resourceNames": [job],
-                   "verbs": ["get", "patch"]}],
-    })
+    # The rules the operator gives each job's trainer (ganforge.operator.children.trainer_rbac).
+    [role] = [item for item in trainer_rbac(JobRef(job, namespace, "uid")) if item["kind"] == "Role"]
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "report-status"}, "rules": role["rules"]})
     rbac.create_namespaced_role_binding(namespace, {
         "metadata": {"name": "report-status"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "report-status"},
@@ -168,6 +167,14 @@ def test_the_token_can_patch_nothing_but_its_own_jobs_status(trainer: Trainer, k
     with pytest.raises(urllib.error.HTTPError) as denied:
         urllib.request.urlopen(request, timeout=10, context=context)
     assert denied.value.code == 403
+    # Nor can it read anything else: other jobs, pods, secrets.
+    for path in (f"/apis/{API_VERSION}/namespaces/{trainer.namespace}/{PLURAL}/{OTHER_JOB}",
+                 f"/apis/{API_VERSION}/namespaces/{trainer.namespace}/{PLURAL}",
+                 f"/api/v1/namespaces/{trainer.namespace}/pods", f"/api/v1/namespaces/{trainer.namespace}/secrets"):
+        read = urllib.request.Request(f"{trainer.server}{path}", headers={"Authorization": f"Bearer {token}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(read, timeout=10, context=context)
+        assert refused.value.code == 403, path
 
     # Patching another job's status is refused too; the hook reports it and the caller carries on.
     reporter = trainer.reporter(OTHER_JOB)

@@ -83,3 +83,11 @@ def test_only_rank_0_gets_an_api_token() -> None:
     assert rank0["serviceAccountName"] == "gan-trainer"
     for kind, pod_spec in pods().items():  # the trainer there is rank 1
         assert pod_spec["automountServiceAccountToken"] is False, kind
+
+
+def test_the_shared_trainer_cache_is_a_claim_which_restricted_allows() -> None:
+    settings = SETTINGS.model_copy(update={"trainer_cache_claim": "gan-cache"})
+    pod_spec = children.worker_pod(JOB, spec(), settings, 0, 1, "sha")["spec"]
+    assert {"name": "cache", "persistentVolumeClaim": {"claimName": "gan-cache"}} in pod_spec["volumes"]
+    env = {e["name"]: e["value"] for e in pod_spec["containers"][0]["env"]}
+    assert env["GANFORGE_CACHE_DIR"] == "/var/cache/ganforge" and violations(pod_spec) == []
