@@ -39,7 +39,10 @@ from ganforge.local.install import (
 from ganforge.local.provisioner import claim_host_path
 from ganforge.serving.caller import ContinuousCaller
 
-NAME, NAMESPACE = "fashion-mnist-dcgan", "default"
+NAME, NAMESPACE = "fashion-mnist-dcgan", "ganforge-demo"
+# The demo's namespace enforces the restricted Pod Security Standard, as a platform team's would.
+DEMO_NAMESPACE = {"apiVersion": "v1", "kind": "Namespace",
+                  "metadata": {"name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
 SERVICE = str(yaml.safe_load(EXAMPLE_SERVICE.read_text())["metadata"]["name"])
 # The canary half: the service's traffic through the Gateway in two steps, a short load run.
 CANARY = {"gateway": {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE, "drainSeconds": 5},
@@ -202,6 +205,9 @@ def main() -> int:
     ganforge("local", "up")
     ganforge("local", "install")
     kubeconfig = state_dir() / "kubeconfig"
+    namespace_file = state_dir() / "demo-namespace.yaml"
+    namespace_file.write_text(yaml.safe_dump(DEMO_NAMESPACE))
+    kubectl(kubeconfig, "apply", "-f", str(namespace_file))
     kubectl(kubeconfig, "delete", "gis", SERVICE, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
     kubectl(kubeconfig, "delete", "gtj", "--all", "-n", NAMESPACE, "--wait=true")
     kubectl(kubeconfig, "apply", "-n", NAMESPACE, "-f", str(EXAMPLE_JOB))
