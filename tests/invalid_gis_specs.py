@@ -100,6 +100,7 @@ INVALID_GIS_SPECS: tuple[InvalidGisSpec, ...] = (
     InvalidGisSpec("model-name-too-long", ("spec.modelName",), {"modelName": "m" * 65}),
     InvalidGisSpec("unknown-field", ("spec.triton.bogus",), {"triton": {"bogus": 1}}),
     InvalidGisSpec("name-too-long", ("metadata.name",), {}, name="n" * (MAX_SERVICE_NAME_LENGTH + 1)),
-    # Without spec.modelName the name is the model's, and Triton accepts no dot in it.
-    InvalidGisSpec("name-no-model-name", ("metadata.name", "spec.modelName"), {"modelName": DROP}, name="fashion.gen"),
+    # Services are named after it: a dot or a leading digit would fail every one of them.
+    InvalidGisSpec("name-with-dot", ("metadata.name",), {"modelName": DROP}, name="fashion.gen"),
+    InvalidGisSpec("name-leading-digit", ("metadata.name",), {}, name="1fashion"),
 )

@@ -111,4 +111,7 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
         {"evaluation": {"featureExtractors": ["domain", "torchscript"]}},
     ),
     InvalidSpec("name-too-long", "metadata.name", {}, name="n" * (MAX_JOB_NAME_LENGTH + 1)),
+    # Services are named after the job: a dot or a leading digit would fail every one of them.
+    InvalidSpec("name-with-dot", "metadata.name", {}, name="fashion.gan"),
+    InvalidSpec("name-leading-digit", "metadata.name", {}, name="1gan"),
 )

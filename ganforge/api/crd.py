@@ -31,6 +31,7 @@ from ganforge.api.training_job import (
     API_GROUP,
     CHECKPOINT_URI_FORMS,
     DATASET_URI_FORMS,
+    DNS_1035_LABEL_PATTERN,
     FAKE_URI_PATTERN,
     FSSPEC_URI_PATTERN,
     KIND,
@@ -154,6 +155,13 @@ _ROLLOUT_STEPS_RULE = Rule(
 
 # -- GANTrainingJob ----------------------------------------------------------------------------
 
+# Both kinds name Services after themselves (see DNS_1035_LABEL_PATTERN).
+_NAME_IS_A_SERVICE_NAME = Rule(
+    _cel_matches(DNS_1035_LABEL_PATTERN, "self.metadata.name"),
+    "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): "
+    "Service names are derived from it",
+)
+
 # The pydantic validators of training_job.py, restated for the apiserver. Cross-field rules sit on
 # `spec`: the apiserver also checks rules against a `default: {}` before nested defaults fill it,
 # and spec (required, no default) is only ever checked once defaulting is done.
@@ -164,6 +172,7 @@ _JOB_RULES: dict[str, tuple[Rule, ...]] = {
             f"metadata.name must be at most {MAX_JOB_NAME_LENGTH} characters "
             "(pod and service names are derived from it)",
         ),
+        _NAME_IS_A_SERVICE_NAME,
     ),
     "spec": (
         Rule(
@@ -258,10 +267,7 @@ _SERVICE_RULES: dict[str, tuple[Rule, ...]] = {
             f"metadata.name must be at most {gis.MAX_SERVICE_NAME_LENGTH} characters "
             "(Deployments and Services are named <name>-<revision>)",
         ),
-        Rule(
-            f"has(self.spec.modelName) || {_cel_matches(gis.MODEL_NAME_PATTERN, 'self.metadata.name')}",
-            "metadata.name is no Triton model name (letters, digits, _ and -): set spec.modelName",
-        ),
+        _NAME_IS_A_SERVICE_NAME,
     ),
     "spec.source": (
         Rule(

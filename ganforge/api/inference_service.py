@@ -17,6 +17,7 @@ from ganforge.api.conditions import ConditionFields
 from ganforge.api.training_job import API_GROUP as API_GROUP
 from ganforge.api.training_job import API_VERSION as API_VERSION
 from ganforge.api.training_job import (
+    DNS_1035_LABEL_PATTERN,
     DNS_LABEL_PATTERN,
     MAX_JOB_NAME_LENGTH,
     MAX_URI_LENGTH,
@@ -187,7 +188,7 @@ class GANInferenceServiceSpec(ApiModel):
 class ServiceObjectMeta(ObjectMeta):
     """The parts of Kubernetes ObjectMeta the operator reads; anything else is kept, not checked."""
 
-    name: str | None = Field(None, max_length=MAX_SERVICE_NAME_LENGTH)
+    name: str | None = Field(None, max_length=MAX_SERVICE_NAME_LENGTH, pattern=DNS_1035_LABEL_PATTERN)
 
 
 # `kubectl annotate gis NAME ganforge.io/promote=<revision>` promotes a paused or waiting canary;
@@ -307,12 +308,3 @@ class GANInferenceService(ApiModel):
     metadata: ServiceObjectMeta = Field(default_factory=ServiceObjectMeta, description="Kubernetes object metadata.")
     spec: GANInferenceServiceSpec = Field(description="Desired service.")
     status: GANInferenceServiceStatus | None = Field(None, description="Observed state (written by the operator).")
-
-    @model_validator(mode="after")
-    def _model_name(self) -> GANInferenceService:
-        name = self.metadata.name
-        if self.spec.model_name is None and name is not None and not _matches(MODEL_NAME_PATTERN, name):
-            raise ValueError(
-                f"metadata.name {name!r} is no Triton model name ({MODEL_NAME_PATTERN}): set spec.modelName"
-            )
-        return self

@@ -26,6 +26,10 @@ PLURAL = "gantrainingjobs"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 # A DNS-1123 label: what Kubernetes allows as the name of a Service (and of most objects).
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# What a Service name must be (RFC 1035 label). Jobs and inference services lend their names to
+# Services, so their names must be one too: a dot or a leading digit would make every Service
+# create fail long after `kubectl apply` accepted the object.
+DNS_1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 # The operator derives pod and service names (with suffixes) from the job name, which must stay
 # within the 63-character label limit.
@@ -421,7 +425,7 @@ class ObjectMeta(BaseModel):
     """The parts of Kubernetes ObjectMeta the trainer reads; anything else is kept, not checked."""
 
     model_config = ConfigDict(extra="allow")
-    name: str | None = Field(None, max_length=MAX_JOB_NAME_LENGTH)
+    name: str | None = Field(None, max_length=MAX_JOB_NAME_LENGTH, pattern=DNS_1035_LABEL_PATTERN)
     namespace: str | None = None
 
 

@@ -68,7 +68,6 @@ def test_valid_services_are_accepted(kubectl, gis_crd: str, namespace: str) -> N
         "null-training-job": changed(VALID_SPEC, {"source": {"trainingJob": None}}),
         "null-artifact": {"source": {"trainingJob": "fashion", "artifact": None}},
         "longest-name": MINIMAL_SPEC,
-        "dotted.name": {**MINIMAL_SPEC, "modelName": "dotted"},
     }
     for name, spec in accepted.items():
         if name == "longest-name":

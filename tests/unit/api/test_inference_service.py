@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from ganforge.api.inference_service import (
     MAX_SERVICE_NAME_LENGTH,
+    MODEL_NAME_PATTERN,
     REVISION_PATTERN,
     ArtifactRef,
     GANInferenceService,
@@ -129,10 +130,12 @@ def test_model_name(model_name: str, ok: bool) -> None:
             GANInferenceServiceSpec.model_validate(spec)
 
 
-def test_the_name_is_the_model_name_unless_one_is_given() -> None:
-    with pytest.raises(ValidationError, match=re.escape("metadata.name 'fashion.gen' is no Triton model name")):
-        GANInferenceService.model_validate(manifest("fashion.gen", MINIMAL_SPEC))
-    named = GANInferenceService.model_validate(manifest("fashion.gen", {**MINIMAL_SPEC, "modelName": "fashion"}))
+def test_the_name_is_a_service_name_and_serves_as_the_model_name_unless_one_is_given() -> None:
+    # Every Service name (a DNS-1035 label) is also a Triton model name.
+    assert re.fullmatch(MODEL_NAME_PATTERN, "fashion-gen-2")
+    with pytest.raises(ValidationError, match=re.escape("metadata.name")):
+        GANInferenceService.model_validate(manifest("fashion.gen", {**MINIMAL_SPEC, "modelName": "fashion"}))
+    named = GANInferenceService.model_validate(manifest("fashion-gen", {**MINIMAL_SPEC, "modelName": "fashion"}))
     assert named.spec.model_name == "fashion"
 
 
