@@ -271,9 +271,9 @@ def test_operator_killed_mid_reconcile_leaves_no_duplicates(
             "the in-cluster operator to stop")
         kubeconfig = _operator_kubeconfig(local_cluster, local_core, tmp_path / "operator.kubeconfig")
         _create(operator, namespace, fast_job(name), tmp_path)
-        # Writes of a launch: ConfigMap, ServiceAccount, Role, RoleBinding, Service, claim, pod 0, pod 1,
-        # status. Dying after the 7th leaves half a gang and no record of the launch.
-        first = _run_operator(kubeconfig, tmp_path / "operator.log", crash_after=7)
+        # Writes of a launch: ConfigMap, ServiceAccount, Role, RoleBinding, Service, NetworkPolicy, claim,
+        # pod 0, pod 1, status. Dying after the 8th leaves half a gang and no record of the launch.
+        first = _run_operator(kubeconfig, tmp_path / "operator.log", crash_after=8)
         assert first.wait(timeout=120) == 137, (tmp_path / "operator.log").read_text()
         assert [p.metadata.name for p in _pods(local_core, namespace, name)] == [f"{name}-g0-w0"]
         assert _status(local_api, namespace, name).get("launchedGang") is None
