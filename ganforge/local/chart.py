@@ -41,6 +41,8 @@ HEALTH_CHECKS = ARGOCD / "resource_customizations"
 RELEASE = "ganforge-operator"
 NAMESPACE = "ganforge-system"
 LOCAL_VALUES = CHART / "ci" / "local-values.yaml"
+# The operator Deployment's selector as the chart renders it for RELEASE (templates/_helpers.tpl).
+OPERATOR_SELECTOR = {"app.kubernetes.io/name": "ganforge-operator", "app.kubernetes.io/instance": RELEASE}
 NAMESPACE_MANIFEST = f"""# The operator's namespace enforces the restricted Pod Security Standard; its pod meets it.
 apiVersion: v1
 kind: Namespace

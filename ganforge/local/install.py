@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 from pathlib import Path
@@ -51,7 +52,8 @@ def install(kubeconfig: Path, timeout: float = 240) -> None:
 
 def _adopt(kubeconfig: Path) -> None:
     """Objects an earlier `kubectl apply` of the bundle made become the release's (Helm refuses to
-    take over objects it does not own)."""
+    take over objects it does not own). An operator Deployment with another selector (immutable) is
+    replaced instead: with one replica and `Recreate` that is what an upgrade does anyway."""
     rendered = chart.CHART / "files" / "crds"
     objects: list[tuple[str, str, str | None]] = [
         ("customresourcedefinition", path.stem, None) for path in sorted(rendered.glob("*.yaml"))]
@@ -59,8 +61,16 @@ def _adopt(kubeconfig: Path) -> None:
     objects += [(kind, chart.RELEASE, chart.NAMESPACE) for kind in ("serviceaccount", "configmap", "deployment")]
     for kind, name, namespace in objects:
         where: list[str] = ["--namespace", namespace] if namespace else []
-        if not kubectl(kubeconfig, "get", kind, name, *where, "--ignore-not-found", "-o", "name").strip():
+        found = kubectl(kubeconfig, "get", kind, name, *where, "--ignore-not-found", "-o", "json").strip()
+        if not found:
             continue
+        existing = json.loads(found)
+        if kind == "deployment":
+            if existing["spec"]["selector"].get("matchLabels") != chart.OPERATOR_SELECTOR:
+                kubectl(kubeconfig, "delete", kind, name, *where, "--wait=true", timeout=180)
+            continue
+        if (existing["metadata"].get("annotations") or {}).get("meta.helm.sh/release-name") == chart.RELEASE:
+            continue  # the release's already
         kubectl(kubeconfig, "annotate", "--overwrite", kind, name, *where,
                 f"meta.helm.sh/release-name={chart.RELEASE}", f"meta.helm.sh/release-namespace={chart.NAMESPACE}")
         kubectl(kubeconfig, "label", "--overwrite", kind, name, *where, "app.kubernetes.io/managed-by=Helm")

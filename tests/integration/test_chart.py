@@ -112,3 +112,8 @@ def test_the_argo_cd_application_renders_the_chart_with_its_values(tmp_path: Pat
     deployment = next(doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "Deployment")
     image = source["helm"]["valuesObject"]["image"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"{image['repository']}:{image['tag']}"
+
+
+def test_the_operator_selector_is_the_one_install_adopts_by() -> None:
+    deployment = next(doc for doc in yaml.safe_load_all(render()) if doc and doc["kind"] == "Deployment")
+    assert deployment["spec"]["selector"]["matchLabels"] == chart.OPERATOR_SELECTOR
