@@ -177,21 +177,32 @@ def _advance_analyses(rollout: RolloutStatus, context: _Context) -> RolloutDecis
             context.plan.events.append(Event("Normal", AWAITING_APPROVAL, rollout.message))
             return RolloutDecision(reason=rollout.message, waiting_reason=AWAITING_APPROVAL)
         return RolloutDecision("promote", f"every analysis passed ({running.message})")
-    if running.state == "Fail":
-        rollout.failures += 1
-        if rollout.failures > policy.failure_limit:
-            return RolloutDecision("rollback", f"analysis failed: {running.message}")
-    else:
-        rollout.inconclusives += 1
-        if rollout.inconclusives > policy.inconclusive_limit:
-            rollout.phase = "Paused"
-            rollout.message = (f"analysis inconclusive: {running.message}; a person decides: "
-                               f"{PROMOTE_ANNOTATION}={rollout.revision} or {ABORT_ANNOTATION}={rollout.revision}")
-            context.plan.events.append(Event("Warning", ROLLOUT_PAUSED, rollout.message))
-            return RolloutDecision(reason=rollout.message, waiting_reason=ROLLOUT_PAUSED)
+    beyond = _beyond_limits(rollout, running, context)
+    if beyond is not None:
+        return beyond
     _start_analysis(rollout, context, running.attempt + 1)  # a tolerated failure or inconclusive: again
     return RolloutDecision(reason=f"step {rollout.step + 1}/{len(rollout.weights)}: analysing again "
                                   f"after {running.state.lower()}")
+
+
+def _beyond_limits(rollout: RolloutStatus, running: AnalysisRecord, context: _Context,
+                   when: str = "") -> RolloutDecision | None:
+    """Count a Fail or Inconclusive verdict; past failureLimit it rolls back, past
+    inconclusiveLimit it pauses for a person; within the limits, None."""
+    policy = context.spec.rollout
+    if running.state == "Fail":
+        rollout.failures += 1
+        if rollout.failures > policy.failure_limit:
+            return RolloutDecision("rollback", f"analysis failed{when}: {running.message}")
+        return None
+    rollout.inconclusives += 1
+    if rollout.inconclusives <= policy.inconclusive_limit:
+        return None
+    rollout.phase = "Paused"
+    rollout.message = (f"analysis inconclusive{when}: {running.message}; a person decides: "
+                       f"{PROMOTE_ANNOTATION}={rollout.revision} or {ABORT_ANNOTATION}={rollout.revision}")
+    context.plan.events.append(Event("Warning", ROLLOUT_PAUSED, rollout.message))
+    return RolloutDecision(reason=rollout.message, waiting_reason=ROLLOUT_PAUSED)
 
 
 def _attempts(rollout: RolloutStatus) -> int:
@@ -230,20 +241,8 @@ def _keep_checking(rollout: RolloutStatus, context: _Context) -> RolloutDecision
             context.plan.create.append(_analysis_pod(rollout, context, running.attempt))
         return waiting
     _record(running, result, context)
-    policy = context.spec.rollout
-    if running.state == "Fail":
-        rollout.failures += 1
-        if rollout.failures > policy.failure_limit:
-            return RolloutDecision("rollback", f"analysis failed while awaiting approval: {running.message}")
-    elif running.state == "Inconclusive":
-        rollout.inconclusives += 1
-        if rollout.inconclusives > policy.inconclusive_limit:
-            rollout.phase = "Paused"
-            rollout.message = (f"analysis inconclusive while awaiting approval: {running.message}; a person "
-                               f"decides: {PROMOTE_ANNOTATION}={rollout.revision} or "
-                               f"{ABORT_ANNOTATION}={rollout.revision}")
-            context.plan.events.append(Event("Warning", ROLLOUT_PAUSED, rollout.message))
-            return RolloutDecision(reason=rollout.message, waiting_reason=ROLLOUT_PAUSED)
+    if running.state != "Pass":
+        return _beyond_limits(rollout, running, context, " while awaiting approval") or waiting
     return waiting
 
 
