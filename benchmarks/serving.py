@@ -8,9 +8,11 @@ p50 and p95 request latency, and ratios against onnxruntime direct.
 - onnxruntime direct: one InferenceSession (1 intra-op thread) shared by the client threads, in
   this process: the floor of what any server around the same file can do.
 - Triton: the real tritonserver of `make tools` (python backend running the same model.onnx through
-  onnxruntime), as a separate process, called with tritonclient over HTTP (KServe v2) like users
-  do; dynamic batching on; instances = cores, 1 thread each, so it gets the CPU the direct
-  session's client threads get.
+  onnxruntime), as a separate process, called over HTTP (KServe v2) with ganforge's own client
+  (`GeneratorClient`, what analysis pods and `ganforge generate` use) and, as a second row, with
+  `tritonclient.http`; dynamic batching on; instances = cores, 1 thread each, so it gets the CPU
+  the direct session's client threads get. Clients and server share this machine's cores, so a
+  client's own CPU cost shows in the server's throughput.
 - torch eager: the PyTorch module itself, 1 intra-op thread, called from the client threads.
 
     python benchmarks/serving.py --seconds 5 --rounds 3
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import tritonclient.http as triton_http
 
 from ganforge.api.inference_service import TritonSpec
 from ganforge.api.training_job import ModelSpec
@@ -164,8 +167,18 @@ def main() -> int:
                     local.client = GeneratorClient(url, "bench")
                 return local.client.generate(z)
 
-            backends = {"onnxruntime direct": direct, "Triton (local profile)": triton, "torch eager": eager}
-            server_pids = {"Triton (local profile)": process_tree(served.process.pid)}
+            def triton_with_tritonclient(z: np.ndarray) -> np.ndarray:
+                if not hasattr(local, "tritonclient"):
+                    local.tritonclient = triton_http.InferenceServerClient(url=url)
+                request = triton_http.InferInput("z", list(z.shape), "FP32")
+                request.set_data_from_numpy(z)
+                out: np.ndarray = local.tritonclient.infer("bench", [request]).as_numpy("image")
+                return out
+
+            backends = {"onnxruntime direct": direct, "Triton (local profile)": triton,
+                        "Triton, tritonclient": triton_with_tritonclient, "torch eager": eager}
+            tree = process_tree(served.process.pid)
+            server_pids = {"Triton (local profile)": tree, "Triton, tritonclient": tree}
             print(f"{cores} cores; {args.seconds:g} s per cell and backend, {args.rounds} rounds (medians); "
                   "DCGAN latent 64, width 32, 32x32x1\n")
             print("| batch | clients | backend | img/s | p50 ms | p95 ms | img/s vs ORT (per-round ratios) "

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.http as triton_http
 import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
@@ -158,16 +159,22 @@ def serve_the_example(kubeconfig: Path, api: ApiClient, core: client.CoreV1Api, 
     assert table.split()[:7] == ["NAME", "MODEL", "STABLE", "CANARY", "WEIGHT", "READY", "AGE"], table
     assert artifact["revision"] in table and "True" in table
 
-    # Through the stable Service, with tritonclient: the same images onnxruntime makes of the file.
-    stable_ip = core.read_namespaced_service(service, namespace).spec.cluster_ip
+    # Through the stable Service: the same images onnxruntime makes of the file, from ganforge's
+    # client and from tritonclient (what users may call it with).
+    stable = f"{core.read_namespaced_service(service, namespace).spec.cluster_ip}:{TRITON_HTTP_PORT}"
     # The proxies learn of a new endpoint a moment after it is ready, as on any cluster.
-    with answering_client(f"{stable_ip}:{TRITON_HTTP_PORT}", service) as generator:
+    with answering_client(stable, service) as generator:
         print(f"GANInferenceService applied -> answering through its Service: {time.time() - started:.1f} s")
         z, labels = latents(generator.model, 16, seed=7)
         images = generator.generate(z, labels)
     assert images.shape == (16, 1, 32, 32) and images.dtype == np.float32
-    feeds = {"z": z} if labels is None else {"z": z, "label": labels}
-    direct = onnxruntime_images((revision / "model" / "1" / "model.onnx").read_bytes(), feeds)
+    assert labels is None  # the example is unconditional
+    reference = triton_http.InferenceServerClient(url=stable)
+    request = triton_http.InferInput("z", list(z.shape), "FP32")
+    request.set_data_from_numpy(z)
+    assert np.array_equal(reference.infer(service, [request]).as_numpy("image"), images)
+    reference.close()
+    direct = onnxruntime_images((revision / "model" / "1" / "model.onnx").read_bytes(), {"z": z})
     assert np.abs(images - direct).max() <= PARITY_BOUNDS["fp32"]
 
     grid = tmp_path / "grid.png"
