@@ -15,8 +15,8 @@ from ganforge.serving.client import GeneratorClient, ServingError, latents
 
 
 class ContinuousCaller(threading.Thread):
-    """Generates `shape[0]` images per request until `stop` is set. Its tritonclient connection
-    lives in this thread (gevent sockets belong to the thread that made them)."""
+    """Generates `shape[0]` images per request until `stop` is set. Its client connection is made
+    and used in this thread only (a GeneratorClient is not thread-safe)."""
 
     def __init__(self, url: str, model_name: str, shape: tuple[int, ...], num_classes: int | None = None,
                  finite: bool = True, pause: float = 0.05, connect_timeout: float = 60.0) -> None:
