@@ -64,6 +64,12 @@ def _string_map() -> JsonDict:
     return {"type": "object", "additionalProperties": {"type": "string"}}
 
 
+def _monitor() -> JsonDict:
+    return _closed({"enabled": {"type": "boolean"},
+                    "interval": {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h)$"},
+                    "labels": _string_map()})
+
+
 def values_schema() -> JsonDict:
     settings = OperatorSettings.model_json_schema(by_alias=True)
     definitions = settings.pop("$defs", {})
@@ -88,17 +94,15 @@ def values_schema() -> JsonDict:
             "serviceAccount": _closed({"create": {"type": "boolean"}, "name": {"type": "string"},
                                        "annotations": _string_map()}),
             "rbac": _closed({"create": {"type": "boolean"}}),
+            "watchNamespaces": {"type": "array", "uniqueItems": True,
+                                "items": {"type": "string", "pattern": DNS_LABEL_PATTERN, "maxLength": 63}},
             "settings": settings,
             "resources": _closed({"requests": _string_map(), "limits": _string_map()}),
             "nodeSelector": _string_map(),
             "tolerations": {"type": "array", "items": {"type": "object"}},
             "affinity": {"type": "object"},
             "podAnnotations": _string_map(),
-            "metrics": _closed({"serviceMonitor": _closed({
-                "enabled": {"type": "boolean"},
-                "interval": {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h)$"},
-                "labels": _string_map(),
-            })}),
+            "metrics": _closed({"serviceMonitor": _monitor(), "podMonitor": _monitor()}),
         }),
         "$defs": definitions,
     }

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from ganforge.local import chart
+from ganforge.local import chart, tools
 from ganforge.local.install import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install, kubectl
+from ganforge.operator.naming import job_selector
+from tests.conftest import RESTRICTED
 from tests.e2e.cluster import apply
-from tests.helpers import fast_job
+from tests.helpers import eventually, fast_job
 
 JOB_CRD = "gantrainingjobs.ganforge.io"
 
@@ -77,3 +80,51 @@ def test_install_test_upgrade_uninstall_keep_the_crds_and_the_jobs(operator: Pat
     assert "upgradeProbe" not in spec["properties"]  # this version's CRD again
     kubectl(kubeconfig, "-n", local_namespace, "delete", "gtj", "outlives-the-release", "--wait=true",
             timeout=180)
+
+
+def _can(kubeconfig: Path, verb: str, resource: str, *where: str) -> bool:
+    """`kubectl auth can-i` as the operator's ServiceAccount."""
+    result = subprocess.run([str(tools.tool_path("kubectl")), "--kubeconfig", str(kubeconfig), "auth", "can-i",
+                             verb, resource, *where, "--as",
+                             f"system:serviceaccount:{OPERATOR_NAMESPACE}:{chart.RELEASE}"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.stdout.strip() in ("yes", "no"), result.stderr  # exit 1 means "no", not an error
+    return result.stdout.strip() == "yes"
+
+
+@pytest.mark.timeout(900)
+def test_watching_listed_namespaces_uses_roles_there_and_leaves_other_namespaces_alone(
+        operator: Path, local_namespace: str, tmp_path: Path) -> None:
+    kubeconfig, watched = operator, local_namespace
+    unwatched = f"{watched}-unwatched"
+    kubectl(kubeconfig, "create", "namespace", unwatched)
+    kubectl(kubeconfig, "label", "namespace", unwatched, *(f"{k}={v}" for k, v in RESTRICTED.items()))
+    try:
+        _helm(kubeconfig, "upgrade", chart.RELEASE, str(chart.CHART), "--values", str(chart.LOCAL_VALUES),
+              "--set-json", f'watchNamespaces=["{watched}"]', "--wait", "--timeout", "300s")
+        args = json.loads(kubectl(kubeconfig, "-n", OPERATOR_NAMESPACE, "get", "deployment", OPERATOR_DEPLOYMENT,
+                                  "-o", "json"))["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert f"--namespace={watched}" in args, args
+
+        # Rights on namespaced objects only where it watches; cluster-wide only reads of nodes and CRDs.
+        assert _can(kubeconfig, "create", "pods", "-n", watched)
+        assert _can(kubeconfig, "patch", "gantrainingjobs.ganforge.io/status", "-n", watched)
+        assert not _can(kubeconfig, "create", "pods", "-n", unwatched)
+        assert not _can(kubeconfig, "list", "gantrainingjobs.ganforge.io", "-n", unwatched)
+        assert not _can(kubeconfig, "list", "pods", "--all-namespaces")
+        assert not _can(kubeconfig, "list", "namespaces")
+        assert _can(kubeconfig, "list", "nodes")
+        assert not _can(kubeconfig, "delete", "nodes")
+
+        apply(kubeconfig, unwatched, fast_job("not-mine"), tmp_path)
+        apply(kubeconfig, watched, fast_job("mine"), tmp_path)
+        eventually(lambda: kubectl(kubeconfig, "-n", watched, "get", "pods", "-l", job_selector("mine"),
+                                   "-o", "name").strip(), 180, "the watched namespace's job to get its pods")
+        # By now the operator had every chance to see the other job too: it must not have touched it.
+        other = json.loads(kubectl(kubeconfig, "-n", unwatched, "get", "gtj", "not-mine", "-o", "json"))
+        assert not other.get("status") and not other["metadata"].get("finalizers"), other
+        assert not kubectl(kubeconfig, "-n", unwatched, "get", "pods", "-o", "name").strip()
+        kubectl(kubeconfig, "-n", watched, "delete", "gtj", "mine", "--wait=true", timeout=180)
+    finally:
+        kubectl(kubeconfig, "delete", "namespace", unwatched, "--wait=true", timeout=180)
+        install(kubeconfig)  # every namespace again, for the modules after this one

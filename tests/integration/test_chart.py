@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from ganforge.local import chart, tools
+from ganforge.operator import children, serving_children
 from tests.conftest import Kubectl
+from tests.unit.operator.test_reconcile import JOB, SETTINGS, spec
+from tests.unit.operator.test_serving_reconcile import GIS, REV2, SHA2
+from tests.unit.operator.test_serving_reconcile import spec as service_spec
 
 SCENARIOS = sorted((chart.CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSION = tools.versions().kubernetes
@@ -31,8 +36,11 @@ def render(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def chart_crds(kubectl: Kubectl) -> None:
-    """The CRDs must be served, and the namespace exist, before a dry run can validate the rest."""
+    """The CRDs must be served, and the namespaces exist, before a dry run can validate the rest."""
     kubectl.run("apply", "-f", "-", stdin=chart.NAMESPACE_MANIFEST)
+    for values in SCENARIOS:
+        for namespace in (yaml.safe_load(values.read_text()) or {}).get("watchNamespaces", []):
+            kubectl.run("create", "namespace", namespace)
     kubectl.run("apply", "-f", str(chart.CRD_SOURCES))
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "-f", str(chart.CRD_SOURCES))
 
@@ -68,6 +76,8 @@ def test_the_crds_are_templates_kept_on_uninstall_unless_asked_otherwise() -> No
     ("settings: {trainerGraceSeconds: soon}", "at '/settings/trainerGraceSeconds': got string, want number"),
     ("replicas: many", "at '/replicas': got string, want integer"),
     ("metrics: {serviceMonitor: {interval: often}}", "/metrics/serviceMonitor/interval"),
+    ("watchNamespaces: team-a", "at '/watchNamespaces': got string, want array"),
+    ("watchNamespaces: [Team_A]", "/watchNamespaces/0"),
 ])
 def test_the_schema_refuses_typos_and_wrong_types_naming_the_key(values: str, message: str, tmp_path: Path) -> None:
     path = tmp_path / "values.yaml"
@@ -117,3 +127,66 @@ def test_the_argo_cd_application_renders_the_chart_with_its_values(tmp_path: Pat
 def test_the_operator_selector_is_the_one_install_adopts_by() -> None:
     deployment = next(doc for doc in yaml.safe_load_all(render()) if doc and doc["kind"] == "Deployment")
     assert deployment["spec"]["selector"]["matchLabels"] == chart.OPERATOR_SELECTOR
+
+
+def test_watching_listed_namespaces_grants_namespaced_rights_only_there() -> None:
+    namespaced = str(chart.CHART / "ci" / "namespaced-values.yaml")
+    docs = [doc for doc in yaml.safe_load_all(render("--values", namespaced)) if doc]
+    cluster_role = next(doc for doc in docs if doc["kind"] == "ClusterRole")
+    cluster_resources = {resource for rule in cluster_role["rules"] for resource in rule["resources"]}
+    assert cluster_resources == {"nodes", "customresourcedefinitions"}
+    assert all(set(rule["verbs"]) <= {"list", "watch"} for rule in cluster_role["rules"])
+    roles = {doc["metadata"]["namespace"]: doc for doc in docs if doc["kind"] == "Role"}
+    bindings = {doc["metadata"]["namespace"] for doc in docs if doc["kind"] == "RoleBinding"}
+    assert set(roles) == bindings == {"ganforge-team-a", "ganforge-team-b"}
+    for role in roles.values():
+        pods = next(rule for rule in role["rules"] if "pods" in rule["resources"])
+        assert "create" in pods["verbs"]
+        assert any("kopfpeerings" in rule["resources"] for rule in role["rules"])
+    args = next(doc for doc in docs if doc["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=ganforge-team-a" in args and "--namespace=ganforge-team-b" in args
+
+    everywhere = [doc for doc in yaml.safe_load_all(render()) if doc]
+    assert not [doc for doc in everywhere if doc["kind"] in ("Role", "RoleBinding")]
+    rules = next(doc for doc in everywhere if doc["kind"] == "ClusterRole")["rules"]
+    assert any("pods" in rule["resources"] for rule in rules)
+    assert any("clusterkopfpeerings" in rule["resources"] for rule in rules)
+
+
+def _selects(monitor: dict[str, Any], pod: dict[str, Any]) -> bool:
+    """Whether a PodMonitor's selector and port name match a pod, as the Prometheus Operator reads them."""
+    labels = pod["metadata"]["labels"]
+    selector = monitor["spec"]["selector"]
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    if not all(expression["operator"] == "Exists" and expression["key"] in labels
+               for expression in selector.get("matchExpressions", [])):
+        return False
+    ports = {port.get("name") for container in pod["spec"]["containers"] for port in container.get("ports", [])}
+    return all(endpoint["port"] in ports for endpoint in monitor["spec"]["podMetricsEndpoints"])
+
+
+def test_the_pod_monitors_select_the_pods_the_operator_creates() -> None:
+    production = str(chart.CHART / "ci" / "production-values.yaml")
+    api = "monitoring.coreos.com/v1/PodMonitor"
+    assert "kind: PodMonitor" not in render("--values", production)  # the API is not served
+    assert "kind: PodMonitor" not in render("--api-versions", api)  # not asked for
+    docs = yaml.safe_load_all(render("--values", production, "--api-versions", api))
+    monitors = {doc["metadata"]["name"].rsplit("-", 1)[1]: doc for doc in docs if doc and doc["kind"] == "PodMonitor"}
+    assert set(monitors) == {"trainers", "triton"}
+    assert all(m["spec"]["namespaceSelector"] == {"any": True} for m in monitors.values())
+
+    job_spec = spec()
+    trainer = children.worker_pod(JOB, job_spec, SETTINGS, 0, 1, "sha")
+    triton = serving_children.triton_deployment(GIS, service_spec(), "fashion", REV2, f"pvc://models/gan/{REV2}",
+                                                SHA2, SETTINGS)["spec"]["template"]
+    exporter = serving_children.export_pod(JOB, job_spec, SETTINGS, "pvc://ckpt/run/ckpt-1", 0)
+    assert _selects(monitors["trainers"], trainer) and not _selects(monitors["trainers"], triton)
+    assert _selects(monitors["triton"], triton) and not _selects(monitors["triton"], trainer)
+    assert not _selects(monitors["trainers"], exporter) and not _selects(monitors["triton"], exporter)
+
+    namespaced = render("--values", str(chart.CHART / "ci" / "namespaced-values.yaml"), "--set",
+                        "metrics.podMonitor.enabled=true", "--api-versions", api)
+    selectors = [doc["spec"]["namespaceSelector"] for doc in yaml.safe_load_all(namespaced)
+                 if doc and doc["kind"] == "PodMonitor"]
+    assert selectors == [{"matchNames": ["ganforge-team-a", "ganforge-team-b"]}] * 2
