@@ -65,9 +65,8 @@ def _adopt(kubeconfig: Path) -> None:
         if not found:
             continue
         existing = json.loads(found)
-        if kind == "deployment":
-            if existing["spec"]["selector"].get("matchLabels") != chart.OPERATOR_SELECTOR:
-                kubectl(kubeconfig, "delete", kind, name, *where, "--wait=true", timeout=180)
+        if kind == "deployment" and existing["spec"]["selector"].get("matchLabels") != chart.OPERATOR_SELECTOR:
+            kubectl(kubeconfig, "delete", kind, name, *where, "--wait=true", timeout=180)
             continue
         if (existing["metadata"].get("annotations") or {}).get("meta.helm.sh/release-name") == chart.RELEASE:
             continue  # the release's already

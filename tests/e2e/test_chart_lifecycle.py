@@ -128,3 +128,32 @@ def test_watching_listed_namespaces_uses_roles_there_and_leaves_other_namespaces
     finally:
         kubectl(kubeconfig, "delete", "namespace", unwatched, "--wait=true", timeout=180)
         install(kubeconfig)  # every namespace again, for the modules after this one
+
+
+@pytest.mark.timeout(900)
+def test_the_kubectl_bundle_brings_up_a_working_operator_where_ganforge_was_never_installed(
+        operator: Path, local_namespace: str, tmp_path: Path) -> None:
+    kubeconfig = operator
+    # Nothing of ganforge left: no release, no CRDs (no jobs are left in other namespaces), no namespace.
+    _helm(kubeconfig, "uninstall", chart.RELEASE, "--wait", "--timeout", "300s")
+    try:
+        crds = sorted(path.stem for path in (chart.CHART / "files" / "crds").glob("*.yaml"))
+        kubectl(kubeconfig, "delete", "crd", *crds, "--wait=true", timeout=180)
+        kubectl(kubeconfig, "delete", "namespace", OPERATOR_NAMESPACE, "--wait=true", timeout=300)
+
+        applied = kubectl(kubeconfig, "apply", "-f", str(chart.INSTALL_BUNDLE))  # one shot, as documented
+        assert f"deployment.apps/{OPERATOR_DEPLOYMENT} created" in applied, applied
+        kubectl(kubeconfig, "-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}",
+                "--timeout", "240s", timeout=250)
+
+        apply(kubeconfig, local_namespace, fast_job("from-the-bundle"), tmp_path)
+        finished = eventually(
+            lambda: (s := json.loads(kubectl(kubeconfig, "-n", local_namespace, "get", "gtj", "from-the-bundle",
+                                             "-o", "json")).get("status", {})).get("phase") in ("Succeeded", "Failed")
+            and s, 600, "the job to finish under the bundle's operator")
+        assert finished["phase"] == "Succeeded", finished
+        peering = kubectl(kubeconfig, "get", "clusterkopfpeering", "ganforge", "-o", "name")
+        assert peering.strip() == "clusterkopfpeering.kopf.dev/ganforge"  # the operator made it
+        kubectl(kubeconfig, "-n", local_namespace, "delete", "gtj", "from-the-bundle", "--wait=true", timeout=180)
+    finally:
+        install(kubeconfig)  # the release adopts what the bundle made; later modules find their operator
