@@ -522,7 +522,7 @@ def test_pod_sees_its_own_hostname_and_fqdn(local_core: client.CoreV1Api, local_
 
     for name, out in (("rank-0-pod", "worker.json"), (long_name, "long.json")):
         done = eventually(phase_is(core, ns, name, "Succeeded", "Failed"), timeout=90, what=f"{name} to finish")
-        assert done.status.phase == "Succeeded", done.status.container_statuses[0].state
+        assert done.status.phase == "Succeeded", str(done.status.container_statuses[0].state.terminated)
         seen = json.loads((tmp_path / out).read_text())
         pod_ip = done.status.pod_ip
         if name == "rank-0-pod":
@@ -562,3 +562,60 @@ def test_termination_message_file_and_fallback_to_logs(local_core: client.CoreV1
     # The default policy, File, never reads the log: an empty file means no message.
     assert terminated["file-only"].exit_code == 3
     assert terminated["file-only"].message is None
+
+
+SECURITY_PROBE = """
+    import os, pathlib
+    said = [f"ids {os.getuid()} {os.getgid()}"]
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    said.append(f"caps {status['CapEff'].strip()} {status['CapBnd'].strip()} nnp {status['NoNewPrivs'].strip()}")
+    for path in ("/data/written", "/var/tmp/ganforge-probe", "/etc/ganforge-probe"):
+        try:
+            pathlib.Path(path).write_text("x")
+            said.append(f"wrote {path}")
+        except OSError as error:
+            said.append(f"refused {path} {error.strerror}")
+    try:
+        os.setuid(0)
+        said.append("setuid 0 allowed")
+    except OSError as error:  # EINVAL: no uid 0 exists in its user namespace
+        said.append(f"setuid 0 refused {error.strerror}")
+    # The node runtime serves no container logs; the termination message carries the report.
+    pathlib.Path("/dev/termination-log").write_text("\\n".join(said))
+"""
+
+
+def test_the_runtime_enforces_the_restricted_security_context(local_core: client.CoreV1Api,
+                                                               local_namespace: str) -> None:
+    core, ns = local_core, local_namespace
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                  "readOnlyRootFilesystem": True}
+    pod = python_pod("confined", SECURITY_PROBE,
+                     securityContext={"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532},
+                     volumes=[{"name": "data", "emptyDir": {}}],
+                     container={"securityContext": restricted, "terminationMessagePolicy": "FallbackToLogsOnError",
+                                "volumeMounts": [{"name": "data", "mountPath": "/data"}]})
+    core.create_namespaced_pod(ns, pod)
+    done = eventually(phase_is(core, ns, "confined", "Succeeded", "Failed"), timeout=60, what="the probe to end")
+    assert done.status.phase == "Succeeded", str(done.status.container_statuses[0].state.terminated)
+    said = done.status.container_statuses[0].state.terminated.message.splitlines()
+    assert said[:2] == ["ids 65532 65532", "caps 0000000000000000 0000000000000000 nnp 1"], said
+    assert "wrote /data/written" in said  # its volume is writable
+    assert "refused /var/tmp/ganforge-probe Read-only file system" in said
+    assert "refused /etc/ganforge-probe Read-only file system" in said
+    assert said[-1] == "setuid 0 refused Invalid argument"
+    assert not Path("/var/tmp/ganforge-probe").exists()
+
+    # runAsNonRoot without a user: the images here run as root, so kubelet's check refuses it.
+    unnamed = python_pod("no-user", "print('ran')", securityContext={"runAsNonRoot": True})
+    core.create_namespaced_pod(ns, unnamed)
+
+    def waiting_reason() -> client.V1ContainerStateWaiting | None:
+        found = read_pod(core, ns, "no-user")
+        statuses = (found.status.container_statuses or []) if found else []
+        waiting = statuses[0].state.waiting if statuses else None
+        return waiting if waiting is not None and waiting.reason == "CreateContainerConfigError" else None
+
+    waiting = eventually(waiting_reason, timeout=60, what="CreateContainerConfigError")
+    assert "runAsNonRoot and image will run as root" in waiting.message
+    assert read_pod(core, ns, "no-user").status.phase == "Pending"

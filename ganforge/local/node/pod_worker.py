@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ganforge.local.network import CLUSTER_DNS_IP, CLUSTER_DOMAIN
-from ganforge.local.node import images, termination
+from ganforge.local.node import images, security, termination
 from ganforge.local.node.containers import Attempt, attempts
 from ganforge.local.node.environment import (
     ContainerConfigError,
@@ -241,7 +241,8 @@ class PodWorker:
             env = container_environment(pod_view, container, self.services.object_data, base)
             argv = container_argv(container, image.entrypoint, env)
             mounts = self.volumes.mounts_for(container) + self.name_resolution_mounts
-        except (ContainerConfigError, VolumeNotReady) as error:
+            process_security = security.resolve(self.pod["spec"], container)
+        except (ContainerConfigError, VolumeNotReady, security.SecurityContextError) as error:
             self.pending_reason = ("CreateContainerConfigError", str(error))
             return
         attempt = Attempt(self.container_dir(name) / str(number))
@@ -255,6 +256,7 @@ class PodWorker:
             hostname=pod_hostname(self.pod),
             termination_message_file=str(message_file),
             termination_message_policy=container.get("terminationMessagePolicy") or termination.POLICY_FILE,
+            security=process_security.to_json(),
         )
         attempt.launch(spec, self.network.netns, dict(self.services.base_env))
         log.info("pod %s: started container %s (attempt %d)", self.name, name, number)

@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from ganforge.local.node.security import ProcessSecurity, apply_before_exec, read_only_remounts
 from ganforge.local.node.termination import POLICY_FILE, termination_message
 from ganforge.local.state_files import write_json_atomic
 
@@ -47,6 +49,8 @@ class ContainerSpec:
     termination_message_file: str | None = None
     """Host side of the container's terminationMessagePath."""
     termination_message_policy: str = POLICY_FILE
+    security: dict[str, Any] = field(default_factory=dict)
+    """ProcessSecurity fields: what the runtime enforces of the container's securityContext."""
 
     def write(self, directory: Path) -> None:
         write_json_atomic(directory / "spec.json", asdict(self))
@@ -122,6 +126,22 @@ def run(directory: Path) -> int:
         detail = error.stderr.decode(errors="replace").strip() if error.stderr else ""
         return _record_failure(directory, "CreateContainerError", f"mounting volumes failed: {detail}")
 
+    security = ProcessSecurity(**spec.security)
+    remounts = []
+    if security.read_only_root:
+        volume_targets = [mount.target for mount in spec.mounts]
+        remounts = read_only_remounts(Path("/proc/self/mountinfo").read_text(), volume_targets)
+    refusal = directory / "security-error"
+
+    def secure() -> None:
+        # Runs in the child between fork and exec; subprocess reports only that it failed, so the
+        # reason goes to a file first.
+        try:
+            apply_before_exec(security, remounts)
+        except OSError as error:
+            refusal.write_text(str(error))
+            raise
+
     log = open(spec.log_path, "ab", buffering=0)  # noqa: SIM115 - inherited by the child
     try:
         child = subprocess.Popen(
@@ -132,7 +152,11 @@ def run(directory: Path) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             process_group=0,
+            preexec_fn=secure,  # safe: the shim has no threads
         )
+    except subprocess.SubprocessError:
+        reason = refusal.read_text() if refusal.exists() else "unknown"
+        return _record_failure(directory, "StartError", f"applying the securityContext failed: {reason}")
     except (OSError, ValueError) as error:
         return _record_failure(directory, "StartError", f"cannot start {spec.argv[0]!r}: {error}")
     finally:
