@@ -28,7 +28,8 @@ class ExitCode(enum.IntEnum):
     NON_FINITE_LOSS = 5
     # The checkpoint location cannot be written (or repeated background writes failed).
     CHECKPOINT_STORAGE_ERROR = 6
-    # A collective timed out or a peer rank vanished; usually a disruption of the gang.
+    # A collective timed out or a peer rank vanished. The consequence of a peer's disruption or
+    # crash when one is seen; on its own (a rendezvous misconfiguration) a failure.
     DISTRIBUTED_ERROR = 7
     # The evaluation could not run (e.g. a user-supplied feature extractor failed to load).
     EVALUATION_ERROR = 8
@@ -60,7 +61,7 @@ EXIT_CODE_TABLE: dict[ExitCode, ExitCodeInfo] = {
         ExitCodeInfo(ExitCode.DATA_ERROR, False, True, "dataset missing, corrupt or wrongly shaped"),
         ExitCodeInfo(ExitCode.NON_FINITE_LOSS, False, True, "loss became NaN/inf; last good checkpoint kept"),
         ExitCodeInfo(ExitCode.CHECKPOINT_STORAGE_ERROR, True, True, "checkpoint location not writable"),
-        ExitCodeInfo(ExitCode.DISTRIBUTED_ERROR, True, False, "peer lost or collective timed out"),
+        ExitCodeInfo(ExitCode.DISTRIBUTED_ERROR, True, True, "peer lost or collective timed out"),
         ExitCodeInfo(ExitCode.EVALUATION_ERROR, False, True, "evaluation could not run"),
         ExitCodeInfo(ExitCode.EXPORT_ERROR, False, True, "export failed; the checkpoint is kept"),
         ExitCodeInfo(ExitCode.PREEMPTED, True, False, "preempted; emergency checkpoint written"),
@@ -78,7 +79,8 @@ def describe(code: int) -> ExitCodeInfo:
     except ValueError:
         pass
     if code >= 128 or code < 0:
-        # Killed by a signal (shell convention 128+N, or Popen's negative N): a node or kubelet
-        # decision, not the user's code, so it is a disruption.
-        return ExitCodeInfo(ExitCode.INTERNAL_ERROR, True, False, f"killed by signal {abs(code) % 128}")
+        # Killed by a signal (shell convention 128+N, or Popen's negative N). Without a sign that the
+        # infrastructure did it (the operator checks those first), the workload did: an OOM kill, a
+        # segfault, an abort. A failure, resumable.
+        return ExitCodeInfo(ExitCode.INTERNAL_ERROR, True, True, f"killed by signal {abs(code) % 128}")
     return ExitCodeInfo(ExitCode.INTERNAL_ERROR, True, True, f"unknown exit code {code}")

@@ -400,6 +400,11 @@ class GANTrainingJobSpec(ApiModel):
     backoff_limit: int = Field(
         3, ge=0, le=100, description="User-code failures tolerated; preemptions never count."
     )
+    max_preemptions: int = Field(
+        100, ge=0, le=10000,
+        description="Disruptions tolerated (preemptions, evictions, lost nodes, pods refused at admission) "
+        "before the job fails; they never count against backoffLimit.",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> GANTrainingJobSpec:

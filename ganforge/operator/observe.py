@@ -1,9 +1,12 @@
 """Pure classification of worker pods: is this pod pending, running, done, disrupted or failed?
 
-The distinction that matters is *disruption* vs *failure*. A disruption (eviction, node loss,
-the trainer's "preempted" exit code, a kill by signal) is the infrastructure's doing: the gang
-restarts and resumes, and it never counts against backoffLimit. A failure is the training code
-exiting non-zero on its own: it counts, and some exit codes (bad config, bad data) are final.
+The distinction that matters is *disruption* vs *failure* (docs/operator.md, "Failure semantics").
+A disruption is the infrastructure's doing (a DisruptionTarget condition, an eviction, a node that
+is gone, a pod deleted by someone else, the trainer's own exit after a SIGTERM, a pod refused at
+admission): the gang restarts and resumes, counted in `preemptions`, never against backoffLimit.
+A failure is the workload's doing (a non-zero exit, an OOM kill, any other signal on a node that
+is still there): it counts against backoffLimit with a backoff, and some exit codes (bad config,
+bad data) are final. A rank that succeeded stays succeeded whatever happens to its node later.
 """
 
 from __future__ import annotations
@@ -22,12 +25,24 @@ DISRUPTION_CONDITION = "DisruptionTarget"
 DISRUPTION_POD_REASONS = {"Evicted", "NodeLost", "Shutdown", "Terminated", "NodeShutdown", "Preempting"}
 
 
+# Reasons kubelet gives a pod it refused at admission, before any container ran: the node's state
+# at that moment (resources taken by another pod, a device plugin restarting), so a retry may land.
+ADMISSION_REJECTIONS = {"UnexpectedAdmissionError", "NodeAffinity", "NodeSelectorMismatching",
+                        "TopologyAffinityError", "SMTAlignmentError"}
+OOM_KILLED = "OOMKilled"
+
+
+def rejected_at_admission(pod_reason: str | None) -> bool:
+    return bool(pod_reason) and (pod_reason in ADMISSION_REJECTIONS or str(pod_reason).startswith("OutOf"))
+
+
 class WorkerState(enum.Enum):
     MISSING = "missing"
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     DISRUPTED = "disrupted"
+    REJECTED = "rejected"  # refused at admission: retried like a disruption, after a backoff
     FAILED = "failed"
 
 
@@ -87,14 +102,14 @@ def classify(pod: Mapping[str, Any] | None, rank: int, name: str,
     message = (terminated or {}).get("message") or status.get("message") or ""
     phase = status.get("phase")
 
+    if phase == "Succeeded":  # before any disruption: its work is done, whatever its node does now
+        return Worker(rank, name, WorkerState.SUCCEEDED, exit_code=0)
     disruption = _disruption(pod, live_nodes)
     if disruption is not None:
         return Worker(rank, name, WorkerState.DISRUPTED, reason=disruption[0], message=disruption[1] or message,
                       exit_code=exit_code)
-    if phase == "Succeeded":
-        return Worker(rank, name, WorkerState.SUCCEEDED, exit_code=0)
     if phase == "Failed":
-        return _failed(rank, name, exit_code, status.get("reason"), message)
+        return _failed(rank, name, exit_code, (terminated or {}).get("reason"), status.get("reason"), message)
     if metadata.get("deletionTimestamp"):
         # Someone else is deleting a pod of the current gang (the operator deletes only old gangs):
         # the pod is going away through no fault of the training code.
@@ -106,18 +121,24 @@ def classify(pod: Mapping[str, Any] | None, rank: int, name: str,
     return Worker(rank, name, WorkerState.PENDING, reason=_waiting_reason(status))
 
 
-def _failed(rank: int, name: str, exit_code: int | None, pod_reason: str | None, message: str) -> Worker:
+def _failed(rank: int, name: str, exit_code: int | None, terminated_reason: str | None, pod_reason: str | None,
+            message: str) -> Worker:
     if exit_code is None:
+        if rejected_at_admission(pod_reason):
+            return Worker(rank, name, WorkerState.REJECTED, reason=str(pod_reason),
+                          message=message or f"refused by the node at admission ({pod_reason})")
         # Failed before the container ran (e.g. an image the node cannot run): fix the spec/settings.
         return Worker(rank, name, WorkerState.FAILED, reason=pod_reason or "PodFailed", message=message,
                       final=True)
+    if terminated_reason == OOM_KILLED:
+        return Worker(rank, name, WorkerState.FAILED, reason=OOM_KILLED, exit_code=exit_code,
+                      message=message or "killed for exceeding its memory limit: raise resources.memory or "
+                                         "lower training.batchSize")
     info = describe(exit_code)
-    if not info.counts_against_backoff:
-        reason = "Preempted" if info.code in (ExitCode.PREEMPTED, ExitCode.PREEMPTED_NO_CHECKPOINT) else (
-            "PeerLost" if info.code == ExitCode.DISTRIBUTED_ERROR else "KilledBySignal")
-        return Worker(rank, name, WorkerState.DISRUPTED, reason=reason, message=message or info.meaning,
+    if not info.counts_against_backoff:  # the trainer's own exits after a SIGTERM
+        return Worker(rank, name, WorkerState.DISRUPTED, reason="Preempted", message=message or info.meaning,
                       exit_code=exit_code)
-    reason = _reason_for(exit_code)
+    reason = "KilledBySignal" if exit_code >= 128 or exit_code < 0 else _reason_for(exit_code)
     return Worker(rank, name, WorkerState.FAILED, reason=reason, message=message or info.meaning,
                   exit_code=exit_code, final=not info.resumable)
 

@@ -26,7 +26,15 @@ from ganforge.api.training_job import (
     WorkersStatus,
 )
 from ganforge.operator import children, job_rollout, naming, serving_children
-from ganforge.operator.observe import Worker, WorkerState, classify, node_gone, parse_time, terminated_state
+from ganforge.operator.observe import (
+    Worker,
+    WorkerState,
+    classify,
+    node_gone,
+    parse_time,
+    rejected_at_admission,
+    terminated_state,
+)
 from ganforge.operator.settings import OperatorSettings
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -223,9 +231,18 @@ def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
 
 def _failure_backoff(status: GANTrainingJobStatus, now: datetime, settings: OperatorSettings) -> float:
     failure = status.last_failure
-    if failure is None or failure.disruption or status.failures == 0:
+    if failure is None:
         return 0.0
-    delay = min(settings.failure_backoff_seconds * 2 ** (status.failures - 1), settings.max_failure_backoff_seconds)
+    if failure.disruption:
+        # A node that refused the pod at admission may refuse the next one too: wait a little.
+        if not rejected_at_admission(failure.reason):
+            return 0.0
+        delay = settings.failure_backoff_seconds
+    elif status.failures == 0:
+        return 0.0
+    else:
+        delay = min(settings.failure_backoff_seconds * 2 ** (status.failures - 1),
+                    settings.max_failure_backoff_seconds)
     since = parse_time(failure.time) or now
     return max(0.0, (since + timedelta(seconds=delay) - now).total_seconds())
 
@@ -241,15 +258,23 @@ def _supervise(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, statu
                observed: Observed) -> None:
     workers = _workers(job, spec, status, observed)
     now = observed.now
-    disrupted = [w for w in workers if w.state in (WorkerState.DISRUPTED, WorkerState.MISSING)]
+    disrupted = [w for w in workers if w.state in (WorkerState.DISRUPTED, WorkerState.MISSING, WorkerState.REJECTED)]
     failed = [w for w in workers if w.state is WorkerState.FAILED]
     if disrupted:
         # A disruption anywhere explains the rest: peers of an evicted rank exit with errors too.
-        _restart(plan, status, disrupted[0], now, disruption=True)
+        worker = disrupted[0]
+        if status.preemptions + 1 > spec.max_preemptions:
+            _fail(plan, status, worker, now, f"maxPreemptions {spec.max_preemptions} exceeded", counted=False)
+        else:
+            _restart(plan, status, worker, now, disruption=True)
     elif failed:
-        worker = failed[0]
-        if worker.final or status.failures + 1 > spec.backoff_limit:
-            _fail(plan, status, worker, now, spec.backoff_limit)
+        # Peers of a crashed rank exit 7 (their collective lost it): the crash is the one failure.
+        causes = [w for w in failed if w.exit_code != ExitCode.DISTRIBUTED_ERROR] or failed
+        worker = causes[0]
+        if worker.final:
+            _fail(plan, status, worker, now, "the failure cannot be fixed by a retry")
+        elif status.failures + 1 > spec.backoff_limit:
+            _fail(plan, status, worker, now, f"backoffLimit {spec.backoff_limit} exceeded")
         else:
             _restart(plan, status, worker, now, disruption=False)
     elif all(w.state is WorkerState.SUCCEEDED for w in workers):
@@ -378,7 +403,7 @@ def export_outcome(pod: Mapping[str, Any], live_nodes: Collection[str] | None) -
             return ExportOutcome(ArtifactStatus.model_validate_json(report))
         except ValueError as error:
             return ExportOutcome(None, "ExportFailed", f"the export pod reported no revision: {error}", final=True)
-    if worker.state is WorkerState.DISRUPTED:
+    if worker.state in (WorkerState.DISRUPTED, WorkerState.REJECTED):
         return ExportOutcome(None, worker.reason, f"{pod['metadata']['name']} disrupted: {worker.reason}")
     if worker.state is WorkerState.FAILED:
         final = worker.exit_code == int(ExitCode.EXPORT_ERROR)
@@ -420,12 +445,17 @@ def _restart(plan: Plan, status: GANTrainingJobStatus, worker: Worker, now: date
     plan.requeue_after = 0.0
 
 
-def _fail(plan: Plan, status: GANTrainingJobStatus, worker: Worker, now: datetime, backoff_limit: int) -> None:
-    status.failures += 1
-    status.last_failure = _failure_record(worker, now, disruption=False)
-    why = "the failure cannot be fixed by a retry" if worker.final else f"backoffLimit {backoff_limit} exceeded"
-    summary = (f"rank {worker.rank} ({worker.name}) failed with exit code {worker.exit_code} ({worker.reason}); "
-               f"{why}")
+def _fail(plan: Plan, status: GANTrainingJobStatus, worker: Worker, now: datetime, why: str,
+          counted: bool = True) -> None:
+    """The job fails for good: `counted` a failure of the workload, else the last of too many disruptions."""
+    if counted:
+        status.failures += 1
+        what = f"failed with exit code {worker.exit_code}"
+    else:
+        status.preemptions += 1
+        what = "was disrupted"
+    status.last_failure = _failure_record(worker, now, disruption=not counted)
+    summary = f"rank {worker.rank} ({worker.name}) {what} ({worker.reason}); {why}"
     status.phase = "Failed"
     status.completion_time = rfc3339(now)
     message = f"{summary}\n{worker.message}".strip()

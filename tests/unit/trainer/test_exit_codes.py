@@ -18,10 +18,12 @@ def test_preemption_is_a_resumable_disruption_and_user_errors_count() -> None:
         assert describe(code).resumable and not describe(code).counts_against_backoff
     for code in (ExitCode.CONFIG_ERROR, ExitCode.DATA_ERROR, ExitCode.NON_FINITE_LOSS):
         assert describe(code).counts_against_backoff and not describe(code).resumable
+    # A signal counts unless the operator sees the infrastructure behind it (docs/operator.md).
     killed = describe(137)
-    assert killed.resumable and not killed.counts_against_backoff and "signal 9" in killed.meaning
+    assert killed.resumable and killed.counts_against_backoff and "signal 9" in killed.meaning
     assert describe(-15).meaning == "killed by signal 15"
     assert describe(42).counts_against_backoff
+    assert describe(ExitCode.DISTRIBUTED_ERROR).counts_against_backoff
 
 
 def test_api_package_does_not_import_torch() -> None:
