@@ -44,6 +44,7 @@ from ganforge.api.training_job import (
     VERSION,
     GANTrainingJob,
 )
+from ganforge.api.trajectory import immutable_paths
 
 MANIFEST_DIR = Path("manifests/crds")
 
@@ -221,17 +222,8 @@ _JOB_RULES: dict[str, tuple[Rule, ...]] = {
     "spec.rollout.steps": (_ROLLOUT_STEPS_RULE,),
 }
 
-# Fixed for the life of a job: the trainer resumes from checkpoints that assume them. The rest of
-# the spec (totalKimg, backoffLimit, evaluation, rollout, cpu/memory) may change mid-run.
-_JOB_IMMUTABLE = (
-    "spec.dataset",
-    "spec.model",
-    "spec.resources.workers",
-    "spec.resources.gpusPerWorker",
-    "spec.training.batchSize",
-    "spec.training.seed",
-    "spec.checkpoint.uri",
-)
+# Fixed for the life of a job (ganforge/api/trajectory.py); the rest may change mid-run.
+_JOB_IMMUTABLE = immutable_paths()
 
 FD_COLUMN_DESCRIPTION = (
     "Fréchet distance between generated and real images in the domain classifier's feature space "

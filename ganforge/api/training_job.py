@@ -228,6 +228,12 @@ class CheckpointSpec(ApiModel):
     background: bool = Field(
         True, description="Serialise and write in a background thread (training stalls only for the copy)."
     )
+    retain: bool = Field(
+        True,
+        description="Keep the checkpoint claim the operator created (<name>-checkpoints) when the job is "
+        "deleted: the only copy of the trained model. A job applied again under the same name resumes from "
+        "it. false: the claim is deleted with the job.",
+    )
 
     @field_validator("uri")
     @classmethod

@@ -115,8 +115,11 @@ def checkpoint_claim(job: JobRef, settings: OperatorSettings) -> dict[str, Any]:
                             "resources": {"requests": {"storage": settings.checkpoint_volume_size}}}
     if settings.checkpoint_storage_class:
         spec["storageClassName"] = settings.checkpoint_storage_class
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": job.metadata(naming.checkpoint_claim(job.name)), "spec": spec}
+    # No owner: the garbage collector would delete the only copy of the trained model with the job.
+    # The finalizer deletes it when spec.checkpoint.retain is false.
+    metadata = job.metadata(naming.checkpoint_claim(job.name))
+    del metadata["ownerReferences"]
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
 
 
 def trainer_rbac(job: JobRef) -> list[dict[str, Any]]:

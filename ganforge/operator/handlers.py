@@ -91,9 +91,12 @@ async def revision_changed(labels: dict[str, str], namespace: str, memo: Any, **
 
 
 @kopf.on.delete(API_GROUP, VERSION, PLURAL)
-async def finalize(name: str, namespace: str, memo: Any, **_: Any) -> None:
+async def finalize(name: str, namespace: str, spec: dict[str, Any], memo: Any, **_: Any) -> None:
     runtime = _runtime(memo)
     remaining = await asyncio.to_thread(runtime.stop_workers, namespace, name)
     if remaining:
         raise kopf.TemporaryError(f"waiting for {remaining} worker pod(s) to stop", delay=2)
+    # Read leniently: a spec the models reject must still be deletable.
+    retain = (spec.get("checkpoint") or {}).get("retain", True) is not False
+    await asyncio.to_thread(runtime.release_checkpoints, namespace, name, retain)
     runtime.forget(namespace, name)

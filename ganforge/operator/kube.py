@@ -61,7 +61,8 @@ class Kube:
             "HTTPRoute": (self._route_create, self._route_merge_patch),
         }
         self._deleters: dict[str, Callable[..., Any]] = {
-            "Deployment": self.apps.delete_namespaced_deployment, "Service": core.delete_namespaced_service}
+            "Deployment": self.apps.delete_namespaced_deployment, "Service": core.delete_namespaced_service,
+            "PersistentVolumeClaim": core.delete_namespaced_persistent_volume_claim}
         self._writes_left = int(os.environ.get(CRASH_AFTER_WRITES_ENV, "0") or 0)
 
     def _custom_create(self, plural: str, namespace: str, body: dict[str, Any]) -> Any:

@@ -177,6 +177,13 @@ class OperatorRuntime:
                 self.kube.delete_pod(namespace, pod["metadata"]["name"], force=False)
         return len(pods)
 
+    def release_checkpoints(self, namespace: str, name: str, retain: bool) -> None:
+        """Finalizer work once the workers are gone: the claim the operator made for the job's
+        checkpoints is kept unless spec.checkpoint.retain is false. A claim the user named in
+        spec.checkpoint.uri is never the operator's to delete."""
+        if not retain:
+            self.kube.delete_object(namespace, "PersistentVolumeClaim", naming.checkpoint_claim(name))
+
 
 def _rejected_status(body: dict[str, Any], plural: str, refused: rejections.Rejection) -> dict[str, Any]:
     """The status with a condition that says which write was refused, and the apiserver's words."""

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from ganforge.api import storage
 from ganforge.api.training_job import GANTrainingJob, GANTrainingJobSpec
+from ganforge.api.trajectory import TRAJECTORY_FIELDS
 from ganforge.trainer.errors import ConfigError
 
 OPTIONS_FILE = "training_options.json"
@@ -92,20 +93,10 @@ def load_spec_file(path: str | Path) -> tuple[GANTrainingJobSpec, str | None]:
     return parse_spec(document, str(path))
 
 
-# Fields that change what the run computes; anything else (how long, how often to log or evaluate,
-# where to checkpoint, pod sizes) may change between restarts without invalidating a resume.
-_TRAJECTORY_FIELDS: dict[str, set[str] | None] = {
-    "dataset": None,
-    "model": None,
-    "training": {"batchSize", "dStepsPerG", "precision", "seed", "optimizer", "channelsLast"},
-    "resources": {"workers"},
-}
-
-
 def trajectory_hash(spec: GANTrainingJobSpec) -> str:
     wire = spec.to_wire()
     picked: dict[str, Any] = {}
-    for section, keys in _TRAJECTORY_FIELDS.items():
+    for section, keys in TRAJECTORY_FIELDS.items():
         value = wire[section]
         picked[section] = value if keys is None else {k: v for k, v in value.items() if k in keys}
     canonical = json.dumps(picked, sort_keys=True, separators=(",", ":"))

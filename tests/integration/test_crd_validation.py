@@ -78,6 +78,10 @@ IMMUTABLE_CHANGES = [
     ("spec.resources.gpusPerWorker", {"resources": {"gpusPerWorker": 1}}),
     ("spec.training.batchSize", {"training": {"batchSize": 64}}),
     ("spec.training.seed", {"training": {"seed": 7}}),
+    ("spec.training.precision", {"training": {"precision": "bf16"}}),
+    ("spec.training.dStepsPerG", {"training": {"dStepsPerG": 2}}),
+    ("spec.training.optimizer", {"training": {"optimizer": {"gLr": 0.001}}}),
+    ("spec.training.channelsLast", {"training": {"channelsLast": True}}),
     ("spec.checkpoint.uri", {"checkpoint": {"uri": "pvc://checkpoints/elsewhere"}}),
     ("spec.checkpoint.uri", {"checkpoint": {"uri": DROP}}),
 ]

@@ -59,10 +59,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   - apiGroups: [gateway.networking.k8s.io]
     resources: [httproutes]
     verbs: [get, create, patch]
-  # Checkpoint claims and model repositories.
+  # Checkpoint claims and model repositories; a job's own claim is deleted with it only when
+  # spec.checkpoint.retain is false.
   - apiGroups: [""]
     resources: [persistentvolumeclaims]
-    verbs: [get, create]
+    verbs: [get, create, delete]
   - apiGroups: [""]
     resources: [configmaps]
     verbs: [get, create, update]

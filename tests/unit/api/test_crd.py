@@ -180,7 +180,8 @@ def test_every_rule_message_names_its_field(definition: CrdDefinition, at_least:
 FIXED_FIELDS = {
     crd.TRAINING_JOB.kind: (
         "spec.dataset", "spec.model", "spec.resources.workers", "spec.resources.gpusPerWorker",
-        "spec.training.batchSize", "spec.training.seed", "spec.checkpoint.uri",
+        "spec.training.batchSize", "spec.training.seed", "spec.training.dStepsPerG", "spec.training.precision",
+        "spec.training.optimizer", "spec.training.channelsLast", "spec.checkpoint.uri",
     ),
     crd.INFERENCE_SERVICE.kind: ("spec.modelName",),
 }

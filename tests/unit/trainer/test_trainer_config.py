@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from ganforge.api.exit_codes import ExitCode
 from ganforge.api.training_job import GANTrainingJobSpec
+from ganforge.api.trajectory import PLACEMENT_FIELDS, immutable_paths
 from ganforge.trainer import cli
 from ganforge.trainer.config import OPTIONS_FILE, load_spec_file, parse_spec, resolve_uri, trajectory_hash
 from ganforge.trainer.errors import ConfigError
@@ -112,3 +114,30 @@ def test_cli_config_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli.main(["--config", str(path), "--dry-run"]) == ExitCode.CONFIG_ERROR
     assert "training.batchSize (3) must be divisible" in capsys.readouterr().err
     assert cli.main(["--bogus"]) == ExitCode.USAGE_ERROR
+
+
+def test_the_resume_fingerprint_covers_exactly_the_fields_the_crd_fixes() -> None:
+    base = {"dataset": {"uri": "fake://x"}, "training": {"batchSize": 64}}
+
+    def spec_with(path: str, value: object) -> GANTrainingJobSpec:
+        document: dict[str, Any] = json.loads(json.dumps(base))
+        section, *key = path.removeprefix("spec.").split(".")
+        if key:
+            document.setdefault(section, {})[key[0]] = value
+        else:
+            document[section] = value
+        return GANTrainingJobSpec.model_validate(document)
+
+    reference = trajectory_hash(GANTrainingJobSpec.model_validate(base))
+    changed = {"spec.dataset": {"uri": "fake://y"}, "spec.model": {"latentDim": 32},
+               "spec.training.batchSize": 32, "spec.training.dStepsPerG": 2, "spec.training.precision": "bf16",
+               "spec.training.seed": 9, "spec.training.optimizer": {"gLr": 0.001},
+               "spec.training.channelsLast": True, "spec.resources.workers": 2}
+    fingerprinted = [path for path in immutable_paths() if path not in PLACEMENT_FIELDS]
+    assert sorted(changed) == sorted(fingerprinted)
+    for path, value in changed.items():
+        assert trajectory_hash(spec_with(path, value)) != reference, path
+    # Mutable fields leave the fingerprint alone.
+    for path, value in {"spec.training.totalKimg": 5.0, "spec.backoffLimit": 9,
+                        "spec.checkpoint": {"intervalKimg": 2.0, "retain": False}}.items():
+        assert trajectory_hash(spec_with(path, value)) == reference, path

@@ -1,0 +1,85 @@
+"""Failures of the workload count; the infrastructure's disruptions do not (docs/operator.md,
+"Failure semantics"), on `ganforge local` with real trainer gangs.
+
+A rank SIGKILLed on a node that is still there (what an OOM kill or a segfault looks like from
+outside; the local runtime has no memory cgroup to produce a real `OOMKilled`, whose row the unit
+table covers) is a failure: its peer then exits 7 or is stopped, and the pair counts once. After
+`backoffLimit` such failures the job fails. The spot reclaim, counted once as a preemption, is
+tests/e2e/test_operator.py's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client import ApiClient
+
+from ganforge.local.install import kubectl
+from ganforge.operator import naming
+from tests.e2e.cluster import apply, kill_container, status_of
+from tests.helpers import eventually, fast_job
+
+JOB = "crashes"
+
+
+def _running_pod(core: client.CoreV1Api, namespace: str, gang: int, rank: int,
+                 workdir: Path) -> client.V1Pod | None:
+    """The rank's pod once its trainer process has started."""
+    name = naming.worker_pod(JOB, gang, rank)
+    pods = core.list_namespaced_pod(namespace, field_selector=f"metadata.name={name}").items
+    if not pods or pods[0].status.phase != "Running":
+        return None
+    started = list(workdir.glob(f"nodes/*/pods/{pods[0].metadata.uid}/containers/{naming.TRAINER_CONTAINER}"
+                                "/*/started.json"))
+    return pods[0] if started else None
+
+
+@pytest.mark.timeout(900)
+def test_a_rank_killed_on_a_live_node_counts_once_with_its_peer_and_fails_the_job_after_backoff_limit(
+        operator: Path, local_cluster: Any, local_api: ApiClient, local_core: client.CoreV1Api,
+        local_namespace: str, tmp_path: Path) -> None:
+    namespace = local_namespace
+    # Long enough that the kills land mid-training.
+    apply(operator, namespace, fast_job(JOB, training={"totalKimg": 50}, backoffLimit=1), tmp_path)
+
+    for gang in (0, 1):
+        pod = eventually(lambda gang=gang: _running_pod(local_core, namespace, gang, 1, local_cluster.workdir), 240,
+                         f"rank 1 of gang {gang} to run")
+        kill_container(local_cluster.workdir, pod, naming.TRAINER_CONTAINER)
+        if gang == 0:
+            status = eventually(lambda: (s := status_of(local_api, namespace, "gantrainingjobs", JOB))
+                                .get("launchedGang") == 1 and s, 240, "the second gang")
+            assert (status["failures"], status["preemptions"]) == (1, 0), status
+            assert status["lastFailure"]["reason"] == "KilledBySignal" and status["lastFailure"]["rank"] == 1
+            assert status["lastFailure"]["exitCode"] == 137 and not status["lastFailure"]["disruption"]
+
+    status = eventually(lambda: (s := status_of(local_api, namespace, "gantrainingjobs", JOB))
+                        .get("phase") == "Failed" and s, 240, "the job to fail")
+    # Two kills, two failures: the peers' exits (7, or stopped) were not counted on top.
+    assert (status["failures"], status["preemptions"], status["gang"]) == (2, 0, 1), status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "KilledBySignal" and "backoffLimit 1 exceeded" in failed["message"], failed
+
+    # Deleting the failed job keeps its checkpoint claim, the only copy of what it trained.
+    claim = naming.checkpoint_claim(JOB)
+    kubectl(operator, "-n", namespace, "delete", "gtj", JOB, "--wait=true", timeout=180)
+    kept = local_core.read_namespaced_persistent_volume_claim(claim, namespace)
+    assert kept.metadata.deletion_timestamp is None and not kept.metadata.owner_references
+
+
+@pytest.mark.timeout(600)
+def test_a_job_that_does_not_retain_its_checkpoints_takes_its_claim_with_it(
+        operator: Path, local_core: client.CoreV1Api, local_namespace: str, tmp_path: Path) -> None:
+    namespace, name = local_namespace, "disposable"
+    apply(operator, namespace, fast_job(name, checkpoint={"retain": False}), tmp_path)
+    claim = naming.checkpoint_claim(name)
+
+    def claims() -> set[str]:
+        return {c.metadata.name for c in local_core.list_namespaced_persistent_volume_claim(namespace).items
+                if c.metadata.deletion_timestamp is None}
+
+    eventually(lambda: claim in claims(), 120, "the job's checkpoint claim")
+    kubectl(operator, "-n", namespace, "delete", "gtj", name, "--wait=true", timeout=180)
+    eventually(lambda: claim not in claims(), 60, "the claim to go with the job")
