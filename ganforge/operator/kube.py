@@ -10,6 +10,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from kubernetes import client
@@ -124,8 +125,17 @@ class Kube:
         found = self.apps.list_namespaced_deployment(namespace, label_selector=selector)
         return [self.api.sanitize_for_serialization(item) for item in found.items]
 
-    def node_names(self) -> set[str]:
-        return {str(node.metadata.name) for node in self.core.list_node().items}
+    def nodes(self) -> tuple[set[str], dict[str, datetime]]:
+        """The names of the nodes that exist, and for those not Ready, since when."""
+        names: set[str] = set()
+        not_ready: dict[str, datetime] = {}
+        for node in self.core.list_node().items:
+            names.add(str(node.metadata.name))
+            ready = next((c for c in (node.status and node.status.conditions) or [] if c.type == "Ready"), None)
+            if ready is None or ready.status != "True":
+                since = ready.last_transition_time if ready is not None else None
+                not_ready[str(node.metadata.name)] = since or node.metadata.creation_timestamp
+        return names, not_ready
 
     # -- writes --------------------------------------------------------------------------------
     def ensure_peering(self, name: str, namespaces: list[str]) -> None:

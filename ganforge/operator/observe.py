@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ganforge.api.exit_codes import ExitCode, describe
@@ -89,6 +89,17 @@ def node_gone(pod: Mapping[str, Any], live_nodes: Collection[str] | None) -> boo
     """The pod was bound to a node that no longer exists (False when nodes were not checked)."""
     node = pod.get("spec", {}).get("nodeName")
     return bool(node) and live_nodes is not None and node not in live_nodes
+
+
+def fenced(pod: Mapping[str, Any], deleting: datetime, now: datetime, not_ready_since: Mapping[str, datetime],
+           bound_seconds: float) -> bool:
+    """Whether a Terminating pod on a node that still exists may be force-deleted: only when that
+    node has not been Ready for `bound_seconds` (lostPodTimeoutSeconds) and the pod is that far past
+    its deletion, the fencing bound of docs/operator.md. On a Ready node kubelet is still stopping
+    it, and a gang started beside it could write the same checkpoint directory."""
+    since = not_ready_since.get(pod.get("spec", {}).get("nodeName") or "")
+    bound = timedelta(seconds=bound_seconds)
+    return since is not None and now > since + bound and now > deleting + bound
 
 
 def classify(pod: Mapping[str, Any] | None, rank: int, name: str,

@@ -9,6 +9,7 @@ twice and nothing is left half-done.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from ganforge.operator.observe import (
     Worker,
     WorkerState,
     classify,
+    fenced,
     node_gone,
     parse_time,
     rejected_at_admission,
@@ -84,6 +86,8 @@ class Observed:
     live_nodes: Collection[str] | None
     now: datetime
     service: Mapping[str, Any] | None = None  # while RollingOut: the GANInferenceService of spec.rollout
+    # Nodes whose Ready condition is not True, and since when (its last transition).
+    not_ready_since: Mapping[str, datetime] = field(default_factory=dict)
 
 
 def rfc3339(moment: datetime) -> str:
@@ -151,13 +155,13 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
     plan = Plan()
     is_export = [naming.EXPORT_LABEL in pod["metadata"].get("labels", {}) for pod in observed.pods]
     exports = [pod for pod, export in zip(observed.pods, is_export, strict=True) if export]
-    workers = Observed([pod for pod, export in zip(observed.pods, is_export, strict=True) if not export],
-                       observed.live_nodes, observed.now)
+    workers = dataclasses.replace(observed, pods=[pod for pod, export in zip(observed.pods, is_export, strict=True)
+                                                  if not export])
     if status.phase in TERMINAL_PHASES:
         _stop_leftovers(plan, observed, settings, gang=None)
     elif status.phase == "Exporting":
         _stop_leftovers(plan, workers, settings, gang=None)
-        _export(plan, job, spec, status, Observed(exports, observed.live_nodes, observed.now), settings)
+        _export(plan, job, spec, status, dataclasses.replace(observed, pods=exports), settings)
     elif status.phase == "RollingOut":
         _stop_leftovers(plan, workers, settings, gang=None)
         _follow_rollout(plan, job, spec, status, observed.service, observed.now)
@@ -190,7 +194,8 @@ def _stop_leftovers(plan: Plan, observed: Observed, settings: OperatorSettings, 
         gone = node_gone(pod, observed.live_nodes)
         if deleting is None:
             plan.delete.append(DeletePod(name, force=gone))
-        elif gone or observed.now > deleting + timedelta(seconds=settings.lost_pod_timeout_seconds):
+        elif gone or fenced(pod, deleting, observed.now, observed.not_ready_since,
+                            settings.lost_pod_timeout_seconds):
             # Nobody will ever confirm this pod's termination; without this the job would be stuck.
             plan.delete.append(DeletePod(name, force=True))
     if left:

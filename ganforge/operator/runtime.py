@@ -24,6 +24,7 @@ from ganforge.operator import naming, rejections
 from ganforge.operator.children import JobRef
 from ganforge.operator.kube import Kube
 from ganforge.operator.metrics import OperatorMetrics
+from ganforge.operator.observe import fenced, node_gone, parse_time
 from ganforge.operator.reconcile import Event, Observed, Plan, invalid_spec, reconcile, rfc3339, upsert_condition
 from ganforge.operator.serving_children import ServiceRef
 from ganforge.operator.serving_reconcile import ServingObserved, reconcile_service, resolve_source
@@ -111,8 +112,9 @@ class OperatorRuntime:
         else:
             service = (self.kube.get_inference_service(namespace, spec.rollout.service)
                        if current.phase == "RollingOut" and spec.rollout is not None else None)
-            observed = Observed(self.kube.job_pods(namespace, name), self.kube.node_names(), datetime.now(UTC),
-                                service)
+            live_nodes, not_ready_since = self.kube.nodes()
+            observed = Observed(self.kube.job_pods(namespace, name), live_nodes, datetime.now(UTC), service,
+                                not_ready_since)
             plan = reconcile(job, spec, current, int(metadata.get("generation") or 0), observed, self.settings)
         self._execute(body, plan, JOB_PLURAL)
         self.metrics.observe_plan(plan)
@@ -172,9 +174,18 @@ class OperatorRuntime:
         """Finalizer work: SIGTERM every worker (they write an emergency checkpoint) and report how
         many are still there, so a deleted job never leaves training processes behind."""
         pods = self.kube.job_pods(namespace, name)
+        live_nodes, not_ready_since = self.kube.nodes()
+        now = datetime.now(UTC)
         for pod in pods:
-            if not pod["metadata"].get("deletionTimestamp"):
+            deleting = parse_time(pod["metadata"].get("deletionTimestamp"))
+            # A pod on a node that is gone (or fenced) is never confirmed stopped: force it, or the
+            # job's deletion would wait forever.
+            if node_gone(pod, live_nodes):
+                self.kube.delete_pod(namespace, pod["metadata"]["name"], force=True)
+            elif deleting is None:
                 self.kube.delete_pod(namespace, pod["metadata"]["name"], force=False)
+            elif fenced(pod, deleting, now, not_ready_since, self.settings.lost_pod_timeout_seconds):
+                self.kube.delete_pod(namespace, pod["metadata"]["name"], force=True)
         return len(pods)
 
     def release_checkpoints(self, namespace: str, name: str, retain: bool) -> None:

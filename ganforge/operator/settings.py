@@ -53,7 +53,8 @@ class OperatorSettings(BaseModel):
         15, ge=0, description="Added to the trainer deadline for the pod's terminationGracePeriodSeconds."
     )
     lost_pod_timeout_seconds: float = Field(
-        60.0, gt=0, description="A pod Terminating this long past its grace period (node gone) is force-deleted."
+        60.0, gt=0, description="The fencing bound: a pod Terminating this long past its deletion, on a node "
+        "not Ready for as long, is force-deleted (at once when its node is gone)."
     )
     failure_backoff_seconds: float = Field(
         10.0, ge=0, description="Delay before recreating a gang after a user-code failure; doubles per failure."

@@ -141,14 +141,24 @@ def test_after_restart_old_gang_is_deleted_before_the_new_one_starts() -> None:
     assert after.phase == "Running" and after.preemptions == 1
 
 
-def test_pods_stuck_terminating_are_force_deleted() -> None:
+def test_pods_stuck_terminating_are_force_deleted_only_where_nobody_can_run_them() -> None:
     status = GANTrainingJobStatus(gang=1, launched_gang=0, phase="Restarting")
-    plan, _ = run(status, [pod(0, 0, deleting=NOW - timedelta(seconds=61))])
-    assert plan.delete[0].force
+    # Its node is gone: at once.
     plan, _ = run(status, [pod(0, 0, deleting=NOW, node="gone")])
     assert plan.delete[0].force
-    plan, _ = run(status, [pod(0, 0, deleting=NOW)])
+    # On a Ready node kubelet is still stopping it: wait, however long.
+    plan, _ = run(status, [pod(0, 0, deleting=NOW - timedelta(hours=1))])
     assert not plan.delete and plan.requeue_after == 1.0
+    # On a node not Ready: only past the fencing bound, for the node and for the pod.
+    stuck = [pod(0, 0, deleting=NOW - timedelta(seconds=61))]
+
+    def fenced(not_ready_for: float) -> bool:
+        plan = reconcile(JOB, spec(), status, 1, Observed(stuck, {"spot-1"}, NOW, None,
+                                                          {"spot-1": NOW - timedelta(seconds=not_ready_for)}),
+                         SETTINGS)
+        return bool(plan.delete) and plan.delete[0].force
+
+    assert fenced(61) and not fenced(30)
 
 
 def test_user_code_failure_counts_then_fails_after_backoff_limit() -> None:
