@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, get_args
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ganforge.api.analysis import Measurement
 from ganforge.api.conditions import ConditionFields
@@ -22,6 +22,7 @@ from ganforge.api.training_job import (
     MAX_JOB_NAME_LENGTH,
     MAX_URI_LENGTH,
     QUANTITY_PATTERN,
+    STATUS_CONFIG,
     ApiModel,
     ObjectMeta,
     RolloutPolicy,
@@ -201,15 +202,12 @@ ServicePhase = Literal["Pending", "Progressing", "Ready", "Degraded"]
 ServiceConditionType = Literal["Ready", "Progressing", "Degraded"]
 RevisionState = Literal["Loading", "Ready", "Failed", "Retired"]
 
-# Status is written by the operator and read back by it: a field that a newer operator added must
-# not stop an older one from parsing the rest, so status models ignore unknown fields.
-_STATUS_CONFIG = ConfigDict(extra="ignore")
 
 
 class ServiceCondition(ApiModel, ConditionFields):
     """A Kubernetes-style condition (metav1.Condition)."""
 
-    model_config = _STATUS_CONFIG
+    model_config = STATUS_CONFIG
 
     type: ServiceConditionType = Field(description="Condition type.")
     observed_generation: int | None = Field(None, description="metadata.generation the condition was set for.")
@@ -218,7 +216,7 @@ class ServiceCondition(ApiModel, ConditionFields):
 class RevisionStatus(ApiModel):
     """One revision: a Triton Deployment + Service serving one exported model."""
 
-    model_config = _STATUS_CONFIG
+    model_config = STATUS_CONFIG
 
     name: str = Field(description="Revision name: r + the first 10 hex digits of its manifest's sha256.")
     uri: str = Field(description="The revision directory (pvc://claim/path).")
@@ -244,7 +242,7 @@ MAX_ANALYSES_IN_STATUS = 12
 class AnalysisRecord(ApiModel):
     """One analysis of the canary: a pod running `ganforge analyze`, and what it measured."""
 
-    model_config = _STATUS_CONFIG
+    model_config = STATUS_CONFIG
 
     step: int = Field(ge=0, description="Index of the rollout step it analysed.")
     attempt: int = Field(ge=0, description="Re-runs of this step before it (after a tolerated failure).")
@@ -262,7 +260,7 @@ class AnalysisRecord(ApiModel):
 class RolloutStatus(ApiModel):
     """The latest rollout of a new revision against the stable one."""
 
-    model_config = _STATUS_CONFIG
+    model_config = STATUS_CONFIG
 
     revision: str = Field(description="The canary revision.")
     from_revision: str = Field(description="The stable revision when the rollout began.")
@@ -280,7 +278,7 @@ class RolloutStatus(ApiModel):
 
 
 class GANInferenceServiceStatus(ApiModel):
-    model_config = _STATUS_CONFIG
+    model_config = STATUS_CONFIG
 
     observed_generation: int | None = Field(None, description="metadata.generation the operator last acted on.")
     phase: ServicePhase = Field("Pending", description="Lifecycle phase.")

@@ -84,6 +84,11 @@ class ApiModel(BaseModel):
         return self.model_dump(by_alias=True, mode="json")
 
 
+# Status is written by the operator and read back by it: a field that a newer operator added must
+# not stop an older one from parsing the rest, so status models ignore unknown fields.
+STATUS_CONFIG = ConfigDict(extra="ignore")
+
+
 DatasetFormat = Literal["idx", "image-folder", "npz", "fake"]
 ResizeMode = Literal["pad", "interpolate"]
 Architecture = Literal["dcgan", "sngan-resnet"]
@@ -445,6 +450,8 @@ ConditionType = Literal["Created", "Running", "Restarting", "Exported", "RolledO
 
 
 class TrainingProgress(ApiModel):
+    model_config = STATUS_CONFIG
+
     kimg: float = Field(0.0, description="Thousands of real images shown to D.")
     step: int = Field(0, description="Generator updates so far.")
     images_per_second: float = Field(0.0, description="Recent training throughput (all ranks).")
@@ -456,6 +463,8 @@ class TrainingProgress(ApiModel):
 
 
 class CheckpointStatus(ApiModel):
+    model_config = STATUS_CONFIG
+
     uri: str = Field(description="Directory of the newest verified checkpoint.")
     kimg: float = Field(description="Progress it captures.")
     step: int | None = Field(None, description="Generator step it captures.")
@@ -479,15 +488,21 @@ class ArtifactStatus(ApiModel):
 class Condition(ApiModel, ConditionFields):
     """A Kubernetes-style condition (metav1.Condition without observedGeneration)."""
 
+    model_config = STATUS_CONFIG
+
     type: ConditionType = Field(description="Condition type.")
 
 
 class WorkersStatus(ApiModel):
+    model_config = STATUS_CONFIG
+
     ready: int = Field(0, ge=0, description="Worker pods running (and ready).")
     total: int = Field(0, ge=0, description="Worker pods in the gang (spec.resources.workers).")
 
 
 class FailureStatus(ApiModel):
+    model_config = STATUS_CONFIG
+
     reason: str = Field(description="Why the gang stopped, e.g. DataError or UserCodeFailed.")
     message: str = Field("", description="The trainer's last log lines (termination message).")
     exit_code: int | None = Field(None, description="Exit code of the first failed worker.")
@@ -501,6 +516,12 @@ class FailureStatus(ApiModel):
 class JobRolloutStatus(ApiModel):
     """Where the job's exported revision stands in its GANInferenceService (spec.rollout)."""
 
+    model_config = STATUS_CONFIG
+
+
+    model_config = STATUS_CONFIG
+
+
     service: str = Field(description="The GANInferenceService.")
     revision: str = Field(description="The job's revision.")
     phase: Literal["Waiting", "Progressing", "Paused", "AwaitingApproval", "Promoted", "RolledBack"] = Field(
@@ -509,6 +530,8 @@ class JobRolloutStatus(ApiModel):
 
 
 class GANTrainingJobStatus(ApiModel):
+    model_config = STATUS_CONFIG
+
     phase: Phase = Field("Pending", description="Lifecycle phase.")
     conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
     observed_generation: int | None = Field(None, description="metadata.generation the operator last acted on.")
