@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -28,6 +29,7 @@ class OperatorMetrics:
                                 registry=self.registry)
         self.failed_jobs = Counter("ganforge_operator_failed_jobs", "Jobs that ended Failed.", registry=self.registry)
         self._phase_of: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
         for phase in PHASES:
             self.jobs.labels(phase).set(0)
 
@@ -46,13 +48,16 @@ class OperatorMetrics:
                 self.failed_jobs.inc()
 
     def set_phase(self, namespace: str, name: str, phase: str | None) -> None:
+        """Record a job's phase (None: the job is gone). Passes run in several threads at once, so
+        the map and the gauges change under a lock, by the one job's difference."""
         key = (namespace, name)
-        if phase is None:
-            self._phase_of.pop(key, None)
-        else:
-            self._phase_of[key] = phase
-        counts: dict[str, int] = dict.fromkeys(PHASES, 0)
-        for value in self._phase_of.values():
-            counts[value] = counts.get(value, 0) + 1
-        for phase_name, count in counts.items():
-            self.jobs.labels(phase_name).set(count)
+        with self._lock:
+            before = self._phase_of.pop(key, None)
+            if phase is not None:
+                self._phase_of[key] = phase
+            if before == phase:
+                return
+            if before is not None:
+                self.jobs.labels(before).dec()
+            if phase is not None:
+                self.jobs.labels(phase).inc()

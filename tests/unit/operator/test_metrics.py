@@ -30,3 +30,25 @@ def test_jobs_by_phase_move_with_each_job() -> None:
     assert _value(metrics, "ganforge_operator_jobs", {"phase": "Succeeded"}) == 1
     metrics.set_phase("ns", "b", None)
     assert _value(metrics, "ganforge_operator_jobs", {"phase": "Running"}) == 0
+
+
+def test_jobs_by_phase_stay_exact_under_concurrent_passes() -> None:
+    """Passes run in worker threads; the per-phase counts must add up whatever the interleaving."""
+    import threading
+
+    metrics = OperatorMetrics()
+    phases = ["Pending", "Running", "Restarting", "Running", "Succeeded"]
+
+    def one_job(index: int) -> None:
+        for phase in phases:
+            metrics.set_phase("ns", f"job-{index}", phase)
+        if index % 2:
+            metrics.set_phase("ns", f"job-{index}", None)
+
+    threads = [threading.Thread(target=one_job, args=(i,)) for i in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _value(metrics, "ganforge_operator_jobs", {"phase": "Succeeded"}) == 32
+    assert all(_value(metrics, "ganforge_operator_jobs", {"phase": p}) == 0 for p in ("Pending", "Running"))
