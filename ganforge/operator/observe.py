@@ -91,6 +91,14 @@ def node_gone(pod: Mapping[str, Any], live_nodes: Collection[str] | None) -> boo
     return bool(node) and live_nodes is not None and node not in live_nodes
 
 
+def controlled_by(manifest: Mapping[str, Any], uid: str) -> bool:
+    """Whether the object's controller is the object with `uid`. Labels name a job; only the
+    owner reference says which one: a job deleted and applied again under the same name must not
+    adopt the pods its predecessor left Terminating."""
+    return any(ref.get("controller") and ref.get("uid") == uid
+               for ref in manifest.get("metadata", {}).get("ownerReferences") or [])
+
+
 def fenced(pod: Mapping[str, Any], deleting: datetime, now: datetime, not_ready_since: Mapping[str, datetime],
            bound_seconds: float) -> bool:
     """Whether a Terminating pod on a node that still exists may be force-deleted: only when that

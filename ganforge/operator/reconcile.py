@@ -31,6 +31,7 @@ from ganforge.operator.observe import (
     Worker,
     WorkerState,
     classify,
+    controlled_by,
     fenced,
     node_gone,
     parse_time,
@@ -153,6 +154,7 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
     status = current.model_copy(deep=True)
     status.observed_generation = generation
     plan = Plan()
+    observed = dataclasses.replace(observed, pods=[pod for pod in observed.pods if controlled_by(pod, job.uid)])
     is_export = [naming.EXPORT_LABEL in pod["metadata"].get("labels", {}) for pod in observed.pods]
     exports = [pod for pod, export in zip(observed.pods, is_export, strict=True) if export]
     workers = dataclasses.replace(observed, pods=[pod for pod, export in zip(observed.pods, is_export, strict=True)

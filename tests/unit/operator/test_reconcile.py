@@ -33,7 +33,8 @@ def pod(gang: int, rank: int, phase: str = "Running", exit_code: int | None = No
         statuses = [{"name": "trainer", "state": {"terminated": {"exitCode": exit_code, "message": message}}}]
     metadata: dict[str, Any] = {"name": naming.worker_pod("gan", gang, rank),
                                 "labels": {naming.JOB_LABEL: "gan", naming.GANG_LABEL: str(gang),
-                                           naming.RANK_LABEL: str(rank)}}
+                                           naming.RANK_LABEL: str(rank)},
+                                "ownerReferences": [JOB.owner_reference()]}
     if deleting is not None:
         metadata["deletionTimestamp"] = deleting.strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"metadata": metadata, "spec": {"nodeName": node},
@@ -129,6 +130,15 @@ def test_lost_node_and_missing_pod_are_disruptions() -> None:
     assert status.preemptions == 1
 
 
+def test_pods_of_an_earlier_job_of_the_same_name_are_not_adopted() -> None:
+    predecessor = pod(0, 0, deleting=NOW)
+    predecessor["metadata"]["ownerReferences"] = [{**JOB.owner_reference(), "uid": "uid-0"}]
+    plan, status = run(GANTrainingJobStatus(), [predecessor])
+    # Its own gang is created in full; the predecessor's pod is neither counted nor touched.
+    assert [m["metadata"]["name"] for m in plan.create if m["kind"] == "Pod"] == ["gan-g0-w0", "gan-g0-w1"]
+    assert not plan.delete and status.launched_gang == 0
+
+
 def test_after_restart_old_gang_is_deleted_before_the_new_one_starts() -> None:
     status = GANTrainingJobStatus(gang=1, launched_gang=0, phase="Restarting", preemptions=1)
     plan, after = run(status, [pod(0, 0), pod(0, 1, deleting=NOW)])
@@ -222,7 +232,8 @@ def export_pod(attempt: int, phase: str = "Running", exit_code: int | None = Non
     if exit_code is not None:
         statuses = [{"name": "export", "state": {"terminated": {"exitCode": exit_code, "message": message}}}]
     return {"metadata": {"name": naming.export_pod("gan", attempt),
-                         "labels": {naming.JOB_LABEL: "gan", naming.EXPORT_LABEL: "gan"}},
+                         "labels": {naming.JOB_LABEL: "gan", naming.EXPORT_LABEL: "gan"},
+                         "ownerReferences": [JOB.owner_reference()]},
             "spec": {"nodeName": "ondemand-1"},
             "status": {"phase": phase, "containerStatuses": statuses, "conditions": conditions or []}}
 
