@@ -411,6 +411,17 @@ class GANTrainingJobSpec(ApiModel):
     backoff_limit: int = Field(
         3, ge=0, le=100, description="User-code failures tolerated; preemptions never count."
     )
+    suspend: bool = Field(
+        False,
+        description="Stop the gang (each rank writes its emergency checkpoint on SIGTERM) and keep the job; "
+        "false again resumes from the newest checkpoint. Counted neither as a failure nor as a preemption; "
+        "the activeDeadlineSeconds clock restarts on resume.",
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1,
+        description="Training time allowed since the first gang started (or the last resume); past it the job "
+        "fails with reason DeadlineExceeded.",
+    )
     max_preemptions: int = Field(
         100, ge=0, le=10000,
         description="Disruptions tolerated (preemptions, evictions, lost nodes, pods refused at admission) "
@@ -445,8 +456,9 @@ class ObjectMeta(BaseModel):
     namespace: str | None = None
 
 
-Phase = Literal["Pending", "Running", "Restarting", "Exporting", "RollingOut", "Succeeded", "Failed"]
-ConditionType = Literal["Created", "Running", "Restarting", "Exported", "RolledOut", "Succeeded", "Failed"]
+Phase = Literal["Pending", "Running", "Restarting", "Suspended", "Exporting", "RollingOut", "Succeeded", "Failed"]
+ConditionType = Literal["Created", "Running", "Restarting", "Suspended", "Exported", "RolledOut", "Succeeded",
+                        "Failed"]
 
 
 class TrainingProgress(ApiModel):

@@ -45,6 +45,7 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 # Event reasons; the operator's metrics count restarts and failures by them.
 GANG_CREATED, RUNNING, SUCCEEDED = "GangCreated", "Running", "Succeeded"
 PREEMPTED, WORKER_FAILED, FAILED, INVALID_SPEC = "Preempted", "WorkerFailed", "Failed", "InvalidSpec"
+SUSPENDED, RESUMED, DEADLINE_EXCEEDED = "Suspended", "Resumed", "DeadlineExceeded"
 TRAINING_FINISHED, EXPORT_STARTED, EXPORTED, EXPORT_FAILED = (
     "TrainingFinished", "ExportStarted", "Exported", "ExportFailed")
 ROLLING_OUT, ROLLED_OUT, ROLLED_BACK = "RollingOut", "RolledOut", "RolledBack"
@@ -167,9 +168,18 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
     elif status.phase == "RollingOut":
         _stop_leftovers(plan, workers, settings, gang=None)
         _follow_rollout(plan, job, spec, status, observed.service, observed.now)
+    elif spec.suspend:
+        # Stops the gangs before the current one; the current one becomes "before" once the
+        # suspension is recorded, so its pods are stopped on the next pass, as after a restart.
+        _stop_leftovers(plan, workers, settings, gang=status.gang)
+        _suspend(plan, status, observed.now)
     else:
+        if status.phase == "Suspended":
+            _resume(plan, status, observed.now)
         stale_left = _stop_leftovers(plan, workers, settings, gang=status.gang)
-        if status.launched_gang != status.gang:
+        if _past_deadline(spec, status, observed.now):
+            _fail_deadline(plan, status, spec, observed.now)
+        elif status.launched_gang != status.gang:
             _launch(plan, job, spec, status, workers, settings, stale_left)
         else:
             _supervise(plan, job, spec, status, workers)
@@ -178,6 +188,48 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
     if plan.requeue_after is None and status.phase not in TERMINAL_PHASES:
         plan.requeue_after = settings.resync_seconds
     return plan
+
+
+def _suspend(plan: Plan, status: GANTrainingJobStatus, now: datetime) -> None:
+    """spec.suspend: the running gang becomes an old gang, which _stop_leftovers stops (SIGTERM: an
+    emergency checkpoint); the next gang starts on resume."""
+    if status.phase == "Suspended":
+        return
+    if status.launched_gang == status.gang:
+        status.gang += 1
+    status.phase = "Suspended"
+    status.workers = WorkersStatus(ready=0, total=0)
+    message = "spec.suspend: the gang is stopped; it resumes from the newest checkpoint when suspend is false"
+    status.conditions = set_condition(status.conditions, "Suspended", True, "Suspended", message, now)
+    status.conditions = set_condition(status.conditions, "Running", False, "Suspended", message, now)
+    plan.events.append(Event("Normal", SUSPENDED, message))
+
+
+def _resume(plan: Plan, status: GANTrainingJobStatus, now: datetime) -> None:
+    status.phase = "Restarting"
+    status.start_time = rfc3339(now)  # activeDeadlineSeconds counts training time since the resume
+    message = f"resuming from the newest checkpoint with gang {status.gang}"
+    status.conditions = set_condition(status.conditions, "Suspended", False, "Resumed", message, now)
+    plan.events.append(Event("Normal", RESUMED, message))
+
+
+def _past_deadline(spec: GANTrainingJobSpec, status: GANTrainingJobStatus, now: datetime) -> bool:
+    started = parse_time(status.start_time)
+    return (spec.active_deadline_seconds is not None and started is not None
+            and now > started + timedelta(seconds=spec.active_deadline_seconds))
+
+
+def _fail_deadline(plan: Plan, status: GANTrainingJobStatus, spec: GANTrainingJobSpec, now: datetime) -> None:
+    """Past activeDeadlineSeconds the job fails (its running pods are then stopped, as for any
+    ended job), counted neither as a failure nor as a preemption."""
+    summary = f"training ran past activeDeadlineSeconds ({spec.active_deadline_seconds})"
+    status.phase = "Failed"
+    status.completion_time = rfc3339(now)
+    status.workers = WorkersStatus(ready=0, total=0)
+    status.conditions = set_condition(status.conditions, "Running", False, DEADLINE_EXCEEDED, summary, now)
+    status.conditions = set_condition(status.conditions, "Failed", True, DEADLINE_EXCEEDED, summary, now)
+    plan.events.append(Event("Warning", FAILED, summary))
+    plan.requeue_after = 0.0
 
 
 def _stop_leftovers(plan: Plan, observed: Observed, settings: OperatorSettings, gang: int | None) -> bool:

@@ -83,3 +83,31 @@ def test_a_job_that_does_not_retain_its_checkpoints_takes_its_claim_with_it(
     eventually(lambda: claim in claims(), 120, "the job's checkpoint claim")
     kubectl(operator, "-n", namespace, "delete", "gtj", name, "--wait=true", timeout=180)
     eventually(lambda: claim not in claims(), 60, "the claim to go with the job")
+
+
+@pytest.mark.timeout(900)
+def test_a_suspended_job_stops_its_gang_and_resumes_from_its_checkpoint(
+        operator: Path, local_api: ApiClient, local_core: client.CoreV1Api, local_namespace: str,
+        tmp_path: Path) -> None:
+    namespace, name = local_namespace, "pausable"
+    apply(operator, namespace, fast_job(name, training={"totalKimg": 3.2}), tmp_path)
+
+    def status() -> dict[str, Any]:
+        return status_of(local_api, namespace, "gantrainingjobs", name)
+
+    eventually(lambda: (status().get("checkpoint") or {}).get("kimg"), 300, "a first checkpoint")
+    kubectl(operator, "-n", namespace, "patch", "gtj", name, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+    eventually(lambda: status().get("phase") == "Suspended", 60, "Suspended")
+
+    def running_pods() -> list[client.V1Pod]:
+        pods = local_core.list_namespaced_pod(namespace, label_selector=f"ganforge.io/job={name}").items
+        return [p for p in pods if p.status.phase in ("Pending", "Running")]
+
+    eventually(lambda: not running_pods(), 120, "the gang to stop")
+    suspended_at = status()
+    kubectl(operator, "-n", namespace, "patch", "gtj", name, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    done = eventually(lambda: (s := status()).get("phase") in ("Succeeded", "Failed") and s, 600, "the job to finish")
+    assert done["phase"] == "Succeeded", done
+    # Resumed, not restarted from zero, and counted neither as a failure nor as a preemption.
+    assert done["progress"]["resumedFromKimg"] >= suspended_at["checkpoint"]["kimg"] > 0, done["progress"]
+    assert (done["failures"], done["preemptions"]) == (0, 0) and done["gang"] == 1

@@ -334,3 +334,48 @@ def test_invalid_stored_spec_fails_the_job_once() -> None:
     assert [e.reason for e in plan.events] == ["InvalidSpec"]
     again = invalid_spec(failed, "spec.model.latentDim: too large", NOW)
     assert again.status is None and not again.events
+
+
+def test_suspend_stops_the_gang_and_resume_starts_the_next_from_the_checkpoint() -> None:
+    suspended = spec()
+    suspended.suspend = True
+    running = [pod(0, 0), pod(0, 1)]
+    plan, status = run(launched(preemptions=1, failures=1), running, suspended)
+    assert status.phase == "Suspended" and status.gang == 1 and status.launched_gang == 0
+    assert not plan.delete, "the decision is recorded before any pod is stopped"
+    assert [e.reason for e in plan.events] == ["Suspended"]
+    # Next pass: the gang is stopped (SIGTERM: emergency checkpoints); nothing new starts.
+    plan, status = run(status, running, suspended)
+    assert sorted(d.name for d in plan.delete) == ["gan-g0-w0", "gan-g0-w1"] and not plan.create
+    plan, status = run(status, [], suspended)
+    assert not plan.create and status.phase == "Suspended"
+    # Resume: the next gang, counted neither as a failure nor as a preemption.
+    plan, status = run(status, [])
+    assert status.phase == "Restarting" and status.launched_gang == 1
+    assert [m["metadata"]["name"] for m in plan.create if m["kind"] == "Pod"] == ["gan-g1-w0", "gan-g1-w1"]
+    assert (status.preemptions, status.failures) == (1, 1)
+    assert "Resumed" in [e.reason for e in plan.events]
+    assert next(c for c in status.conditions if c.type == "Suspended").status == "False"
+
+
+def test_a_job_suspended_before_it_started_starts_nothing() -> None:
+    suspended = spec()
+    suspended.suspend = True
+    plan, status = run(GANTrainingJobStatus(), [], suspended)
+    assert status.phase == "Suspended" and not plan.create and status.gang == 0
+
+
+def test_past_active_deadline_the_job_fails_without_counting_a_failure() -> None:
+    limited = spec()
+    limited.active_deadline_seconds = 600
+    started = launched(start_time=(NOW - timedelta(seconds=601)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    plan, status = run(started, [pod(0, 0), pod(0, 1)], limited)
+    assert status.phase == "Failed" and (status.failures, status.preemptions) == (0, 0)
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert failed.reason == "DeadlineExceeded" and "600" in failed.message
+    # The ended job's running pods are stopped on the next pass.
+    plan, _ = run(status, [pod(0, 0), pod(0, 1)], limited)
+    assert sorted(d.name for d in plan.delete) == ["gan-g0-w0", "gan-g0-w1"]
+    within = launched(start_time=(NOW - timedelta(seconds=599)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    _, status = run(within, [pod(0, 0), pod(0, 1)], limited)
+    assert status.phase == "Running"

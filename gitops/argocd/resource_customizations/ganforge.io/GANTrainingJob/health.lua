@@ -1,7 +1,8 @@
 -- Argo CD health of a GANTrainingJob (ganforge.io/v1alpha1).
 --   Healthy:     Succeeded (trained, exported, and promoted if spec.rollout asked for it)
 --   Degraded:    Failed (the Failed condition's reason and message; a rolled-back rollout included)
---   Suspended:   its rollout waits for a person (AwaitingApproval, or Paused after an inconclusive analysis)
+--   Suspended:   spec.suspend stopped it, or its rollout waits for a person (AwaitingApproval, or Paused
+--                after an inconclusive analysis)
 --   Progressing: anything else, and while the operator has not yet acted on the newest spec
 local hs = {}
 local status = obj.status
@@ -45,6 +46,12 @@ if status.phase == "Failed" then
   else
     hs.message = "Failed"
   end
+  return hs
+end
+if status.phase == "Suspended" then
+  hs.status = "Suspended"
+  local suspended = condition("Suspended")
+  hs.message = "Suspended: " .. ((suspended ~= nil and suspended.message) or "spec.suspend is true")
   return hs
 end
 local rollout = status.rollout
