@@ -422,6 +422,16 @@ class GANTrainingJobSpec(ApiModel):
         description="Training time allowed since the first gang started (or the last resume); past it the job "
         "fails with reason DeadlineExceeded.",
     )
+    launch_timeout_seconds: int | None = Field(
+        None, ge=1,
+        description="How long a gang may wait for all its pods to run (unschedulable, pulling images) before "
+        "the job fails with reason GangNotRunning; unset: it waits as long as it takes.",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0,
+        description="Delete the ended job's pods (and with them their logs) this long after it Succeeded or "
+        "Failed; the job, its checkpoint claim and its exported model stay.",
+    )
     max_preemptions: int = Field(
         100, ge=0, le=10000,
         description="Disruptions tolerated (preemptions, evictions, lost nodes, pods refused at admission) "
@@ -563,6 +573,7 @@ class GANTrainingJobStatus(ApiModel):
     export_attempts: int = Field(0, ge=0, description="Export pods started; an interrupted export is retried.")
     rollout: JobRolloutStatus | None = Field(None, description="The exported revision's rollout (spec.rollout).")
     start_time: str | None = Field(None, description="RFC 3339 time the first gang was created.")
+    gang_launch_time: str | None = Field(None, description="RFC 3339 time the current gang's pods were created.")
     completion_time: str | None = Field(None, description="RFC 3339 time the job Succeeded or Failed.")
 
 

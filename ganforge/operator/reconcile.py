@@ -46,6 +46,7 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 GANG_CREATED, RUNNING, SUCCEEDED = "GangCreated", "Running", "Succeeded"
 PREEMPTED, WORKER_FAILED, FAILED, INVALID_SPEC = "Preempted", "WorkerFailed", "Failed", "InvalidSpec"
 SUSPENDED, RESUMED, DEADLINE_EXCEEDED = "Suspended", "Resumed", "DeadlineExceeded"
+GANG_NOT_RUNNING = "GangNotRunning"
 TRAINING_FINISHED, EXPORT_STARTED, EXPORTED, EXPORT_FAILED = (
     "TrainingFinished", "ExportStarted", "Exported", "ExportFailed")
 ROLLING_OUT, ROLLED_OUT, ROLLED_BACK = "RollingOut", "RolledOut", "RolledBack"
@@ -140,7 +141,7 @@ def set_condition(conditions: list[Condition], type_: ConditionType, status: boo
 
 OPERATOR_FIELDS = ("phase", "conditions", "observed_generation", "gang", "launched_gang", "workers",
                    "preemptions", "failures", "last_failure", "artifact", "export_attempts", "rollout",
-                   "start_time", "completion_time")
+                   "start_time", "gang_launch_time", "completion_time")
 
 
 def status_patch(status: GANTrainingJobStatus) -> dict[str, Any]:
@@ -161,7 +162,7 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
     workers = dataclasses.replace(observed, pods=[pod for pod, export in zip(observed.pods, is_export, strict=True)
                                                   if not export])
     if status.phase in TERMINAL_PHASES:
-        _stop_leftovers(plan, observed, settings, gang=None)
+        _stop_leftovers(plan, observed, settings, gang=None, keep_finished=not _expired(spec, status, observed.now))
     elif status.phase == "Exporting":
         _stop_leftovers(plan, workers, settings, gang=None)
         _export(plan, job, spec, status, dataclasses.replace(observed, pods=exports), settings)
@@ -187,6 +188,12 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
         plan.status = status_patch(status)
     if plan.requeue_after is None and status.phase not in TERMINAL_PHASES:
         plan.requeue_after = settings.resync_seconds
+    ended = parse_time(status.completion_time)
+    if (plan.requeue_after is None and status.phase in TERMINAL_PHASES and ended is not None
+            and spec.ttl_seconds_after_finished is not None and observed.pods):
+        # Come back when the finished pods' time is up.
+        due = ended + timedelta(seconds=spec.ttl_seconds_after_finished)
+        plan.requeue_after = max(1.0, (due - observed.now).total_seconds())
     return plan
 
 
@@ -220,27 +227,40 @@ def _past_deadline(spec: GANTrainingJobSpec, status: GANTrainingJobStatus, now: 
 
 
 def _fail_deadline(plan: Plan, status: GANTrainingJobStatus, spec: GANTrainingJobSpec, now: datetime) -> None:
-    """Past activeDeadlineSeconds the job fails (its running pods are then stopped, as for any
-    ended job), counted neither as a failure nor as a preemption."""
-    summary = f"training ran past activeDeadlineSeconds ({spec.active_deadline_seconds})"
+    _end_failed(plan, status, DEADLINE_EXCEEDED,
+                f"training ran past activeDeadlineSeconds ({spec.active_deadline_seconds})", now)
+
+
+def _end_failed(plan: Plan, status: GANTrainingJobStatus, reason: str, summary: str, now: datetime) -> None:
+    """The job fails for a reason of its own spec (a deadline, a timeout), counted neither as a
+    failure nor as a preemption; its running pods are then stopped, as for any ended job."""
     status.phase = "Failed"
     status.completion_time = rfc3339(now)
     status.workers = WorkersStatus(ready=0, total=0)
-    status.conditions = set_condition(status.conditions, "Running", False, DEADLINE_EXCEEDED, summary, now)
-    status.conditions = set_condition(status.conditions, "Failed", True, DEADLINE_EXCEEDED, summary, now)
+    status.conditions = set_condition(status.conditions, "Running", False, reason, summary, now)
+    status.conditions = set_condition(status.conditions, "Failed", True, reason, summary, now)
     plan.events.append(Event("Warning", FAILED, summary))
     plan.requeue_after = 0.0
 
 
-def _stop_leftovers(plan: Plan, observed: Observed, settings: OperatorSettings, gang: int | None) -> bool:
+def _expired(spec: GANTrainingJobSpec, status: GANTrainingJobStatus, now: datetime) -> bool:
+    """Whether the ended job's pods are past spec.ttlSecondsAfterFinished."""
+    ended = parse_time(status.completion_time)
+    ttl = spec.ttl_seconds_after_finished
+    return ttl is not None and ended is not None and now >= ended + timedelta(seconds=ttl)
+
+
+def _stop_leftovers(plan: Plan, observed: Observed, settings: OperatorSettings, gang: int | None,
+                    keep_finished: bool = True) -> bool:
     """Delete pods that are not part of the current gang (all of them once the job is over, except
-    finished ones, which are kept for their logs). Returns whether any is still there."""
+    finished ones, kept for their logs unless `keep_finished` is false). Returns whether any is
+    still there."""
     left = False
     for pod in observed.pods:
         if gang is not None and _gang_of(pod) == gang:
             continue
         phase = pod.get("status", {}).get("phase")
-        if gang is None and phase in ("Succeeded", "Failed"):
+        if gang is None and keep_finished and phase in ("Succeeded", "Failed"):
             continue
         left = True
         name = pod["metadata"]["name"]
@@ -280,6 +300,7 @@ def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
             plan.create.append(children.worker_pod(job, spec, settings, status.gang, rank, sha))
     status.launched_gang = status.gang
     status.start_time = status.start_time or rfc3339(observed.now)
+    status.gang_launch_time = rfc3339(observed.now)
     status.workers = WorkersStatus(ready=0, total=spec.resources.workers)
     if status.phase != "Restarting":
         status.phase = "Pending"
@@ -362,6 +383,13 @@ def _supervise(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, statu
             if waiting is not None and waiting.reason:
                 status.conditions = set_condition(status.conditions, "Running", False, waiting.reason,
                                                   f"{waiting.name}: {waiting.reason}", now)
+            launched = parse_time(status.gang_launch_time)
+            timeout = spec.launch_timeout_seconds
+            if timeout is not None and launched is not None and now > launched + timedelta(seconds=timeout):
+                why = f"{waiting.name}: {waiting.reason or 'not running'}" if waiting is not None else "not running"
+                _end_failed(plan, status, GANG_NOT_RUNNING,
+                            f"gang {status.gang} not running {timeout} s after launch (launchTimeoutSeconds): {why}",
+                            now)
 
 
 def _succeed(plan: Plan, status: GANTrainingJobStatus, reason: str, message: str, event: str, now: datetime) -> None:

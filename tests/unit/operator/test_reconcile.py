@@ -379,3 +379,32 @@ def test_past_active_deadline_the_job_fails_without_counting_a_failure() -> None
     within = launched(start_time=(NOW - timedelta(seconds=599)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     _, status = run(within, [pod(0, 0), pod(0, 1)], limited)
     assert status.phase == "Running"
+
+
+def test_a_gang_that_does_not_run_within_its_launch_timeout_fails_the_job() -> None:
+    limited = spec()
+    limited.launch_timeout_seconds = 300
+    unschedulable = pod(0, 1, "Pending", ready=False,
+                        conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}])
+    waiting = launched(phase="Pending", gang_launch_time=(NOW - timedelta(seconds=301)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    _, status = run(waiting, [pod(0, 0), unschedulable], limited)
+    assert status.phase == "Failed" and (status.failures, status.preemptions) == (0, 0)
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert failed.reason == "GangNotRunning" and "gan-g0-w1: Unschedulable" in failed.message
+    recent = launched(phase="Pending", gang_launch_time=(NOW - timedelta(seconds=299)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    _, status = run(recent, [pod(0, 0), unschedulable], limited)
+    assert status.phase == "Pending"
+
+
+def test_finished_pods_go_after_ttl_seconds_after_finished() -> None:
+    short = spec()
+    short.ttl_seconds_after_finished = 3600
+    ended = GANTrainingJobStatus(gang=0, launched_gang=0, phase="Succeeded",
+                                 completion_time=(NOW - timedelta(seconds=600)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    finished = [pod(0, 0, "Succeeded", 0), pod(0, 1, "Succeeded", 0)]
+    plan, _ = run(ended, finished, short)
+    assert not plan.delete and plan.requeue_after == pytest.approx(3000.0)
+    plan, _ = run(ended, finished, short, now=NOW + timedelta(seconds=3000))
+    assert sorted(d.name for d in plan.delete) == ["gan-g0-w0", "gan-g0-w1"]
+    plan, _ = run(ended, finished)  # without a TTL they stay for their logs
+    assert not plan.delete
