@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="watch only this namespace (repeatable); default: all namespaces")
     parser.add_argument("--peering", default="ganforge",
                         help="kopf peering object: of several operator replicas only one acts at a time")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority: of several replicas the highest acts, the others wait as hot "
+                        "standbys (default: random, so no two replicas tie; kopf pauses every replica of a tie)")
     parser.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 = off")
     parser.add_argument("--health-port", type=int, default=8081, help="liveness probe port (/healthz); 0 = off")
@@ -63,9 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics.serve(args.metrics_port)
     runtime = OperatorRuntime(kube, settings, metrics)
     memo = kopf.Memo(runtime=runtime)
+    priority = args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1
     kopf.run(
         clusterwide=not args.namespace, namespaces=args.namespace, standalone=args.standalone,
-        peering_name=None if args.standalone else args.peering, memo=memo,
+        peering_name=None if args.standalone else args.peering, priority=priority, memo=memo,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
     )
     return 0
