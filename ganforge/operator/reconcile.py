@@ -161,8 +161,10 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
     exports = [pod for pod, export in zip(observed.pods, is_export, strict=True) if export]
     workers = dataclasses.replace(observed, pods=[pod for pod, export in zip(observed.pods, is_export, strict=True)
                                                   if not export])
+    expire_at = _pods_expire_at(spec, status)
     if status.phase in TERMINAL_PHASES:
-        _stop_leftovers(plan, observed, settings, gang=None, keep_finished=not _expired(spec, status, observed.now))
+        _stop_leftovers(plan, observed, settings, gang=None,
+                        keep_finished=expire_at is None or observed.now < expire_at)
     elif status.phase == "Exporting":
         _stop_leftovers(plan, workers, settings, gang=None)
         _export(plan, job, spec, status, dataclasses.replace(observed, pods=exports), settings)
@@ -179,7 +181,8 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
             _resume(plan, status, observed.now)
         stale_left = _stop_leftovers(plan, workers, settings, gang=status.gang)
         if _past_deadline(spec, status, observed.now):
-            _fail_deadline(plan, status, spec, observed.now)
+            _end_failed(plan, status, DEADLINE_EXCEEDED,
+                        f"training ran past activeDeadlineSeconds ({spec.active_deadline_seconds})", observed.now)
         elif status.launched_gang != status.gang:
             _launch(plan, job, spec, status, workers, settings, stale_left)
         else:
@@ -188,12 +191,9 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
         plan.status = status_patch(status)
     if plan.requeue_after is None and status.phase not in TERMINAL_PHASES:
         plan.requeue_after = settings.resync_seconds
-    ended = parse_time(status.completion_time)
-    if (plan.requeue_after is None and status.phase in TERMINAL_PHASES and ended is not None
-            and spec.ttl_seconds_after_finished is not None and observed.pods):
+    if plan.requeue_after is None and status.phase in TERMINAL_PHASES and expire_at is not None and observed.pods:
         # Come back when the finished pods' time is up.
-        due = ended + timedelta(seconds=spec.ttl_seconds_after_finished)
-        plan.requeue_after = max(1.0, (due - observed.now).total_seconds())
+        plan.requeue_after = max(1.0, (expire_at - observed.now).total_seconds())
     return plan
 
 
@@ -226,11 +226,6 @@ def _past_deadline(spec: GANTrainingJobSpec, status: GANTrainingJobStatus, now: 
             and now > started + timedelta(seconds=spec.active_deadline_seconds))
 
 
-def _fail_deadline(plan: Plan, status: GANTrainingJobStatus, spec: GANTrainingJobSpec, now: datetime) -> None:
-    _end_failed(plan, status, DEADLINE_EXCEEDED,
-                f"training ran past activeDeadlineSeconds ({spec.active_deadline_seconds})", now)
-
-
 def _end_failed(plan: Plan, status: GANTrainingJobStatus, reason: str, summary: str, now: datetime) -> None:
     """The job fails for a reason of its own spec (a deadline, a timeout), counted neither as a
     failure nor as a preemption; its running pods are then stopped, as for any ended job."""
@@ -243,11 +238,11 @@ def _end_failed(plan: Plan, status: GANTrainingJobStatus, reason: str, summary: 
     plan.requeue_after = 0.0
 
 
-def _expired(spec: GANTrainingJobSpec, status: GANTrainingJobStatus, now: datetime) -> bool:
-    """Whether the ended job's pods are past spec.ttlSecondsAfterFinished."""
+def _pods_expire_at(spec: GANTrainingJobSpec, status: GANTrainingJobStatus) -> datetime | None:
+    """When the ended job's pods go (spec.ttlSecondsAfterFinished); None: they stay."""
     ended = parse_time(status.completion_time)
     ttl = spec.ttl_seconds_after_finished
-    return ttl is not None and ended is not None and now >= ended + timedelta(seconds=ttl)
+    return None if ttl is None or ended is None else ended + timedelta(seconds=ttl)
 
 
 def _stop_leftovers(plan: Plan, observed: Observed, settings: OperatorSettings, gang: int | None,
@@ -263,18 +258,26 @@ def _stop_leftovers(plan: Plan, observed: Observed, settings: OperatorSettings, 
         if gang is None and keep_finished and phase in ("Succeeded", "Failed"):
             continue
         left = True
-        name = pod["metadata"]["name"]
-        deleting = parse_time(pod["metadata"].get("deletionTimestamp"))
-        gone = node_gone(pod, observed.live_nodes)
-        if deleting is None:
-            plan.delete.append(DeletePod(name, force=gone))
-        elif gone or fenced(pod, deleting, observed.now, observed.not_ready_since,
-                            settings.lost_pod_timeout_seconds):
-            # Nobody will ever confirm this pod's termination; without this the job would be stuck.
-            plan.delete.append(DeletePod(name, force=True))
+        deletion = stop_pod(pod, observed, settings)
+        if deletion is not None:
+            plan.delete.append(deletion)
     if left:
         plan.requeue_after = 1.0
     return left
+
+
+def stop_pod(pod: Mapping[str, Any], observed: Observed, settings: OperatorSettings) -> DeletePod | None:
+    """How to stop a pod: a plain delete (SIGTERM, then its grace period); a force delete where
+    nobody will ever confirm it stopped (its node is gone, or past the fencing bound); None while
+    kubelet is still stopping it."""
+    name = pod["metadata"]["name"]
+    deleting = parse_time(pod["metadata"].get("deletionTimestamp"))
+    gone = node_gone(pod, observed.live_nodes)
+    if deleting is None:
+        return DeletePod(name, force=gone)
+    if gone or fenced(pod, deleting, observed.now, observed.not_ready_since, settings.lost_pod_timeout_seconds):
+        return DeletePod(name, force=True)
+    return None
 
 
 def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: GANTrainingJobStatus,

@@ -24,8 +24,16 @@ from ganforge.operator import naming, rejections
 from ganforge.operator.children import JobRef
 from ganforge.operator.kube import Kube
 from ganforge.operator.metrics import OperatorMetrics
-from ganforge.operator.observe import fenced, node_gone, parse_time
-from ganforge.operator.reconcile import Event, Observed, Plan, invalid_spec, reconcile, rfc3339, upsert_condition
+from ganforge.operator.reconcile import (
+    Event,
+    Observed,
+    Plan,
+    invalid_spec,
+    reconcile,
+    rfc3339,
+    stop_pod,
+    upsert_condition,
+)
 from ganforge.operator.serving_children import ServiceRef
 from ganforge.operator.serving_reconcile import ServingObserved, reconcile_service, resolve_source
 from ganforge.operator.settings import OperatorSettings
@@ -175,17 +183,12 @@ class OperatorRuntime:
         many are still there, so a deleted job never leaves training processes behind."""
         pods = self.kube.job_pods(namespace, name)
         live_nodes, not_ready_since = self.kube.nodes()
-        now = datetime.now(UTC)
+        observed = Observed(pods, live_nodes, datetime.now(UTC), not_ready_since=not_ready_since)
+        # As for an old gang: a pod on a lost node is forced, or the job's deletion would wait forever.
         for pod in pods:
-            deleting = parse_time(pod["metadata"].get("deletionTimestamp"))
-            # A pod on a node that is gone (or fenced) is never confirmed stopped: force it, or the
-            # job's deletion would wait forever.
-            if node_gone(pod, live_nodes):
-                self.kube.delete_pod(namespace, pod["metadata"]["name"], force=True)
-            elif deleting is None:
-                self.kube.delete_pod(namespace, pod["metadata"]["name"], force=False)
-            elif fenced(pod, deleting, now, not_ready_since, self.settings.lost_pod_timeout_seconds):
-                self.kube.delete_pod(namespace, pod["metadata"]["name"], force=True)
+            deletion = stop_pod(pod, observed, self.settings)
+            if deletion is not None:
+                self.kube.delete_pod(namespace, deletion.name, force=deletion.force)
         return len(pods)
 
     def release_checkpoints(self, namespace: str, name: str, retain: bool) -> None:
