@@ -467,8 +467,8 @@ class ObjectMeta(BaseModel):
 
 
 Phase = Literal["Pending", "Running", "Restarting", "Suspended", "Exporting", "RollingOut", "Succeeded", "Failed"]
-ConditionType = Literal["Created", "Running", "Restarting", "Suspended", "Exported", "RolledOut", "Succeeded",
-                        "Failed"]
+ConditionType = Literal["Created", "Running", "Restarting", "Suspended", "SpecApplied", "Exported", "RolledOut",
+                        "Succeeded", "Failed"]
 
 
 class TrainingProgress(ApiModel):
@@ -556,7 +556,13 @@ class GANTrainingJobStatus(ApiModel):
 
     phase: Phase = Field("Pending", description="Lifecycle phase.")
     conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
-    observed_generation: int | None = Field(None, description="metadata.generation the operator last acted on.")
+    observed_generation: int | None = Field(
+        None, description="metadata.generation the operator last acted on. The operator's own fields apply at "
+        "once; whether the running gang has the rest says the SpecApplied condition."
+    )
+    launched_generation: int | None = Field(
+        None, description="metadata.generation the current gang was started from."
+    )
     gang: int = Field(0, ge=0, description="Index of the current gang of worker pods; each restart adds one.")
     launched_gang: int | None = Field(
         None, description="Index of the newest gang whose pods were all created; a pod of it that goes "

@@ -2,11 +2,15 @@
 (immutability rules, so an edit is refused at apply naming the field) and by the trainer (the
 resume fingerprint, so a checkpoint resumes only under the values it was made with).
 
-Everything not listed may change mid-run (totalKimg, backoffLimit, evaluation, rollout, report
-and checkpoint cadence, cpu/memory); the next gang starts with the new values.
+Everything not listed may change mid-run. The operator's own fields (OPERATOR_FIELDS: backoffLimit,
+suspend, deadlines, export, rollout, ...) apply at once; the rest (totalKimg, evaluation, report
+and checkpoint cadence, cpu/memory) reach the trainer with the next gang, and the job's
+SpecApplied condition says whether the running gang has them.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 # Fields that change what the run computes: spec section -> its keys (None: the whole section).
 TRAJECTORY_FIELDS: dict[str, tuple[str, ...] | None] = {
@@ -27,3 +31,17 @@ def immutable_paths() -> tuple[str, ...]:
     for section, keys in TRAJECTORY_FIELDS.items():
         paths += [f"spec.{section}"] if keys is None else [f"spec.{section}.{key}" for key in keys]
     return (*paths, *PLACEMENT_FIELDS)
+
+
+# Read by the operator on every pass, never by a running trainer: an edit applies at once.
+OPERATOR_FIELDS = ("backoffLimit", "maxPreemptions", "suspend", "activeDeadlineSeconds", "launchTimeoutSeconds",
+                   "ttlSecondsAfterFinished", "export", "rollout")
+
+
+def trainer_view(spec_wire: dict[str, Any]) -> dict[str, Any]:
+    """The spec as a running gang sees it: without the operator's fields (and whether the
+    checkpoint claim is kept, which only the finalizer reads)."""
+    view = {key: value for key, value in spec_wire.items() if key not in OPERATOR_FIELDS}
+    if isinstance(view.get("checkpoint"), dict):
+        view["checkpoint"] = {key: value for key, value in view["checkpoint"].items() if key != "retain"}
+    return view

@@ -8,12 +8,13 @@ job garbage-collects the lot.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import yaml
 
-from ganforge.api import trainer_env
+from ganforge.api import trainer_env, trajectory
 from ganforge.api.storage import ClaimLocation, parse_pvc_uri
 from ganforge.api.training_job import API_VERSION, KIND, GANTrainingJobSpec
 from ganforge.operator import naming
@@ -52,6 +53,8 @@ class JobRef(OwnerRef):
     KIND = KIND
     LABEL = naming.JOB_LABEL
 
+    queue: str | None = None  # the job's Kueue queue-name label, passed on to its worker pods
+
 
 def claim_location(uri: str) -> ClaimLocation | None:
     """The claim a pvc:// URI names; None for every other kind of URI (the API validated it)."""
@@ -85,8 +88,13 @@ def config_map(job: JobRef, spec: GANTrainingJobSpec) -> dict[str, Any]:
             "data": {naming.CONFIG_FILE_NAME: text}}
 
 
-def config_hash(config_map_manifest: dict[str, Any]) -> str:
-    return hashlib.sha256(config_map_manifest["data"][naming.CONFIG_FILE_NAME].encode()).hexdigest()[:16]
+def gang_fingerprint(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings) -> str:
+    """What a gang is started with: the trainer's configuration and the worker pod template. Pods
+    of a running gang that carry another value were started from an earlier spec (or settings)."""
+    template = worker_pod(job, spec, settings, gang=0, rank=0, config_sha="")["spec"]
+    trainer_spec = trajectory.trainer_view(resolved_job_document(job, spec)["spec"])
+    text = json.dumps({"spec": trainer_spec, "pod": template}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def rendezvous_service(job: JobRef) -> dict[str, Any]:
@@ -199,8 +207,13 @@ def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings
         mounts.append({"name": "cache", "mountPath": naming.CACHE_MOUNT})
         volumes.append({"name": "cache", "persistentVolumeClaim": {"claimName": settings.trainer_cache_claim}})
     labels = {naming.GANG_LABEL: str(gang), naming.RANK_LABEL: str(rank)}
+    annotations = {naming.CONFIG_HASH_ANNOTATION: config_sha}
+    if job.queue is not None:
+        # Kueue admits the gang as one pod group, all of its workers or none.
+        labels |= {naming.KUEUE_QUEUE_LABEL: job.queue, naming.KUEUE_POD_GROUP_LABEL: naming.pod_group(job.name, gang)}
+        annotations[naming.KUEUE_POD_GROUP_COUNT_ANNOTATION] = str(spec.resources.workers)
     metadata = job.metadata(naming.worker_pod(job.name, gang, rank), labels)
-    metadata["annotations"] = {naming.CONFIG_HASH_ANNOTATION: config_sha}
+    metadata["annotations"] = annotations
     container = {
         "name": naming.TRAINER_CONTAINER, "image": settings.trainer_image,
         "command": ["ganforge", "train"], "args": ["--config", f"{naming.CONFIG_MOUNT}/{naming.CONFIG_FILE_NAME}"],

@@ -4,9 +4,11 @@ pure `reconcile` function. Importing this module registers the handlers."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
@@ -14,7 +16,11 @@ from ganforge.api.inference_service import KIND as SERVICE_KIND
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
 from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
 from ganforge.operator import naming
-from ganforge.operator.runtime import OperatorRuntime
+from ganforge.operator.observe import not_ready_since
+from ganforge.operator.runtime import NodeTable, OperatorRuntime, Seen
+
+RESYNC_JITTER = 0.2
+T = TypeVar("T")
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -38,22 +44,56 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings)
 
 
+# -- what the watches know: kopf fills these before any handler or daemon runs ---------------------
+
+@kopf.index("", "v1", "pods", labels={naming.JOB_LABEL: kopf.PRESENT})
+async def pods_by_job(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels[naming.JOB_LABEL]): dict(body)}
+
+
+@kopf.index("", "v1", "nodes")
+async def node_readiness(name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {name: not_ready_since(body)}
+
+
+def _seen_pods(index: kopf.Index[Any, Any], namespace: str, name: str) -> list[dict[str, Any]]:
+    return list(index.get((namespace, name), []))
+
+
+def _seen_nodes(index: kopf.Index[Any, Any], pods: list[dict[str, Any]]) -> NodeTable:
+    """The nodes these pods are bound to, as far as the node watch has seen them."""
+    names = {pod.get("spec", {}).get("nodeName") for pod in pods} - {None, ""}
+    return {node: next(iter(index[node])) for node in names if node in index}
+
+
 @kopf.daemon(API_GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
-async def supervise(name: str, namespace: str, stopped: kopf.DaemonStopped, memo: Any, **_: Any) -> None:
-    """One long-lived loop per job: reconcile, then sleep until a pod of the job changes or the
-    resync interval passes. Returns once the job is finished and nothing of it is left running."""
+async def supervise(name: str, namespace: str, body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any,
+                    pods_by_job: kopf.Index[Any, Any], node_readiness: kopf.Index[Any, Any], **_: Any) -> None:
+    """One long-lived loop per job: reconcile, then sleep until the job or a pod of it changes or
+    the resync interval passes. Returns once the job is finished and nothing of it is left running."""
     runtime = _runtime(memo)
-    await _loop(lambda: runtime.reconcile_once(namespace, name), runtime.wakeup_event(namespace, name), stopped)
+
+    def seen() -> Seen:  # read in the event loop, which is the one writer of kopf's body and indexes
+        pods = _seen_pods(pods_by_job, namespace, name)
+        return Seen(copy.deepcopy(dict(body)), pods, _seen_nodes(node_readiness, pods))
+
+    await _loop(seen, lambda observed: runtime.reconcile_once(namespace, name, observed),
+                runtime.wakeup_event(namespace, name), stopped)
 
 
-async def _loop(one_pass: Callable[[], float | None], wakeup: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
-    """Run passes (in a thread: the kubernetes client blocks) until one says there is nothing left
-    to supervise; between passes, sleep for the delay it asked for or until `wakeup` is set."""
+async def _loop(observe: Callable[[], T], one_pass: Callable[[T], float | None], wakeup: asyncio.Event,
+                stopped: kopf.DaemonStopped) -> None:
+    """Run passes until one says there is nothing left to supervise: `observe` here in the event
+    loop, `one_pass` on what it saw in a thread (the kubernetes client blocks). Between passes,
+    sleep for the delay the pass asked for or until `wakeup` is set. Long waits are stretched by up
+    to a fifth at random, so jobs created together do not resync together."""
     while not stopped:
         wakeup.clear()
-        delay = await asyncio.to_thread(one_pass)
+        delay = await asyncio.to_thread(one_pass, observe())
         if delay is None:
             return
+        if delay >= 1:
+            delay *= 1 + RESYNC_JITTER * random.random()
         if delay > 0:
             try:
                 await asyncio.wait_for(wakeup.wait(), timeout=delay)
@@ -67,9 +107,11 @@ async def worker_changed(labels: dict[str, str], namespace: str, memo: Any, **_:
 
 
 @kopf.on.event(API_GROUP, VERSION, PLURAL)
-async def job_changed(namespace: str, memo: Any, **_: Any) -> None:
-    # A job's status carries the artifact its services serve.
-    _runtime(memo).wake_services_of(namespace)
+async def job_changed(name: str, namespace: str, memo: Any, **_: Any) -> None:
+    # An edit (suspend, say) is acted on at once; a job's status carries the artifact its services serve.
+    runtime = _runtime(memo)
+    runtime.wake(namespace, name)
+    runtime.wake_services_of(namespace)
 
 
 @kopf.daemon(API_GROUP, VERSION, SERVICE_PLURAL, cancellation_timeout=10.0)
@@ -78,7 +120,7 @@ async def serve(name: str, namespace: str, stopped: kopf.DaemonStopped, memo: An
     children carry owner references: deleting the service garbage-collects them."""
     runtime = _runtime(memo)
     try:
-        await _loop(lambda: runtime.reconcile_service_once(namespace, name),
+        await _loop(lambda: None, lambda _: runtime.reconcile_service_once(namespace, name),
                     runtime.wakeup_event(namespace, name, SERVICE_KIND), stopped)
     finally:
         runtime.forget(namespace, name, SERVICE_KIND)
@@ -91,9 +133,11 @@ async def revision_changed(labels: dict[str, str], namespace: str, memo: Any, **
 
 
 @kopf.on.delete(API_GROUP, VERSION, PLURAL)
-async def finalize(name: str, namespace: str, spec: dict[str, Any], memo: Any, **_: Any) -> None:
+async def finalize(name: str, namespace: str, spec: dict[str, Any], memo: Any, pods_by_job: kopf.Index[Any, Any],
+                   node_readiness: kopf.Index[Any, Any], **_: Any) -> None:
     runtime = _runtime(memo)
-    remaining = await asyncio.to_thread(runtime.stop_workers, namespace, name)
+    nodes = _seen_nodes(node_readiness, _seen_pods(pods_by_job, namespace, name))
+    remaining = await asyncio.to_thread(runtime.stop_workers, namespace, name, nodes)
     if remaining:
         raise kopf.TemporaryError(f"waiting for {remaining} worker pod(s) to stop", delay=2)
     # Read leniently: a spec the models reject must still be deletable.

@@ -10,7 +10,6 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from kubernetes import client
@@ -125,17 +124,18 @@ class Kube:
         found = self.apps.list_namespaced_deployment(namespace, label_selector=selector)
         return [self.api.sanitize_for_serialization(item) for item in found.items]
 
-    def nodes(self) -> tuple[set[str], dict[str, datetime]]:
-        """The names of the nodes that exist, and for those not Ready, since when."""
-        names: set[str] = set()
-        not_ready: dict[str, datetime] = {}
-        for node in self.core.list_node().items:
-            names.add(str(node.metadata.name))
-            ready = next((c for c in (node.status and node.status.conditions) or [] if c.type == "Ready"), None)
-            if ready is None or ready.status != "True":
-                since = ready.last_transition_time if ready is not None else None
-                not_ready[str(node.metadata.name)] = since or node.metadata.creation_timestamp
-        return names, not_ready
+    def get_node(self, name: str) -> dict[str, Any] | None:
+        """One node by name; None when it does not exist. The nodes the operator knows come from its
+        watch; this read only confirms one the watch has not shown yet, before a pod on it is
+        judged to be on a lost node."""
+        try:
+            node = self.core.read_node(name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        found: dict[str, Any] = self.api.sanitize_for_serialization(node)
+        return found
 
     # -- writes --------------------------------------------------------------------------------
     def ensure_peering(self, name: str, namespaces: list[str]) -> None:

@@ -15,7 +15,12 @@ GANG_LABEL = f"{LABEL_PREFIX}/gang"
 RANK_LABEL = f"{LABEL_PREFIX}/rank"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "ganforge-operator"}
 FINALIZER = f"{LABEL_PREFIX}/finalizer"
+# On worker pods: what their gang was started with (trainer configuration and pod template).
 CONFIG_HASH_ANNOTATION = f"{LABEL_PREFIX}/config-sha256"
+# Kueue's plain-pod integration: a job labelled with a queue has its gangs admitted as pod groups.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_POD_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
+KUEUE_POD_GROUP_COUNT_ANNOTATION = "kueue.x-k8s.io/pod-group-total-count"
 
 SERVICE_LABEL = f"{LABEL_PREFIX}/inference-service"
 REVISION_LABEL = f"{LABEL_PREFIX}/revision"
@@ -80,3 +85,7 @@ def service_selector(service: str) -> str:
 
 def job_selector(job: str) -> str:
     return f"{JOB_LABEL}={job}"
+
+
+def pod_group(job: str, gang: int) -> str:
+    return f"{job}-g{gang}"

@@ -64,6 +64,17 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def not_ready_since(node: Mapping[str, Any]) -> datetime | None:
+    """None for a Ready node; else since when it is not (its Ready condition's last transition, or
+    its creation when it never reported one)."""
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    if ready is not None and ready.get("status") == "True":
+        return None
+    since = parse_time(ready.get("lastTransitionTime")) if ready is not None else None
+    return since or parse_time(node.get("metadata", {}).get("creationTimestamp"))
+
+
 def terminated_state(pod: Mapping[str, Any], container: str = naming.TRAINER_CONTAINER,
                      key: str = "containerStatuses") -> Mapping[str, Any] | None:
     """`state.terminated` of one container (`key` initContainerStatuses for an init container)."""

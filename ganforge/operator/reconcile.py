@@ -82,6 +82,11 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
+    def acts(self) -> bool:
+        """Whether carrying the plan out writes anything; a plan that does not costs no request."""
+        return bool(self.create or self.apply or self.status is not None or self.delete or self.delete_objects
+                    or self.events)
+
 
 @dataclass(frozen=True)
 class Observed:
@@ -139,7 +144,8 @@ def set_condition(conditions: list[Condition], type_: ConditionType, status: boo
                                                   last_transition_time=rfc3339(now)))
 
 
-OPERATOR_FIELDS = ("phase", "conditions", "observed_generation", "gang", "launched_gang", "workers",
+OPERATOR_FIELDS = ("phase", "conditions", "observed_generation", "launched_generation", "gang", "launched_gang",
+                   "workers",
                    "preemptions", "failures", "last_failure", "artifact", "export_attempts", "rollout",
                    "start_time", "gang_launch_time", "completion_time")
 
@@ -184,9 +190,10 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
             _end_failed(plan, status, DEADLINE_EXCEEDED,
                         f"training ran past activeDeadlineSeconds ({spec.active_deadline_seconds})", observed.now)
         elif status.launched_gang != status.gang:
-            _launch(plan, job, spec, status, workers, settings, stale_left)
+            _launch(plan, job, spec, status, workers, settings, stale_left, generation)
         else:
             _supervise(plan, job, spec, status, workers)
+            _note_spec_applied(job, spec, status, workers, settings, observed.now)
     if status != current:
         plan.status = status_patch(status)
     if plan.requeue_after is None and status.phase not in TERMINAL_PHASES:
@@ -281,7 +288,7 @@ def stop_pod(pod: Mapping[str, Any], observed: Observed, settings: OperatorSetti
 
 
 def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: GANTrainingJobStatus,
-            observed: Observed, settings: OperatorSettings, stale_left: bool) -> None:
+            observed: Observed, settings: OperatorSettings, stale_left: bool, generation: int) -> None:
     if stale_left:
         # Two gangs must never overlap: the old one may still be writing its emergency checkpoint.
         return
@@ -290,7 +297,7 @@ def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
         plan.requeue_after = wait
         return
     config = children.config_map(job, spec)
-    sha = children.config_hash(config)
+    sha = children.gang_fingerprint(job, spec, settings)
     plan.create.extend(children.trainer_rbac(job))
     plan.create.append(children.rendezvous_service(job))
     plan.create.append(children.gang_network_policy(job))
@@ -302,6 +309,7 @@ def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
         if rank not in present:
             plan.create.append(children.worker_pod(job, spec, settings, status.gang, rank, sha))
     status.launched_gang = status.gang
+    status.launched_generation = generation
     status.start_time = status.start_time or rfc3339(observed.now)
     status.gang_launch_time = rfc3339(observed.now)
     status.workers = WorkersStatus(ready=0, total=spec.resources.workers)
@@ -310,6 +318,27 @@ def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
     message = f"gang {status.gang}: {spec.resources.workers} worker pod(s)"
     status.conditions = set_condition(status.conditions, "Created", True, "GangCreated", message, observed.now)
     plan.events.append(Event("Normal", GANG_CREATED, f"created {message}"))
+
+
+def _note_spec_applied(job: children.JobRef, spec: GANTrainingJobSpec, status: GANTrainingJobStatus,
+                       observed: Observed, settings: OperatorSettings, now: datetime) -> None:
+    """observedGeneration says the operator acted on the spec; this condition says whether the
+    running gang did. A gang keeps the trainer configuration and pod template it started with
+    (each pod carries their fingerprint); an edit of them reaches the trainer with the next gang."""
+    if status.phase not in ("Pending", "Running"):
+        return
+    stamps = {pod["metadata"].get("annotations", {}).get(naming.CONFIG_HASH_ANNOTATION)
+              for pod in observed.pods if _gang_of(pod) == status.gang} - {None}
+    if not stamps:
+        return
+    if stamps == {children.gang_fingerprint(job, spec, settings)}:
+        status.conditions = set_condition(status.conditions, "SpecApplied", True, "GangUpToDate",
+                                          f"gang {status.gang} runs the current spec", now)
+    else:
+        status.conditions = set_condition(
+            status.conditions, "SpecApplied", False, "AtNextGang",
+            f"the spec changed since gang {status.gang} started (generation {status.launched_generation}); "
+            "the running gang keeps its trainer configuration and pod template until the next gang", now)
 
 
 def _failure_backoff(status: GANTrainingJobStatus, now: datetime, settings: OperatorSettings) -> float:

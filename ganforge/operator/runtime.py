@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from ganforge.operator import naming, rejections
 from ganforge.operator.children import JobRef
 from ganforge.operator.kube import Kube
 from ganforge.operator.metrics import OperatorMetrics
+from ganforge.operator.observe import not_ready_since
 from ganforge.operator.reconcile import (
     Event,
     Observed,
@@ -42,6 +43,18 @@ log = logging.getLogger("ganforge.operator")
 
 CONFLICT_RETRY_SECONDS = 0.2
 
+# What the watches know of the nodes the job's pods are bound to: name -> not Ready since (None:
+# Ready). A node missing from it does not exist, as far as the watch has seen.
+NodeTable = Mapping[str, datetime | None]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One job as the operator's watches last showed it: its object, its pods, and their nodes."""
+    job: dict[str, Any]
+    pods: list[dict[str, Any]]
+    nodes: NodeTable
+
 
 @dataclass
 class OperatorRuntime:
@@ -49,7 +62,7 @@ class OperatorRuntime:
     settings: OperatorSettings
     metrics: OperatorMetrics
     _wakeups: dict[tuple[str, str, str], asyncio.Event] = field(default_factory=dict)
-    _rejected: dict[tuple[str, str, str], int] = field(default_factory=dict)  # consecutive rejections
+    _rejected: dict[str, int] = field(default_factory=dict)  # consecutive rejections
 
     # -- wake-ups: child events cut the wait between passes short ------------------------------
     def wakeup_event(self, namespace: str, name: str, kind: str = JOB_KIND) -> asyncio.Event:
@@ -72,65 +85,92 @@ class OperatorRuntime:
             self.metrics.set_phase(namespace, name, None)
 
     # -- one pass ------------------------------------------------------------------------------
-    def reconcile_once(self, namespace: str, name: str) -> float | None:
+    def reconcile_once(self, namespace: str, name: str, seen: Seen) -> float | None:
         """Returns seconds until the next pass, or None when the job needs no more supervision."""
-        return self._guarded(self._pass, namespace, name)
+        return self._guarded(lambda: self._pass(namespace, name, seen), f"job {namespace}/{name}")
 
     def reconcile_service_once(self, namespace: str, name: str) -> float | None:
         """The same for a GANInferenceService; None once it is deleted."""
-        return self._guarded(self._service_pass, namespace, name)
+        return self._guarded(lambda: self._service_pass(namespace, name), f"service {namespace}/{name}")
 
-    def _guarded(self, one_pass: Callable[[str, str], float | None], namespace: str, name: str) -> float | None:
+    def _guarded(self, one_pass: Callable[[], float | None], key: str) -> float | None:
         started = time.monotonic()
-        key = (one_pass.__name__, namespace, name)
         try:
-            requeue = one_pass(namespace, name)
+            requeue = one_pass()
             self._rejected.pop(key, None)
             return requeue
         except rejections.Rejection as refused:
             streak = self._rejected[key] = self._rejected.get(key, 0) + 1
             self.metrics.reconcile_errors.labels(f"http-{refused.status}").inc()
             wait = rejections.retry_after(streak, self.settings.max_failure_backoff_seconds)
-            log.warning("reconcile %s/%s: a write was refused (%s), retrying in %.0f s: %s", namespace, name,
-                        refused.status, wait, refused.message)
+            log.warning("reconcile %s: a write was refused (%s), retrying in %.0f s: %s", key, refused.status,
+                        wait, refused.message)
             return wait
         except ApiException as error:
             if error.status == 409:
                 # Someone (often the trainer reporting progress) wrote in between: decide again.
                 return CONFLICT_RETRY_SECONDS
             self.metrics.reconcile_errors.labels(f"http-{error.status}").inc()
-            log.warning("reconcile %s/%s: apiserver answered %s %s", namespace, name, error.status, error.reason)
+            log.warning("reconcile %s: apiserver answered %s %s", key, error.status, error.reason)
             return 2.0
         finally:
             self.metrics.reconcile_seconds.observe(time.monotonic() - started)
 
-    def _pass(self, namespace: str, name: str) -> float | None:
-        body = self.kube.get_job(namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+    def _pass(self, namespace: str, name: str, seen: Seen) -> float | None:
+        # First decide on what the watches showed: a job with nothing to do costs no request. Any
+        # decision to act is made again on fresh reads, so no write rests on a lagging watch (a
+        # pod created a moment ago and not yet seen must not count as lost).
+        if seen.job["metadata"].get("deletionTimestamp"):
             return None
+        plan, _ = self._decide(seen.job, seen.pods, seen.nodes)
+        if plan.acts():
+            body = self.kube.get_job(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return None
+            pods = self.kube.job_pods(namespace, name)
+            plan, before = self._decide(body, pods, self._confirm_nodes(seen.nodes, pods))
+            self._execute(body, plan, JOB_PLURAL)
+            if plan.status is not None:
+                log.info("%s/%s: %s (gang %s)", namespace, name, plan.status.get("phase") or before,
+                         plan.status.get("gang"))
+        else:
+            before = seen.job.get("status", {}).get("phase")
+        self.metrics.observe_plan(plan)
+        self.metrics.set_phase(namespace, name, (plan.status or {}).get("phase") or before)
+        return plan.requeue_after
+
+    def _decide(self, body: dict[str, Any], pods: list[dict[str, Any]], nodes: NodeTable) -> tuple[Plan, str | None]:
+        """The plan for one job as observed, and the phase it had."""
         metadata = body["metadata"]
-        job = JobRef(name, namespace, metadata["uid"])
+        job = JobRef(metadata["name"], metadata["namespace"], metadata["uid"],
+                     queue=(metadata.get("labels") or {}).get(naming.KUEUE_QUEUE_LABEL))
         current = GANTrainingJobStatus.model_validate(body.get("status") or {})
+        now = datetime.now(UTC)
         try:
             spec = GANTrainingJobSpec.model_validate(body.get("spec") or {})
         except ValidationError as error:
             problems = "; ".join(f"spec.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
                                  for item in error.errors())
-            plan = invalid_spec(current, problems, datetime.now(UTC))
-        else:
-            service = (self.kube.get_inference_service(namespace, spec.rollout.service)
-                       if current.phase == "RollingOut" and spec.rollout is not None else None)
-            live_nodes, not_ready_since = self.kube.nodes()
-            observed = Observed(self.kube.job_pods(namespace, name), live_nodes, datetime.now(UTC), service,
-                                not_ready_since)
-            plan = reconcile(job, spec, current, int(metadata.get("generation") or 0), observed, self.settings)
-        self._execute(body, plan, JOB_PLURAL)
-        self.metrics.observe_plan(plan)
-        phase = (plan.status or {}).get("phase") or current.phase
-        self.metrics.set_phase(namespace, name, phase)
-        if plan.status is not None:
-            log.info("%s/%s: %s (gang %s)", namespace, name, phase, plan.status.get("gang"))
-        return plan.requeue_after
+            return invalid_spec(current, problems, now), current.phase
+        service = (self.kube.get_inference_service(job.namespace, spec.rollout.service)
+                   if current.phase == "RollingOut" and spec.rollout is not None else None)
+        observed = Observed(pods, set(nodes), now, service,
+                            {node: since for node, since in nodes.items() if since is not None})
+        return reconcile(job, spec, current, int(metadata.get("generation") or 0), observed, self.settings), \
+            current.phase
+
+    def _confirm_nodes(self, nodes: NodeTable, pods: list[dict[str, Any]]) -> NodeTable:
+        """The node table completed for pods bound to a node the watch has not shown: read each
+        such node once, so a pod on a brand-new node is never taken for one on a lost node."""
+        unknown = {pod.get("spec", {}).get("nodeName") for pod in pods} - set(nodes) - {None, ""}
+        if not unknown:
+            return nodes
+        table = dict(nodes)
+        for name in unknown:
+            node = self.kube.get_node(str(name))
+            if node is not None:
+                table[str(name)] = not_ready_since(node)
+        return table
 
     def _service_pass(self, namespace: str, name: str) -> float | None:
         body = self.kube.get_inference_service(namespace, name)
@@ -178,12 +218,13 @@ class OperatorRuntime:
                     raise
             raise refused from error
 
-    def stop_workers(self, namespace: str, name: str) -> int:
+    def stop_workers(self, namespace: str, name: str, nodes: NodeTable) -> int:
         """Finalizer work: SIGTERM every worker (they write an emergency checkpoint) and report how
         many are still there, so a deleted job never leaves training processes behind."""
         pods = self.kube.job_pods(namespace, name)
-        live_nodes, not_ready_since = self.kube.nodes()
-        observed = Observed(pods, live_nodes, datetime.now(UTC), not_ready_since=not_ready_since)
+        nodes = self._confirm_nodes(nodes, pods)
+        observed = Observed(pods, set(nodes), datetime.now(UTC),
+                            not_ready_since={node: since for node, since in nodes.items() if since is not None})
         # As for an old gang: a pod on a lost node is forced, or the job's deletion would wait forever.
         for pod in pods:
             deletion = stop_pod(pod, observed, self.settings)

@@ -8,7 +8,8 @@ mounted ServiceAccount token and CA) and sends JSON merge patches of `status.pro
 
 Only the standard library is used, so the trainer image needs no Kubernetes client. Reporting is
 a side channel: requests run on one background thread, a newer event replaces one not yet sent,
-and failures are counted and logged, never raised into the training loop. Only a terminal event
+progress goes at most every MIN_REPORT_INTERVAL_SECONDS, and failures are counted and logged,
+never raised into the training loop. Only a terminal event
 (finished, preempted, failed) makes the caller wait, briefly, so the final status lands before the
 process exits.
 """
@@ -43,6 +44,10 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 # Bounded well inside the preemption deadline, which must also fit the emergency checkpoint.
 TERMINAL_WAIT_SECONDS = 10.0
 FAILURE_LOG_INTERVAL_SECONDS = 60.0
+# Progress is sent at most this often per job (the newest report replaces those in between), so
+# hundreds of running jobs do not turn into hundreds of status writes a second. Terminal reports,
+# and any the caller flushes, go at once. The operator's trainerEnv can set STATUS_INTERVAL.
+MIN_REPORT_INTERVAL_SECONDS = 10.0
 
 
 # -- what is sent ---------------------------------------------------------------------------------
@@ -101,18 +106,22 @@ class JobStatusReporter:
     def __init__(
         self, server: str, namespace: str, name: str, token_path: Path, ca_path: Path | None,
         request_timeout: float = REQUEST_TIMEOUT_SECONDS, terminal_wait: float = TERMINAL_WAIT_SECONDS,
+        min_interval: float = MIN_REPORT_INTERVAL_SECONDS,
     ) -> None:
         self.url = server.rstrip("/") + status_path(namespace, name)
         self.job = f"{namespace}/{name}"
         self.token_path = token_path
         self.request_timeout = request_timeout
         self.terminal_wait = terminal_wait
+        self.min_interval = min_interval
         self._tls = ssl.create_default_context(cafile=str(ca_path) if ca_path is not None else None)
         self._changed = threading.Condition()
         self._pending: ProgressEvent | None = None
         self._queued = 0  # events handed in
         self._settled = 0  # events sent, failed or replaced by a newer one
         self._closed = False
+        self._hurry = False  # a flush is waiting: send now, whatever the interval
+        self._next_send = -math.inf
         self.sent = 0
         self.failures = 0
         self.coalesced = 0
@@ -137,8 +146,13 @@ class JobStatusReporter:
                      "(no KUBERNETES_SERVICE_HOST/PORT or no %s)", trainer_env.JOB_NAME, name, token)
             return None
         server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        interval = env.get(trainer_env.STATUS_INTERVAL) or str(MIN_REPORT_INTERVAL_SECONDS)
+        try:
+            min_interval = float(interval)
+        except ValueError:
+            raise ValueError(f"{trainer_env.STATUS_INTERVAL}={interval!r}: expected seconds as a number") from None
         # Like client-go's in-cluster config: without the CA file, the system's roots are tried.
-        reporter = cls(server, namespace, name, token, ca if ca.is_file() else None)
+        reporter = cls(server, namespace, name, token, ca if ca.is_file() else None, min_interval=min_interval)
         log.info("reporting progress to the status of GANTrainingJob %s", reporter.job)
         return reporter
 
@@ -163,6 +177,8 @@ class JobStatusReporter:
         deadline = time.monotonic() + timeout
         with self._changed:
             target = self._queued
+            self._hurry = True
+            self._changed.notify_all()
             while self._settled < target:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -190,15 +206,27 @@ class JobStatusReporter:
     def _work(self) -> None:
         while True:
             with self._changed:
-                while self._pending is None and not self._closed:
-                    self._changed.wait()
+                while (wait := self._wait_before_sending()) > 0:
+                    self._changed.wait(None if wait == math.inf else wait)
                 event, self._pending = self._pending, None
+                self._hurry = False
             if event is None:
                 return
             self._deliver(event)
+            self._next_send = time.monotonic() + self.min_interval
             with self._changed:
                 self._settled += 1
                 self._changed.notify_all()
+
+    def _wait_before_sending(self) -> float:
+        """Seconds until the pending event may go (inf: none pending); 0 when closing."""
+        if self._closed:
+            return 0.0
+        if self._pending is None:
+            return math.inf
+        if self._hurry or self._pending.state in TERMINAL_STATES:
+            return 0.0
+        return max(0.0, self._next_send - time.monotonic())
 
     def _deliver(self, event: ProgressEvent) -> None:
         try:

@@ -113,7 +113,7 @@ def test_watching_listed_namespaces_uses_roles_there_and_leaves_other_namespaces
         assert not _can(kubeconfig, "list", "gantrainingjobs.ganforge.io", "-n", unwatched)
         assert not _can(kubeconfig, "list", "pods", "--all-namespaces")
         assert not _can(kubeconfig, "list", "namespaces")
-        assert _can(kubeconfig, "list", "nodes")
+        assert _can(kubeconfig, "list", "nodes") and _can(kubeconfig, "watch", "nodes")
         assert not _can(kubeconfig, "delete", "nodes")
 
         apply(kubeconfig, unwatched, fast_job("not-mine"), tmp_path)

@@ -408,3 +408,47 @@ def test_finished_pods_go_after_ttl_seconds_after_finished() -> None:
     assert sorted(d.name for d in plan.delete) == ["gan-g0-w0", "gan-g0-w1"]
     plan, _ = run(ended, finished)  # without a TTL they stay for their logs
     assert not plan.delete
+
+
+def gang_pods(job_spec: GANTrainingJobSpec) -> list[dict[str, Any]]:
+    """The pods a launch creates, as Running pods."""
+    plan, _ = run(GANTrainingJobStatus(), [], job_spec)
+    pods = [m for m in plan.create if m["kind"] == "Pod"]
+    for created in pods:
+        created["spec"]["nodeName"] = "spot-1"
+        created["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    return pods
+
+
+def spec_applied(status: GANTrainingJobStatus) -> tuple[str, str]:
+    [condition] = [c for c in status.conditions if c.type == "SpecApplied"]
+    return condition.status, condition.reason
+
+
+def test_spec_applied_says_whether_the_running_gang_has_the_current_spec() -> None:
+    first = spec(backoff_limit=2)
+    pods = gang_pods(first)
+    _, status = run(launched(launched_generation=1), pods, first)
+    assert spec_applied(status) == ("True", "GangUpToDate")
+    # The operator's own fields apply at once: the gang is still up to date.
+    _, status = run(status, pods, spec(backoff_limit=5, export=False))
+    assert spec_applied(status) == ("True", "GangUpToDate")
+    # What the trainer reads (here its cadence and the pods' memory) waits for the next gang.
+    edited = spec(memory="3Gi")
+    edited.checkpoint.interval_kimg = 7
+    _, status = run(status, pods, edited)
+    assert spec_applied(status) == ("False", "AtNextGang")
+    assert status.observed_generation == 1 and status.phase == "Running"
+
+
+def test_a_kueue_queue_label_makes_each_gang_one_pod_group() -> None:
+    queued = children.JobRef("gan", "ns", "uid-1", queue="team-a")
+    plan = reconcile(queued, spec(), GANTrainingJobStatus(), 1, Observed([], set(), NOW), SETTINGS)
+    pods = [m for m in plan.create if m["kind"] == "Pod"]
+    assert len(pods) == 2
+    for created in pods:
+        assert created["metadata"]["labels"][naming.KUEUE_QUEUE_LABEL] == "team-a"
+        assert created["metadata"]["labels"][naming.KUEUE_POD_GROUP_LABEL] == "gan-g0"
+        assert created["metadata"]["annotations"][naming.KUEUE_POD_GROUP_COUNT_ANNOTATION] == "2"
+    plain, _ = run(GANTrainingJobStatus(), [])
+    assert not any(naming.KUEUE_QUEUE_LABEL in m["metadata"]["labels"] for m in plain.create if m["kind"] == "Pod")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -81,3 +83,46 @@ def test_an_unreachable_apiserver_costs_the_caller_nothing(tmp_path: Path) -> No
         assert reporter.last_error is not None and "cannot reach the apiserver" in reporter.last_error
     finally:
         reporter.close()
+
+
+class CountingApiserver:
+    """A local HTTP endpoint that accepts every PATCH and remembers the steps it was sent."""
+
+    def __init__(self) -> None:
+        steps = self.steps = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PATCH(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                steps.append(body["status"]["progress"]["step"])
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_progress_is_sent_at_most_once_per_interval_but_terminal_reports_at_once(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    apiserver = CountingApiserver()
+    reporter = JobStatusReporter(apiserver.url, "team-a", "fashion", token, None, min_interval=60)
+    try:
+        for step in range(50):
+            reporter(ProgressEvent(step / 100, step, 1.0, 1.0))
+        time.sleep(0.5)
+        assert len(apiserver.steps) == 1, "within the interval one report goes, the others wait and coalesce"
+        reporter(ProgressEvent(0.5, 50, 1.0, 1.0, state="preempted"))
+        assert apiserver.steps[1:] == [50], "the terminal report replaces the waiting ones and goes at once"
+        reporter(ProgressEvent(0.6, 60, 1.0, 1.0))
+        assert reporter.flush(5) and apiserver.steps[1:] == [50, 60], "a flush does not wait for the interval"
+        assert reporter.sent + reporter.coalesced == 52
+    finally:
+        reporter.close()
+        apiserver.server.shutdown()
