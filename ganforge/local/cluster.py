@@ -163,6 +163,25 @@ class LocalCluster:
                     node.process = self._agent_process(name, node.config_path)
                     node.process.start()
 
+    def lose_node(self, name: str) -> None:
+        """What a machine that dies does: agent and containers gone at once, no eviction, and the
+        Node object left behind to go NotReady, as a cloud leaves it until someone deletes it."""
+        with self._lock:
+            node = self.agents[name]
+            node.reclaiming = True
+            node.process.stop(grace_seconds=0)
+        kill_marked(self.plane.cluster_id, also={"GANFORGE_NODE": name})
+        remove_node_sandboxes(node.state_dir)
+        log.info("node %s lost (its Node object stays)", name)
+
+    def rejoin_node(self, name: str) -> None:
+        """A lost node's machine comes back: a fresh agent registers under the same name."""
+        with self._lock:
+            node = self.agents[name]
+            node.reclaiming = False
+            node.process = self._agent_process(name, node.config_path)
+            node.process.start()
+
     def _supervise(self) -> None:
         while not self._stop.wait(1.0):
             with self._lock:

@@ -9,6 +9,7 @@ tests/e2e/test_operator.py's."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiClient
 
-from ganforge.local.install import kubectl
+from ganforge.local.install import InstallError, kubectl
 from ganforge.operator import naming
 from tests.e2e.cluster import apply, kill_container, status_of
 from tests.helpers import eventually, fast_job
@@ -96,6 +97,20 @@ def test_a_suspended_job_stops_its_gang_and_resumes_from_its_checkpoint(
         return status_of(local_api, namespace, "gantrainingjobs", name)
 
     eventually(lambda: (status().get("checkpoint") or {}).get("kimg"), 300, "a first checkpoint")
+
+    # An edit of what the trainer reads is accepted, and the status says it waits for the next
+    # gang; an edit of the trajectory is refused at apply, naming the field.
+    kubectl(operator, "-n", namespace, "patch", "gtj", name, "--type=merge", "-p",
+            '{"spec": {"checkpoint": {"intervalKimg": 0.64}, "evaluation": {"metrics": []}}}')
+    generation = int(kubectl(operator, "-n", namespace, "get", "gtj", name, "-o", "jsonpath={.metadata.generation}"))
+    waiting = eventually(lambda: (s := status()).get("observedGeneration") == generation
+                         and _condition(s, "SpecApplied").get("reason") == "AtNextGang" and s, 60,
+                         "SpecApplied to say the edit waits for the next gang")
+    assert waiting["phase"] == "Running", waiting
+    with pytest.raises(InstallError, match="batchSize"):
+        kubectl(operator, "-n", namespace, "patch", "gtj", name, "--type=merge", "-p",
+                '{"spec": {"training": {"batchSize": 32}}}')
+
     kubectl(operator, "-n", namespace, "patch", "gtj", name, "--type=merge", "-p", '{"spec": {"suspend": true}}')
     eventually(lambda: status().get("phase") == "Suspended", 60, "Suspended")
 
@@ -111,3 +126,47 @@ def test_a_suspended_job_stops_its_gang_and_resumes_from_its_checkpoint(
     # Resumed, not restarted from zero, and counted neither as a failure nor as a preemption.
     assert done["progress"]["resumedFromKimg"] >= suspended_at["checkpoint"]["kimg"] > 0, done["progress"]
     assert (done["failures"], done["preemptions"]) == (0, 0) and done["gang"] == 1
+    # The gang after the resume started from the edited spec.
+    assert _condition(done, "SpecApplied")["reason"] == "GangUpToDate", done["conditions"]
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+@pytest.mark.timeout(600)
+def test_a_job_whose_pods_are_on_a_lost_node_is_still_deleted(
+        operator: Path, local_cluster: Any, local_core: client.CoreV1Api, local_namespace: str,
+        tmp_path: Path) -> None:
+    """The node dies with the gang on it and its Node object stays NotReady: kubelet will never
+    confirm the pods stopped. The finalizer waits out the fencing bound (lostPodTimeoutSeconds,
+    60 s: the node not Ready and the pod Terminating that long), then force-deletes them."""
+    namespace, name, node = local_namespace, "stranded", "spot-1"
+    apply(operator, namespace, fast_job(name, training={"totalKimg": 50}, resources={"spot": True}), tmp_path)
+
+    def gang_running() -> bool:
+        pods = local_core.list_namespaced_pod(namespace, label_selector=naming.job_selector(name)).items
+        return len(pods) == 2 and all(p.status.phase == "Running" and p.spec.node_name == node for p in pods)
+
+    def node_ready() -> bool:
+        conditions = local_core.read_node(node).status.conditions or []
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    eventually(gang_running, 240, f"the gang running on {node}")
+    local_cluster.lose_node(node)
+    try:
+        eventually(lambda: not node_ready(), 90, f"{node} NotReady")
+        deleted = time.monotonic()
+        kubectl(operator, "-n", namespace, "delete", "gtj", name, "--wait=false")
+
+        def job_gone() -> bool:
+            return name not in kubectl(operator, "-n", namespace, "get", "gtj", "-o", "name")
+
+        eventually(job_gone, 240, "the job's deletion to complete")
+        took = time.monotonic() - deleted
+        print(f"\njob with its gang on a lost node deleted in {took:.1f} s")
+        assert took >= 55, "pods on a node that may still be running were force-deleted before the fencing bound"
+        assert not local_core.list_namespaced_pod(namespace, label_selector=naming.job_selector(name)).items
+    finally:
+        local_cluster.rejoin_node(node)
+        eventually(node_ready, 120, f"{node} Ready again")
