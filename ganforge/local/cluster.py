@@ -146,22 +146,12 @@ class LocalCluster:
             drain_seconds = grace_seconds + 5
             if not wait_until_drained(core, name, timeout=drain_seconds):
                 log.warning("node %s not drained within %ss; reclaiming it anyway", name, drain_seconds)
-            with self._lock:
-                node = self.agents[name]
-                node.reclaiming = True
-                node.process.stop(grace_seconds=0)
-            kill_marked(self.plane.cluster_id, also={"GANFORGE_NODE": name})
-            remove_node_sandboxes(node.state_dir)
+            self.lose_node(name)
             delete_node(core, name)
             log.info("node %s reclaimed; a replacement joins", name)
         finally:
             api.close()
-            with self._lock:
-                node = self.agents[name]
-                if node.reclaiming:
-                    node.reclaiming = False
-                    node.process = self._agent_process(name, node.config_path)
-                    node.process.start()
+            self.rejoin_node(name)
 
     def lose_node(self, name: str) -> None:
         """What a machine that dies does: agent and containers gone at once, no eviction, and the
@@ -172,15 +162,17 @@ class LocalCluster:
             node.process.stop(grace_seconds=0)
         kill_marked(self.plane.cluster_id, also={"GANFORGE_NODE": name})
         remove_node_sandboxes(node.state_dir)
-        log.info("node %s lost (its Node object stays)", name)
+        log.info("node %s lost", name)
 
     def rejoin_node(self, name: str) -> None:
-        """A lost node's machine comes back: a fresh agent registers under the same name."""
+        """A lost node's machine comes back: a fresh agent registers under the same name (no-op
+        for a node that was not lost)."""
         with self._lock:
             node = self.agents[name]
-            node.reclaiming = False
-            node.process = self._agent_process(name, node.config_path)
-            node.process.start()
+            if node.reclaiming:
+                node.reclaiming = False
+                node.process = self._agent_process(name, node.config_path)
+                node.process.start()
 
     def _supervise(self) -> None:
         while not self._stop.wait(1.0):

@@ -134,6 +134,8 @@ class ControlPlane:
     # one-machine cluster, where "nodes" are agents that come and go in tests.
     node_monitor_grace_period: str = "20s"
     cluster_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # More kube-apiserver flags (a benchmark turns on its audit log to count a client's requests).
+    extra_apiserver_args: list[str] = field(default_factory=list)
     processes: list[ManagedProcess] = field(default_factory=list, init=False)
     apiserver_port: int = field(default=0, init=False)
 
@@ -315,6 +317,7 @@ class ControlPlane:
                 f"--cert-dir={pki}",
                 "--profiling=false",
                 "--v=1",
+                *self.extra_apiserver_args,
             ],
         )
 

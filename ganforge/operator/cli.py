@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kubernetes import client, config
 
     from ganforge.operator import handlers  # noqa: F401  (registers the handlers)
-    from ganforge.operator.kube import Kube
+    from ganforge.operator.kube import FAN_OUT_THREADS, Kube
     from ganforge.operator.metrics import OperatorMetrics
     from ganforge.operator.runtime import OperatorRuntime
     from ganforge.operator.settings import OperatorSettings
@@ -60,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    kube = Kube(client.ApiClient())
+    configuration = client.Configuration.get_default_copy()
+    # A connection for every request that may be in flight: each pass, and the writes it fans out.
+    configuration.connection_pool_maxsize = settings.reconcile_threads + FAN_OUT_THREADS
+    kube = Kube(client.ApiClient(configuration))
     if not args.standalone:
         kube.ensure_peering(args.peering, args.namespace)
     metrics = OperatorMetrics()

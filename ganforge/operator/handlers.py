@@ -7,7 +7,9 @@ import asyncio
 import copy
 import logging
 import random
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import kopf
@@ -20,6 +22,8 @@ from ganforge.operator.observe import not_ready_since
 from ganforge.operator.runtime import NodeTable, OperatorRuntime, Seen
 
 RESYNC_JITTER = 0.2
+DIFFBASE_KEY = "last-handled-configuration"
+KOPF_FIRST_WRITES_SECONDS = 5.0
 T = TypeVar("T")
 
 
@@ -28,7 +32,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # exactly ganforge's (no `status.kopf` to allow for).
     settings.persistence.finalizer = naming.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=naming.LABEL_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=naming.LABEL_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=naming.LABEL_PREFIX,
+                                                                            key=DIFFBASE_KEY)
     settings.posting.level = logging.WARNING  # Events are for users: only ganforge's own, plus problems
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
@@ -40,8 +45,12 @@ def _runtime(memo: Any) -> OperatorRuntime:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure(settings)
+    # Passes block on the apiserver in threads; asyncio's default pool (a few threads) would queue
+    # a burst of new jobs behind one another.
+    threads = _runtime(memo).settings.reconcile_threads
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="reconcile"))
 
 
 # -- what the watches know: kopf fills these before any handler or daemon runs ---------------------
@@ -54,6 +63,11 @@ async def pods_by_job(namespace: str, labels: dict[str, str], body: kopf.Body, *
 @kopf.index("", "v1", "nodes")
 async def node_readiness(name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {name: not_ready_since(body)}
+
+
+def _kopf_wrote(body: kopf.Body) -> bool:
+    return (naming.FINALIZER in (body.metadata.get("finalizers") or [])
+            and f"{naming.LABEL_PREFIX}/{DIFFBASE_KEY}" in body.metadata.annotations)
 
 
 def _seen_pods(index: kopf.Index[Any, Any], namespace: str, name: str) -> list[dict[str, Any]]:
@@ -72,6 +86,12 @@ async def supervise(name: str, namespace: str, body: kopf.Body, stopped: kopf.Da
     """One long-lived loop per job: reconcile, then sleep until the job or a pod of it changes or
     the resync interval passes. Returns once the job is finished and nothing of it is left running."""
     runtime = _runtime(memo)
+    # kopf makes its own first writes to a new job (the finalizer, then its diffbase annotation)
+    # just as this daemon starts; a status write decided before them would be refused (409) and
+    # the launch made twice. Wait for them, briefly.
+    deadline = time.monotonic() + KOPF_FIRST_WRITES_SECONDS
+    while not _kopf_wrote(body) and time.monotonic() < deadline and not stopped:
+        await asyncio.sleep(0.05)
 
     def seen() -> Seen:  # read in the event loop, which is the one writer of kopf's body and indexes
         pods = _seen_pods(pods_by_job, namespace, name)

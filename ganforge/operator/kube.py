@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client
@@ -27,6 +29,8 @@ log = logging.getLogger("ganforge.operator")
 # Test-only failpoint: exit abruptly after this many successful writes, to prove that an operator
 # killed mid-reconcile recovers without duplicates (tests/e2e/test_operator.py).
 CRASH_AFTER_WRITES_ENV = "GANFORGE_OPERATOR_CRASH_AFTER_WRITES"
+# Writes of one pass that go out at once (a launch creates about ten objects).
+FAN_OUT_THREADS = 16
 
 class Kube:
     def __init__(self, api: ApiClient) -> None:
@@ -64,6 +68,8 @@ class Kube:
             "Deployment": self.apps.delete_namespaced_deployment, "Service": core.delete_namespaced_service,
             "PersistentVolumeClaim": core.delete_namespaced_persistent_volume_claim}
         self._writes_left = int(os.environ.get(CRASH_AFTER_WRITES_ENV, "0") or 0)
+        self._writes_lock = threading.Lock()
+        self._fan_out = ThreadPoolExecutor(FAN_OUT_THREADS, thread_name_prefix="kube-write")
 
     def _custom_create(self, plural: str, namespace: str, body: dict[str, Any]) -> Any:
         return self.custom.create_namespaced_custom_object(API_GROUP, VERSION, namespace, plural, body)
@@ -155,11 +161,22 @@ class Kube:
                 if error.status != 409:
                     raise
     def _wrote(self) -> None:
-        if self._writes_left:
+        with self._writes_lock:
+            if not self._writes_left:
+                return
             self._writes_left -= 1
             if not self._writes_left:
                 log.error("failpoint %s reached: exiting abruptly", CRASH_AFTER_WRITES_ENV)
                 os._exit(137)
+
+    def _together(self, writes: list[Callable[[], Any]]) -> None:
+        """Run independent writes at once; the first error is raised once all have ended."""
+        if len(writes) <= 1:
+            for write in writes:
+                write()
+            return
+        for outcome in [self._fan_out.submit(write) for write in writes]:
+            outcome.result()
 
     def create(self, manifest: dict[str, Any]) -> bool:
         """True if created, False if it already existed."""
@@ -210,11 +227,13 @@ class Kube:
     def execute(self, namespace: str, name: str, resource_version: str, plan: Plan,
                 emit: Callable[[Event], None], plural: str = PLURAL) -> None:
         """Writes first, then the status transition, then deletions: a launch is recorded only
-        once its pods exist, and pods are deleted only once the reason is recorded."""
-        for manifest in plan.apply:  # the resolved config before the pods that mount it
-            self.apply(manifest)
-        for manifest in plan.create:
-            self.create(manifest)
+        once its pods exist, and pods are deleted only once the reason is recorded. The writes go
+        out together, pods last: a pod needs its ServiceAccount, and mounts its config and claims."""
+        pods = [manifest for manifest in plan.create if manifest["kind"] == "Pod"]
+        others = [manifest for manifest in plan.create if manifest["kind"] != "Pod"]
+        self._together([functools.partial(self.apply, manifest) for manifest in plan.apply]
+                       + [functools.partial(self.create, manifest) for manifest in others])
+        self._together([functools.partial(self.create, manifest) for manifest in pods])
         if plan.status is not None:
             self.patch_status(namespace, name, resource_version, plan.status, plural)
         for pod in plan.delete:

@@ -88,6 +88,27 @@ class Plan:
                     or self.events)
 
 
+# Status fields (wire names) that count what happened to pods: a gang restarted, a failure or a
+# disruption counted, an export pod (re)started.
+COUNTERS = {"gang": "gang", "failures": "failures", "preemptions": "preemptions", "exportAttempts": "export_attempts"}
+
+
+def rests_on_pods(plan: Plan, current: GANTrainingJobStatus) -> bool:
+    """Whether a plan decided on what the watches showed must be decided again on fresh reads:
+    it deletes something, counts something, or moves the job out of Pending/Running. A watch that
+    lags shows pods as they were, or not yet at all, and only these decisions read a meaning into
+    that. The rest (creating children, which is idempotent; recording conditions) may go ahead:
+    the status patch carries the resourceVersion it was decided on, so a decision on a stale job
+    object is refused with 409 and made again."""
+    if plan.delete or plan.delete_objects:
+        return True
+    status = plan.status or {}
+    if any(key in status and status[key] != getattr(current, field) for key, field in COUNTERS.items()):
+        return True
+    phase = status.get("phase")
+    return phase is not None and phase != current.phase and phase not in ("Pending", "Running")
+
+
 @dataclass(frozen=True)
 class Observed:
     pods: Sequence[Mapping[str, Any]]
@@ -317,6 +338,8 @@ def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
         status.phase = "Pending"
     message = f"gang {status.gang}: {spec.resources.workers} worker pod(s)"
     status.conditions = set_condition(status.conditions, "Created", True, "GangCreated", message, observed.now)
+    status.conditions = set_condition(status.conditions, "SpecApplied", True, "GangUpToDate",
+                                      f"gang {status.gang} starts from the current spec", observed.now)
     plan.events.append(Event("Normal", GANG_CREATED, f"created {message}"))
 
 
@@ -333,7 +356,7 @@ def _note_spec_applied(job: children.JobRef, spec: GANTrainingJobSpec, status: G
         return
     if stamps == {children.gang_fingerprint(job, spec, settings)}:
         status.conditions = set_condition(status.conditions, "SpecApplied", True, "GangUpToDate",
-                                          f"gang {status.gang} runs the current spec", now)
+                                          f"gang {status.gang} starts from the current spec", now)
     else:
         status.conditions = set_condition(
             status.conditions, "SpecApplied", False, "AtNextGang",

@@ -31,6 +31,7 @@ from ganforge.operator.reconcile import (
     Plan,
     invalid_spec,
     reconcile,
+    rests_on_pods,
     rfc3339,
     stop_pod,
     upsert_condition,
@@ -63,6 +64,9 @@ class OperatorRuntime:
     metrics: OperatorMetrics
     _wakeups: dict[tuple[str, str, str], asyncio.Event] = field(default_factory=dict)
     _rejected: dict[str, int] = field(default_factory=dict)  # consecutive rejections
+    # Job -> the resourceVersion its last status write replaced, and when: until the watch shows
+    # a newer one, the job it shows is known to be old.
+    _replaced: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     # -- wake-ups: child events cut the wait between passes short ------------------------------
     def wakeup_event(self, namespace: str, name: str, kind: str = JOB_KIND) -> asyncio.Event:
@@ -82,6 +86,7 @@ class OperatorRuntime:
     def forget(self, namespace: str, name: str, kind: str = JOB_KIND) -> None:
         self._wakeups.pop((kind, namespace, name), None)
         if kind == JOB_KIND:
+            self._replaced.pop(f"{namespace}/{name}", None)
             self.metrics.set_phase(namespace, name, None)
 
     # -- one pass ------------------------------------------------------------------------------
@@ -117,30 +122,40 @@ class OperatorRuntime:
             self.metrics.reconcile_seconds.observe(time.monotonic() - started)
 
     def _pass(self, namespace: str, name: str, seen: Seen) -> float | None:
-        # First decide on what the watches showed: a job with nothing to do costs no request. Any
-        # decision to act is made again on fresh reads, so no write rests on a lagging watch (a
-        # pod created a moment ago and not yet seen must not count as lost).
-        if seen.job["metadata"].get("deletionTimestamp"):
+        # First decide on what the watches showed: a job with nothing to do costs no request, and
+        # a launch costs only its writes. A decision that deletes, counts or ends (rests_on_pods) is
+        # made again on fresh reads, so none rests on a lagging watch (a pod created a moment ago
+        # and not yet seen must not count as lost).
+        body, key = seen.job, f"{namespace}/{name}"
+        if body["metadata"].get("deletionTimestamp"):
             return None
-        plan, _ = self._decide(seen.job, seen.pods, seen.nodes)
-        if plan.acts():
-            body = self.kube.get_job(namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
+        replaced_version, replaced_at = self._replaced.get(key, ("", 0.0))
+        lagging = replaced_version == body["metadata"]["resourceVersion"]
+        if lagging and time.monotonic() - replaced_at < self.settings.resync_seconds:
+            # The watch has not shown this pass's own last status write yet: what it shows is known
+            # to be old. The job's next event wakes the loop; a resync later, read it instead.
+            return self.settings.resync_seconds
+        plan, current = self._decide(body, seen.pods, seen.nodes)
+        if lagging or rests_on_pods(plan, current):
+            fresh = self.kube.get_job(namespace, name)
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
                 return None
-            pods = self.kube.job_pods(namespace, name)
-            plan, before = self._decide(body, pods, self._confirm_nodes(seen.nodes, pods))
+            body, pods = fresh, self.kube.job_pods(namespace, name)
+            plan, current = self._decide(body, pods, self._confirm_nodes(seen.nodes, pods))
+        self._replaced.pop(key, None)
+        if plan.acts():
             self._execute(body, plan, JOB_PLURAL)
             if plan.status is not None:
-                log.info("%s/%s: %s (gang %s)", namespace, name, plan.status.get("phase") or before,
+                self._replaced[key] = (body["metadata"]["resourceVersion"], time.monotonic())
+                log.info("%s/%s: %s (gang %s)", namespace, name, plan.status.get("phase") or current.phase,
                          plan.status.get("gang"))
-        else:
-            before = seen.job.get("status", {}).get("phase")
         self.metrics.observe_plan(plan)
-        self.metrics.set_phase(namespace, name, (plan.status or {}).get("phase") or before)
+        self.metrics.set_phase(namespace, name, (plan.status or {}).get("phase") or current.phase)
         return plan.requeue_after
 
-    def _decide(self, body: dict[str, Any], pods: list[dict[str, Any]], nodes: NodeTable) -> tuple[Plan, str | None]:
-        """The plan for one job as observed, and the phase it had."""
+    def _decide(self, body: dict[str, Any], pods: list[dict[str, Any]],
+                nodes: NodeTable) -> tuple[Plan, GANTrainingJobStatus]:
+        """The plan for one job as observed, and the status it had."""
         metadata = body["metadata"]
         job = JobRef(metadata["name"], metadata["namespace"], metadata["uid"],
                      queue=(metadata.get("labels") or {}).get(naming.KUEUE_QUEUE_LABEL))
@@ -151,13 +166,12 @@ class OperatorRuntime:
         except ValidationError as error:
             problems = "; ".join(f"spec.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
                                  for item in error.errors())
-            return invalid_spec(current, problems, now), current.phase
+            return invalid_spec(current, problems, now), current
         service = (self.kube.get_inference_service(job.namespace, spec.rollout.service)
                    if current.phase == "RollingOut" and spec.rollout is not None else None)
         observed = Observed(pods, set(nodes), now, service,
                             {node: since for node, since in nodes.items() if since is not None})
-        return reconcile(job, spec, current, int(metadata.get("generation") or 0), observed, self.settings), \
-            current.phase
+        return reconcile(job, spec, current, int(metadata.get("generation") or 0), observed, self.settings), current
 
     def _confirm_nodes(self, nodes: NodeTable, pods: list[dict[str, Any]]) -> NodeTable:
         """The node table completed for pods bound to a node the watch has not shown: read each

@@ -61,6 +61,10 @@ class OperatorSettings(BaseModel):
     )
     max_failure_backoff_seconds: float = Field(300.0, ge=0, description="Cap of that delay.")
     resync_seconds: float = Field(5.0, gt=0, description="Reconcile at least this often without events.")
+    reconcile_threads: int = Field(
+        32, ge=1, le=256, description="Passes that may wait on the apiserver at once (threads, and the client's "
+        "connections); a burst of new jobs is launched this many at a time."
+    )
     trainer_cache_claim: str | None = Field(
         None,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from kubernetes.client import ApiClient
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
 from ganforge.api.training_job import PLURAL
 from ganforge.local.install import OPERATOR_NAMESPACE, kubectl
-from ganforge.operator import rollout_cli
+from ganforge.operator import naming, rollout_cli
 from tests.e2e.cluster import apply, status_of
 from tests.helpers import eventually, fast_job
 
@@ -82,3 +83,17 @@ def test_jobs_roll_out_through_their_service_and_a_person_decides_what_the_gates
     service = status_of(local_api, namespace, SERVICE_PLURAL, "blobs")
     assert service["stableRevision"] == second["artifact"]["revision"]
     assert service["rollout"]["phase"] == "RolledBack"
+
+    # Deleting the finished jobs (a GitOps prune, say) takes neither their checkpoints nor the model
+    # the service serves: the stable revision stays Ready after the job that made it is gone.
+    for name in ("first", "second", "third"):
+        kubectl(operator, "-n", namespace, "delete", "gtj", name, "--wait=true", timeout=180)
+        kept = local_core.read_namespaced_persistent_volume_claim(naming.checkpoint_claim(name), namespace)
+        assert kept.metadata.deletion_timestamp is None, name
+    time.sleep(10)  # the service was woken by each deletion; give its passes time to act on it
+    service = status_of(local_api, namespace, SERVICE_PLURAL, "blobs")
+    stable = second["artifact"]["revision"]
+    assert service["stableRevision"] == stable, service
+    assert next(r for r in service["revisions"] if r["name"] == stable)["state"] == "Ready", service["revisions"]
+    repository = second["artifact"]["uri"].removeprefix("pvc://").split("/")[0]
+    assert local_core.read_namespaced_persistent_volume_claim(repository, namespace).metadata.deletion_timestamp is None

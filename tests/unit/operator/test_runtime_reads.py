@@ -109,3 +109,29 @@ def test_node_readiness_is_read_from_the_node_object() -> None:
     assert not_ready_since(lost) == datetime(2026, 1, 1, 10, tzinfo=UTC)
     silent = {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {}}
     assert not_ready_since(silent) == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_a_launch_costs_only_its_writes() -> None:
+    # Creating children is idempotent and the status patch carries the resourceVersion it was
+    # decided on: no fresh read is needed to start a gang.
+    body = job_body({})
+    kube = RecordingKube(body, [], {})
+    runtime(kube).reconcile_once(JOB.namespace, JOB.name, Seen(body, [], {}))
+    [plan] = kube.plans
+    assert kube.calls == ["execute"] and sum(m["kind"] == "Pod" for m in plan.create) == 2
+
+
+def test_a_job_the_watch_shows_from_before_the_last_status_write_is_not_decided_on_again() -> None:
+    body = job_body({})
+    kube = RecordingKube(body, [], {})
+    supervisor = runtime(kube)
+    supervisor.reconcile_once(JOB.namespace, JOB.name, Seen(body, [], {}))
+    # The pod events wake the loop before the job's own event: the same, now old, resourceVersion.
+    supervisor.reconcile_once(JOB.namespace, JOB.name, Seen(body, [], {}))
+    assert kube.calls == ["execute"], "the gang was launched twice from a job the watch had not updated"
+    # Once the watch shows the write (a newer resourceVersion), passes decide on it again.
+    newer = {**body, "metadata": {**body["metadata"], "resourceVersion": "8"},
+             "status": {**body["status"], **(kube.plans[0].status or {})}}
+    pods = [{**p, "status": {"phase": "Pending"}} for p in kube.plans[0].create if p["kind"] == "Pod"]
+    supervisor.reconcile_once(JOB.namespace, JOB.name, Seen(newer, pods, {}))
+    assert "get job" not in kube.calls
