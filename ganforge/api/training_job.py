@@ -210,7 +210,8 @@ class ResourcesSpec(ApiModel):
     workers: int = Field(1, ge=1, le=1024, description="Number of trainer pods (ranks).")
     gpus_per_worker: int = Field(1, ge=0, le=16, description="GPUs per pod; 0 trains on CPU.")
     cpu: str = Field("4", description="CPU request per worker (Kubernetes quantity).")
-    memory: str = Field("16Gi", description="Memory request per worker (Kubernetes quantity).")
+    memory: str = Field("16Gi", description="Memory request and limit per worker (Kubernetes quantity); a worker "
+                        "over it is OOM-killed, a failure.")
     spot: bool = Field(True, description="Schedule on spot/preemptible nodes.")
 
     @field_validator("cpu", "memory")

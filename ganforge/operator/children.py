@@ -166,11 +166,13 @@ def _placement(spec: GANTrainingJobSpec, settings: OperatorSettings) -> dict[str
 
 def _resources(spec: GANTrainingJobSpec) -> dict[str, Any]:
     requests: dict[str, str] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
-    limits: dict[str, str] = {}
+    # Memory is a limit too: a worker that outgrows it is OOM-killed, a failure counted against
+    # backoffLimit, instead of pressing its node until the kubelet evicts whatever it picks.
+    limits: dict[str, str] = {"memory": spec.resources.memory}
     if spec.resources.gpus_per_worker:
         # Extended resources are whole devices: Kubernetes requires request == limit.
         requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(spec.resources.gpus_per_worker)
-    return {"requests": requests, "limits": limits} if limits else {"requests": requests}
+    return {"requests": requests, "limits": limits}
 
 
 def _environment(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings, gang: int,

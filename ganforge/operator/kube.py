@@ -227,13 +227,20 @@ class Kube:
     def execute(self, namespace: str, name: str, resource_version: str, plan: Plan,
                 emit: Callable[[Event], None], plural: str = PLURAL) -> None:
         """Writes first, then the status transition, then deletions: a launch is recorded only
-        once its pods exist, and pods are deleted only once the reason is recorded. The writes go
-        out together, pods last: a pod needs its ServiceAccount, and mounts its config and claims."""
-        pods = [manifest for manifest in plan.create if manifest["kind"] == "Pod"]
-        others = [manifest for manifest in plan.create if manifest["kind"] != "Pod"]
+        once its pods exist, and pods are deleted only once the reason is recorded. Independent
+        writes go out together; then, one at a time, RoleBindings (the apiserver checks the binder
+        holds its Role's rights, so the Role must exist) and pods (a pod needs its ServiceAccount,
+        config and claims; one at a time, so an operator killed mid-launch leaves a prefix of the
+        gang, which the next pass completes)."""
+        def last(manifest: dict[str, Any]) -> bool:
+            return manifest["kind"] in ("RoleBinding", "Pod")
+
         self._together([functools.partial(self.apply, manifest) for manifest in plan.apply]
-                       + [functools.partial(self.create, manifest) for manifest in others])
-        self._together([functools.partial(self.create, manifest) for manifest in pods])
+                       + [functools.partial(self.create, manifest) for manifest in plan.create if not last(manifest)])
+        for kind in ("RoleBinding", "Pod"):
+            for manifest in plan.create:
+                if manifest["kind"] == kind:
+                    self.create(manifest)
         if plan.status is not None:
             self.patch_status(namespace, name, resource_version, plan.status, plural)
         for pod in plan.delete:

@@ -1,11 +1,11 @@
 """Failures of the workload count; the infrastructure's disruptions do not (docs/operator.md,
 "Failure semantics"), on `ganforge local` with real trainer gangs.
 
-A rank SIGKILLed on a node that is still there (what an OOM kill or a segfault looks like from
-outside; the local runtime has no memory cgroup to produce a real `OOMKilled`, whose row the unit
-table covers) is a failure: its peer then exits 7 or is stopped, and the pair counts once. After
-`backoffLimit` such failures the job fails. The spot reclaim, counted once as a preemption, is
-tests/e2e/test_operator.py's."""
+A rank SIGKILLed on a node that is still there (a segfault or a kill by someone) is a failure: its
+peer then exits 7 or is stopped, and the pair counts once. After `backoffLimit` such failures the
+job fails. So does a worker the kernel OOM-kills for going over its memory limit (the local
+runtime enforces limits with memory cgroups and reports `OOMKilled`, as kubelet does). The spot
+reclaim, counted once as a preemption, is tests/e2e/test_operator.py's."""
 
 from __future__ import annotations
 
@@ -68,6 +68,22 @@ def test_a_rank_killed_on_a_live_node_counts_once_with_its_peer_and_fails_the_jo
     kubectl(operator, "-n", namespace, "delete", "gtj", JOB, "--wait=true", timeout=180)
     kept = local_core.read_namespaced_persistent_volume_claim(claim, namespace)
     assert kept.metadata.deletion_timestamp is None and not kept.metadata.owner_references
+
+
+@pytest.mark.timeout(600)
+def test_workers_over_their_memory_limit_are_oom_killed_and_count_against_backoff_limit(
+        operator: Path, local_api: ApiClient, local_namespace: str, tmp_path: Path) -> None:
+    namespace, name = local_namespace, "outgrows"
+    # Importing torch alone takes more than this: every worker is OOM-killed as it starts.
+    apply(operator, namespace, fast_job(name, resources={"memory": "256Mi"}, backoffLimit=1), tmp_path)
+    status = eventually(lambda: (s := status_of(local_api, namespace, "gantrainingjobs", name))
+                        .get("phase") == "Failed" and s, 300, "the job to fail")
+    # Two gangs, each a pair of OOM kills counted once; never taken for a disruption.
+    assert (status["failures"], status["preemptions"]) == (2, 0), status
+    assert status["lastFailure"]["reason"] == "OOMKilled" and status["lastFailure"]["exitCode"] == 137
+    failed = _condition(status, "Failed")
+    assert failed["reason"] == "OOMKilled" and "backoffLimit 1 exceeded" in failed["message"], failed
+    kubectl(operator, "-n", namespace, "delete", "gtj", name, "--wait=true", timeout=180)
 
 
 @pytest.mark.timeout(600)

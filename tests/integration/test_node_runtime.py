@@ -619,3 +619,19 @@ def test_the_runtime_enforces_the_restricted_security_context(local_core: client
     waiting = eventually(waiting_reason, timeout=60, what="CreateContainerConfigError")
     assert "runAsNonRoot and image will run as root" in waiting.message
     assert read_pod(core, ns, "no-user").status.phase == "Pending"
+
+
+def test_a_container_over_its_memory_limit_is_oom_killed(local_core: client.CoreV1Api, local_namespace: str) -> None:
+    """The runtime runs each container in a memory cgroup limited to resources.limits.memory; the
+    kernel's kill is reported as kubelet reports it: OOMKilled, exit code 137."""
+    core, ns = local_core, local_namespace
+    grows = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 2**20))"
+    core.create_namespaced_pod(ns, python_pod("grows", grows, container={
+        "resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "64Mi"}}}))
+    core.create_namespaced_pod(ns, python_pod("fits", "x = bytearray(32 * 2**20)", container={
+        "resources": {"limits": {"memory": "256Mi"}}}))
+    pod = eventually(phase_is(core, ns, "grows", "Failed"), timeout=60, what="the growing pod to fail")
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.reason, terminated.exit_code) == ("OOMKilled", 137)
+    pod = eventually(phase_is(core, ns, "fits", "Succeeded"), timeout=60, what="the pod within its limit to succeed")
+    assert pod.status.container_statuses[0].state.terminated.reason == "Completed"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ganforge.local.node import memory
 from ganforge.local.node.shim import ContainerSpec, now_rfc3339
 from ganforge.local.state_files import read_json, write_json_atomic
 
@@ -71,14 +72,28 @@ class Attempt:
         period over, node reclaimed): report it as kubelet does, exit code 137.
         """
         record = self.exit_record()
-        if record is not None:
-            return record
-        if self.launched() is not None and not self.shim_alive():
+        if record is None and self.launched() is not None and not self.shim_alive():
             record = {"exitCode": 137, "signal": 9, "reason": "Error", "message": "killed",
                       "finishedAt": now_rfc3339()}
             write_json_atomic(self.directory / "exit.json", record)
+        if record is not None:
+            record = self._settle_memory_cgroup(record)
+        return record
+
+    def _settle_memory_cgroup(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Once the attempt ended: a kill by the kernel for going over the memory limit makes its
+        reason OOMKilled; then the attempt's group goes."""
+        cgroup = memory.existing(self.directory)
+        if cgroup is None:
             return record
-        return None
+        if record["exitCode"] != 0 and record.get("reason") == "Error" and cgroup.oom_kills():
+            record = {**record, "reason": "OOMKilled"}
+            write_json_atomic(self.directory / "exit.json", record)
+        try:
+            cgroup.remove(timeout=0)
+        except OSError:
+            pass  # a process of it still exiting: the next look removes it
+        return record
 
     def launch(self, spec: ContainerSpec, netns: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -86,6 +101,15 @@ class Attempt:
         # `ip netns exec` adds a private mount namespace and execs in place, so the pid recorded
         # below is the shim's. The shim makes its own UTS namespace.
         argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "ganforge.local.node.shim", str(self.directory)]
+        if spec.memory_limit_bytes is not None:
+            try:
+                cgroup = memory.create(self.directory, spec.memory_limit_bytes)
+            except OSError as error:
+                (self.directory / "memory-not-enforced").write_text(f"{error}\n")
+            else:
+                # The shell moves itself into the group, then becomes the shim: nothing of the
+                # container is ever outside it.
+                argv = ["sh", "-c", f'echo $$ > "{cgroup.procs}" && exec "$@"', "sh", *argv]
         with open(self.directory / "shim.log", "ab") as shim_log:
             # Detached (own session, no parent-death signal): containers survive an agent restart.
             process = subprocess.Popen(

@@ -28,6 +28,7 @@ from ganforge.local.node.environment import (
     pod_host_domain,
     pod_hostname,
 )
+from ganforge.local.node.memory import memory_limit
 from ganforge.local.node.network import AddressAllocator, PodNetwork, setup_pod_network, teardown_pod_network
 from ganforge.local.node.pod_status import (
     TERMINAL_PHASES,
@@ -257,6 +258,7 @@ class PodWorker:
             termination_message_file=str(message_file),
             termination_message_policy=container.get("terminationMessagePolicy") or termination.POLICY_FILE,
             security=process_security.to_json(),
+            memory_limit_bytes=memory_limit(container),
         )
         attempt.launch(spec, self.network.netns, dict(self.services.base_env))
         log.info("pod %s: started container %s (attempt %d)", self.name, name, number)

@@ -51,6 +51,9 @@ class ContainerSpec:
     termination_message_policy: str = POLICY_FILE
     security: dict[str, Any] = field(default_factory=dict)
     """ProcessSecurity fields: what the runtime enforces of the container's securityContext."""
+    memory_limit_bytes: int | None = None
+    """resources.limits.memory: the agent starts the shim, and so the container, in a memory
+    cgroup with this limit (`ganforge/local/node/memory.py`)."""
 
     def write(self, directory: Path) -> None:
         write_json_atomic(directory / "spec.json", asdict(self))

@@ -97,6 +97,12 @@ def test_gpu_requests_equal_limits() -> None:
     assert resources["requests"]["nvidia.com/gpu"] == "2" == resources["limits"]["nvidia.com/gpu"]
 
 
+def test_a_workers_memory_request_is_its_limit() -> None:
+    plan, _ = run(GANTrainingJobStatus(), [], spec(memory="3Gi"))
+    container = next(m for m in plan.create if m["kind"] == "Pod")["spec"]["containers"][0]
+    assert container["resources"]["requests"]["memory"] == "3Gi" == container["resources"]["limits"]["memory"]
+
+
 def test_half_created_gang_is_completed_without_duplicates() -> None:
     plan, _ = run(GANTrainingJobStatus(), [pod(0, 0, phase="Pending")])
     assert [m["metadata"]["name"] for m in plan.create if m["kind"] == "Pod"] == ["gan-g0-w1"]
