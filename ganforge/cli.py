@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module = importlib.import_module(SUBCOMMANDS[command][0])
     result: int = module.main(rest)
+    # A command whose process must end without interpreter teardown (`ganforge train`) says so.
+    finish = getattr(module, "finish_process", None)
+    if finish is not None:
+        finish(result)
     return result
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ganforge.api import trainer_env
 from ganforge.api.exit_codes import EXIT_CODE_TABLE, ExitCode
@@ -89,5 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERNAL_ERROR)
 
 
+def finish_process(code: int) -> NoReturn:
+    """End a `ganforge train` process with `code` at once, skipping interpreter teardown: threads
+    torch started (distributed backends, data loading) can abort it there ("terminate called
+    without an active exception", SIGABRT), and the operator would then read a crash instead of
+    this exit code. Checkpoints and status reports are written and flushed before main returns."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    finish_process(main())
