@@ -214,7 +214,7 @@ def reconcile(job: children.JobRef, spec: GANTrainingJobSpec, current: GANTraini
             _launch(plan, job, spec, status, workers, settings, stale_left, generation)
         else:
             _supervise(plan, job, spec, status, workers)
-            _note_spec_applied(job, spec, status, workers, settings, observed.now)
+            _note_spec_applied(job, spec, status, workers, settings, generation, observed.now)
     if status != current:
         plan.status = status_patch(status)
     if plan.requeue_after is None and status.phase not in TERMINAL_PHASES:
@@ -344,12 +344,12 @@ def _launch(plan: Plan, job: children.JobRef, spec: GANTrainingJobSpec, status: 
 
 
 def _note_spec_applied(job: children.JobRef, spec: GANTrainingJobSpec, status: GANTrainingJobStatus,
-                       observed: Observed, settings: OperatorSettings, now: datetime) -> None:
+                       observed: Observed, settings: OperatorSettings, generation: int, now: datetime) -> None:
     """observedGeneration says the operator acted on the spec; this condition says whether the
     running gang did. A gang keeps the trainer configuration and pod template it started with
     (each pod carries their fingerprint); an edit of them reaches the trainer with the next gang."""
-    if status.phase not in ("Pending", "Running"):
-        return
+    if status.phase not in ("Pending", "Running") or generation == status.launched_generation:
+        return  # the launch recorded GangUpToDate for this generation; no fingerprint on idle passes
     stamps = {pod["metadata"].get("annotations", {}).get(naming.CONFIG_HASH_ANNOTATION)
               for pod in observed.pods if _gang_of(pod) == status.gang} - {None}
     if not stamps:

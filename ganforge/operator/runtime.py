@@ -169,8 +169,7 @@ class OperatorRuntime:
             return invalid_spec(current, problems, now), current
         service = (self.kube.get_inference_service(job.namespace, spec.rollout.service)
                    if current.phase == "RollingOut" and spec.rollout is not None else None)
-        observed = Observed(pods, set(nodes), now, service,
-                            {node: since for node, since in nodes.items() if since is not None})
+        observed = _observed(pods, nodes, now, service)
         return reconcile(job, spec, current, int(metadata.get("generation") or 0), observed, self.settings), current
 
     def _confirm_nodes(self, nodes: NodeTable, pods: list[dict[str, Any]]) -> NodeTable:
@@ -237,8 +236,7 @@ class OperatorRuntime:
         many are still there, so a deleted job never leaves training processes behind."""
         pods = self.kube.job_pods(namespace, name)
         nodes = self._confirm_nodes(nodes, pods)
-        observed = Observed(pods, set(nodes), datetime.now(UTC),
-                            not_ready_since={node: since for node, since in nodes.items() if since is not None})
+        observed = _observed(pods, nodes, datetime.now(UTC))
         # As for an old gang: a pod on a lost node is forced, or the job's deletion would wait forever.
         for pod in pods:
             deletion = stop_pod(pod, observed, self.settings)
@@ -252,6 +250,12 @@ class OperatorRuntime:
         spec.checkpoint.uri is never the operator's to delete."""
         if not retain:
             self.kube.delete_object(namespace, "PersistentVolumeClaim", naming.checkpoint_claim(name))
+
+
+def _observed(pods: list[dict[str, Any]], nodes: NodeTable, now: datetime,
+              service: dict[str, Any] | None = None) -> Observed:
+    """What reconcile sees: the pods, which of their nodes exist, and which are not Ready since when."""
+    return Observed(pods, set(nodes), now, service, {node: since for node, since in nodes.items() if since is not None})
 
 
 def _rejected_status(body: dict[str, Any], plural: str, refused: rejections.Rejection) -> dict[str, Any]:

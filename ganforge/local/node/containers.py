@@ -90,7 +90,7 @@ class Attempt:
             record = {**record, "reason": "OOMKilled"}
             write_json_atomic(self.directory / "exit.json", record)
         try:
-            cgroup.remove(timeout=0)
+            cgroup.remove()
         except OSError:
             pass  # a process of it still exiting: the next look removes it
         return record

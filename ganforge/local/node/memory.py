@@ -9,13 +9,12 @@ the agent reads the kill counter once the attempt has ended, and removes the gro
 Both cgroup layouts are handled: v1 (a `memory` hierarchy: `memory.limit_in_bytes`, the kill
 counted in `memory.oom_control`) and v2 (a unified hierarchy with the memory controller:
 `memory.max`, counted in `memory.events`). Where neither is writable, the limit is not enforced and
-the shim says so in the container's log directory (`memory-not-enforced`).
+the agent says so in the attempt's directory (`memory-not-enforced`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,19 +45,12 @@ class MemoryCgroup:
                 return int(value)
         return 0
 
-    def remove(self, timeout: float = 5.0) -> None:
-        """Delete the group once its last process is gone (rmdir fails with EBUSY until then)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    def remove(self) -> None:
+        """Delete the group; OSError (EBUSY) while a process of it is still exiting."""
+        try:
+            self.path.rmdir()
+        except FileNotFoundError:
+            pass
 
 
 def memory_limit(container: Mapping[str, Any]) -> int | None:

@@ -43,8 +43,9 @@ def pod(gang: int, rank: int, phase: str = "Running", exit_code: int | None = No
 
 
 def run(status: GANTrainingJobStatus, pods: list[dict[str, Any]], job_spec: GANTrainingJobSpec | None = None,
-        nodes: tuple[str, ...] = ("spot-1", "ondemand-1"), now: datetime = NOW) -> tuple[Plan, GANTrainingJobStatus]:
-    plan = reconcile(JOB, job_spec or spec(), status, 1, Observed(pods, set(nodes), now), SETTINGS)
+        nodes: tuple[str, ...] = ("spot-1", "ondemand-1"), now: datetime = NOW,
+        generation: int = 1) -> tuple[Plan, GANTrainingJobStatus]:
+    plan = reconcile(JOB, job_spec or spec(), status, generation, Observed(pods, set(nodes), now), SETTINGS)
     merged = status.to_wire() | (plan.status or {})
     return plan, GANTrainingJobStatus.model_validate(merged)
 
@@ -434,17 +435,18 @@ def spec_applied(status: GANTrainingJobStatus) -> tuple[str, str]:
 def test_spec_applied_says_whether_the_running_gang_has_the_current_spec() -> None:
     first = spec(backoff_limit=2)
     pods = gang_pods(first)
-    _, status = run(launched(launched_generation=1), pods, first)
+    _, status = run(GANTrainingJobStatus(), [], first)  # the launch, at generation 1
+    _, status = run(status, pods, first)
     assert spec_applied(status) == ("True", "GangUpToDate")
     # The operator's own fields apply at once: the gang is still up to date.
-    _, status = run(status, pods, spec(backoff_limit=5, export=False))
+    _, status = run(status, pods, spec(backoff_limit=5, export=False), generation=2)
     assert spec_applied(status) == ("True", "GangUpToDate")
     # What the trainer reads (here its cadence and the pods' memory) waits for the next gang.
     edited = spec(memory="3Gi")
     edited.checkpoint.interval_kimg = 7
-    _, status = run(status, pods, edited)
+    _, status = run(status, pods, edited, generation=3)
     assert spec_applied(status) == ("False", "AtNextGang")
-    assert status.observed_generation == 1 and status.phase == "Running"
+    assert status.observed_generation == 3 and status.launched_generation == 1 and status.phase == "Running"
 
 
 def test_a_kueue_queue_label_makes_each_gang_one_pod_group() -> None:
