@@ -69,12 +69,15 @@ def parse_manifest(raw: bytes) -> dict[str, Any]:
 
 
 def read_verified(manifest: dict[str, Any], read: Callable[[str], bytes]) -> dict[str, bytes]:
-    """Every file the manifest lists, read with `read(file_name)` and checked for size and sha256."""
+    """Every file the manifest lists, read with `read(file_name)` and checked for size and sha256.
+
+    A missing file is corruption; any other read error (EIO, a stale NFS handle, a timeout) says
+    nothing about the checkpoint and propagates as OSError, for the caller to retry or report."""
     contents: dict[str, bytes] = {}
     for file_name, entry in manifest["files"].items():
         try:
             data = read(file_name)
-        except OSError as error:
+        except FileNotFoundError as error:
             raise CheckpointCorrupt(f"{file_name} missing ({error})") from None
         if len(data) != entry["bytes"]:
             raise CheckpointCorrupt(f"{file_name} has {len(data)} bytes, manifest says {entry['bytes']}")

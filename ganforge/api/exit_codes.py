@@ -36,6 +36,9 @@ class ExitCode(enum.IntEnum):
     # `ganforge export`: the checkpoint does not verify, the ONNX graph fails its checks or its
     # parity with PyTorch, or the model repository cannot be written. The checkpoint is untouched.
     EXPORT_ERROR = 9
+    # Checkpoints exist but none verifies: the run refuses to start over from zero on its own.
+    # Nothing is moved; delete them (or point spec.checkpoint.uri elsewhere) to start again.
+    NO_USABLE_CHECKPOINT = 10
     # SIGTERM/SIGINT: all ranks stopped at one step and an emergency checkpoint was written.
     PREEMPTED = 75
     # A second signal or the grace deadline cut the emergency checkpoint short; resume from the
@@ -64,6 +67,8 @@ EXIT_CODE_TABLE: dict[ExitCode, ExitCodeInfo] = {
         ExitCodeInfo(ExitCode.DISTRIBUTED_ERROR, True, True, "peer lost or collective timed out"),
         ExitCodeInfo(ExitCode.EVALUATION_ERROR, False, True, "evaluation could not run"),
         ExitCodeInfo(ExitCode.EXPORT_ERROR, False, True, "export failed; the checkpoint is kept"),
+        ExitCodeInfo(ExitCode.NO_USABLE_CHECKPOINT, False, True,
+                     "checkpoints exist but none verifies; the run does not start over on its own"),
         ExitCodeInfo(ExitCode.PREEMPTED, True, False, "preempted; emergency checkpoint written"),
         ExitCodeInfo(
             ExitCode.PREEMPTED_NO_CHECKPOINT, True, False, "preempted past the deadline; resume from last"

@@ -82,6 +82,8 @@ def load_generator(checkpoint: Path) -> CheckpointGenerator:
         files = read_verified(manifest, lambda name: (checkpoint / name).read_bytes())
     except CheckpointCorrupt as error:
         raise ExportError(f"checkpoint {checkpoint} does not verify: {error}") from None
+    except OSError as error:
+        raise ExportError(f"checkpoint {checkpoint}: reading it failed: {error}") from None
     spec = GANTrainingJobSpec.model_validate(json.loads(files[SPEC_FILE]))
     state = torch.load(io.BytesIO(files[STATE_FILE]), map_location="cpu", weights_only=True)
     missing = [key for key in ("numClasses", "resolution", "channels") if key not in manifest]
@@ -110,6 +112,8 @@ def _reference_files(checkpoint_root: Path) -> dict[str, bytes]:
         return read_verified(manifest, lambda name: (directory / name).read_bytes())
     except CheckpointCorrupt as error:
         raise ExportError(f"reference statistics {directory} do not verify: {error}") from None
+    except OSError as error:
+        raise ExportError(f"reference statistics {directory}: reading them failed: {error}") from None
 
 
 class _OnnxInterface(nn.Module):

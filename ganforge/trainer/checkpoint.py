@@ -4,11 +4,14 @@ The format (directory layout, manifest, verification) is ganforge.api.checkpoint
 checkpoint exists once its directory has its final name (local: a temp directory is fsynced and
 renamed) or once manifest.json exists (object stores, where the manifest is the commit point). On
 load, every file is checked against the manifest, so torn, truncated or bit-flipped checkpoints are
-skipped in favour of the newest one that verifies.
+skipped in favour of the newest one that verifies. A read that fails for another reason (EIO, a
+stale handle, a store timeout) is retried and never taken for corruption; and if checkpoints exist
+but none verifies, the run stops rather than silently start over from zero.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -37,11 +40,37 @@ from ganforge.api.checkpoint_format import (
     with_manifest,
 )
 from ganforge.trainer.config import resolve_uri
-from ganforge.trainer.errors import CheckpointStorageError
+from ganforge.trainer.errors import CheckpointStorageError, ConfigError, NoUsableCheckpointError
 
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
+# A checkpoint being replaced by one of the same name is renamed to this prefix first; if the
+# writer dies before the new one takes its name, the next prepare() renames it back.
+REPLACED_PREFIX = ".replaced-"
+READ_ATTEMPTS = 4
+READ_RETRY_SECONDS = 0.5  # doubled after each failed attempt: 0.5 + 1 + 2 s in all
+
+# fsspec protocols whose filesystem ships in an extra, and that extra's name.
+STORE_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+
+
+def with_retries(description: str, action: Callable[[], Any], attempts: int = READ_ATTEMPTS) -> Any:
+    """`action()`, retried with backoff on errors that may pass (not on a missing file)."""
+    delay = READ_RETRY_SECONDS
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            if attempt == attempts:
+                raise
+            log.warning("%s failed (attempt %d of %d), retrying in %.1fs: %s", description, attempt, attempts,
+                        delay, error)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 class Storage(Protocol):
@@ -114,11 +143,16 @@ class LocalStorage:
                     handle.flush()
                     os.fsync(handle.fileno())
             _fsync_dir(tmp)
+            replaced = None
             if target.exists():
-                # Same progress written again (e.g. preempted right after resuming): replace it.
-                shutil.rmtree(target)
+                # Same progress written again (a finished run restarted): the old one steps aside
+                # under a name prepare() restores, so there is no moment without a checkpoint.
+                replaced = self.root / f"{REPLACED_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+                os.rename(target, replaced)
             os.rename(tmp, target)
             _fsync_dir(self.root)
+            if replaced is not None:
+                shutil.rmtree(replaced, ignore_errors=True)
         except OSError as error:
             shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointStorageError(f"writing checkpoint {target} failed: {error.strerror or error}") from None
@@ -135,10 +169,18 @@ class LocalStorage:
         if not self.root.is_dir():
             return []
         removed = []
-        for path in self.root.iterdir():
+        for path in sorted(self.root.iterdir()):
             if path.name.startswith(TMP_PREFIX):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
                 removed.append(path.name)
+            elif path.name.startswith(REPLACED_PREFIX):
+                name = path.name.removeprefix(REPLACED_PREFIX).rsplit("-", 1)[0]
+                if (self.root / name).exists():
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path.name)
+                else:  # the writer died between the two renames: the old one is still the checkpoint
+                    os.rename(path, self.root / name)
+                    log.warning("restored checkpoint %s, whose replacement was never completed", name)
         return removed
 
 
@@ -168,7 +210,7 @@ class FsspecStorage:
 
     def list_names(self) -> list[str]:
         try:
-            entries = self.fs.ls(self.path, detail=False)
+            entries = with_retries(f"listing {self.url}", lambda: self.fs.ls(self.path, detail=False))
         except FileNotFoundError:
             return []
         names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
@@ -178,15 +220,22 @@ class FsspecStorage:
         return bool(self.fs.exists(self._p(name, MANIFEST)))
 
     def read(self, name: str, file: str) -> bytes:
-        data: bytes = self.fs.cat_file(self._p(name, file))
+        data: bytes = with_retries(f"reading {self.describe(name)}/{file}",
+                                   lambda: self.fs.cat_file(self._p(name, file)))
         return data
 
     def write_checkpoint(self, name: str, files: dict[str, bytes]) -> None:
         try:
-            if self.fs.exists(self._p(name)):
-                self.fs.rm(self._p(name), recursive=True)
+            if self.exists(name):
+                # An object store cannot swap a directory atomically. A checkpoint's name is its
+                # image count, and the state at a given count is fixed by the run's trajectory,
+                # so the complete one already there is kept rather than torn down and rewritten.
+                log.info("checkpoint %s already exists complete; kept", self.describe(name))
+                return
             for file_name in sorted(files, key=lambda n: n == MANIFEST):
-                self.fs.pipe(self._p(name, file_name), files[file_name])
+                path, data = self._p(name, file_name), files[file_name]
+                with_retries(f"writing {self.describe(name)}/{file_name}",
+                             functools.partial(self.fs.pipe, path, data))
         except Exception as error:
             raise CheckpointStorageError(f"writing checkpoint {self.describe(name)} failed: {error}") from None
 
@@ -215,8 +264,24 @@ def open_storage(uri: str, pvc_root: str) -> Storage:
     `pvc_root`) or any fsspec URL."""
     location = resolve_uri(uri, pvc_root)
     if "://" in location:
+        _require_filesystem(location)
         return FsspecStorage(location)
     return LocalStorage(location, uri)
+
+
+def _require_filesystem(url: str) -> None:
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as error:
+        extra = STORE_EXTRAS.get(protocol)
+        hint = f"install ganforge[{extra}]" if extra else "install the fsspec filesystem for it"
+        raise ConfigError(f"spec.checkpoint.uri {url}: no filesystem for {protocol}:// in this image ({hint}): "
+                          f"{error}") from None
+    except ValueError as error:
+        raise ConfigError(f"spec.checkpoint.uri {url}: unknown protocol {protocol}://: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -232,6 +297,19 @@ class CheckpointInfo:
     @property
     def kimg(self) -> float:
         return self.nimg / 1000.0
+
+
+def software_versions() -> dict[str, str | None]:
+    """What wrote a checkpoint, for its manifest: a resume or an export on other software can say so."""
+    import platform
+    from importlib import metadata
+
+    try:
+        ganforge_version: str | None = metadata.version("ganforge")
+    except metadata.PackageNotFoundError:
+        ganforge_version = None
+    return {"ganforge": ganforge_version, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version()}
 
 
 def to_host(obj: Any) -> Any:
@@ -271,8 +349,8 @@ def verify(storage: Storage, name: str) -> tuple[dict[str, Any], dict[str, bytes
     """(manifest, file contents) of a checkpoint whose every file matches its manifest."""
     try:
         raw_manifest = storage.read(name, MANIFEST)
-    except OSError as error:
-        raise CheckpointCorrupt(f"no readable manifest ({error})") from None
+    except FileNotFoundError as error:
+        raise CheckpointCorrupt(f"no manifest ({error})") from None
     manifest = parse_manifest(raw_manifest)
     return manifest, read_verified(manifest, lambda file_name: storage.read(name, file_name))
 
@@ -322,24 +400,36 @@ class CheckpointManager:
     def load_latest(self) -> tuple[dict[str, Any], CheckpointInfo] | None:
         """Newest checkpoint that verifies. Corrupt ones are skipped with a warning and renamed to
         corrupt-ckpt-...: kept for inspection, but out of the ordering so they neither shadow newer
-        progress nor count towards `keep_last`."""
-        skipped: list[str] = []
+        progress nor count towards `keep_last`. A read that keeps failing after retries raises
+        CheckpointStorageError and moves nothing; so does finding only corrupt checkpoints
+        (NoUsableCheckpointError): starting over would silently throw the run away."""
+        names = self.storage.list_names()
+        skipped: dict[str, str] = {}
         found: tuple[dict[str, Any], CheckpointInfo] | None = None
-        for name in reversed(self.storage.list_names()):
+        for name in reversed(names):
             try:
-                manifest, contents = verify(self.storage, name)
+                manifest, contents = with_retries(f"reading checkpoint {self.storage.describe(name)}",
+                                                  functools.partial(verify, self.storage, name))
                 state = decode_state(contents[STATE_FILE])
             except CheckpointCorrupt as error:
-                log.warning("skipping checkpoint %s: %s", self.storage.describe(name), error)
-                skipped.append(name)
-                continue
+                reason = str(error)
+            except OSError as error:
+                raise CheckpointStorageError(
+                    f"reading checkpoint {self.storage.describe(name)} failed {READ_ATTEMPTS} times: {error}; "
+                    "nothing was moved") from None
             except Exception as error:  # a payload that verifies but cannot be unpickled
-                log.warning("skipping checkpoint %s: cannot load state.pt: %s", self.storage.describe(name), error)
-                skipped.append(name)
-                continue
-            found = state, info_from_manifest(self.storage, name, manifest)
-            self.newest = found[1]
-            break
+                reason = f"cannot load state.pt: {error}"
+            else:
+                found = state, info_from_manifest(self.storage, name, manifest)
+                self.newest = found[1]
+                break
+            log.warning("skipping checkpoint %s: %s", self.storage.describe(name), reason)
+            skipped[name] = reason
+        if found is None and skipped:
+            listed = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+            raise NoUsableCheckpointError(
+                f"{len(skipped)} checkpoint(s) at {self.storage.describe()} and none verifies ({listed}); nothing "
+                "was moved; delete them or set a new spec.checkpoint.uri to start over")
         for name in skipped:
             try:
                 log.warning("moved corrupt checkpoint %s aside as %s", name, self.storage.quarantine(name))

@@ -25,6 +25,10 @@ class CheckpointStorageError(TrainerError):
     exit_code = ExitCode.CHECKPOINT_STORAGE_ERROR
 
 
+class NoUsableCheckpointError(TrainerError):
+    exit_code = ExitCode.NO_USABLE_CHECKPOINT
+
+
 class DistributedError(TrainerError):
     exit_code = ExitCode.DISTRIBUTED_ERROR
 
@@ -39,8 +43,8 @@ class Preempted(TrainerError):
 
 _BY_CODE: dict[int, type[TrainerError]] = {
     cls.exit_code: cls
-    for cls in (ConfigError, DataError, NonFiniteLossError, CheckpointStorageError, DistributedError,
-                EvaluationError, Preempted)
+    for cls in (ConfigError, DataError, NonFiniteLossError, CheckpointStorageError, NoUsableCheckpointError,
+                DistributedError, EvaluationError, Preempted)
 }
 
 

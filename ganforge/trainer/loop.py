@@ -27,7 +27,7 @@ from ganforge.api.exit_codes import ExitCode
 from ganforge.evaluation.images import save_image_grid, to_uint8
 from ganforge.models import build_models
 from ganforge.trainer import losses
-from ganforge.trainer.checkpoint import CheckpointInfo, CheckpointManager, open_storage, to_host
+from ganforge.trainer.checkpoint import CheckpointInfo, CheckpointManager, open_storage, software_versions, to_host
 from ganforge.trainer.config import TrainingOptions, write_options
 from ganforge.trainer.data import ImageDataset, load_dataset, to_float
 from ganforge.trainer.distributed import (
@@ -193,7 +193,8 @@ class _Run:
         self.num_classes = data.num_classes if spec.dataset.conditional else 0
         # Recorded in every checkpoint's manifest: what an export needs to rebuild G and label its artifact.
         self.model_facts = {"numClasses": self.num_classes, "resolution": data.resolution,
-                            "channels": data.channels, "datasetHash": data.content_hash()}
+                            "channels": data.channels, "datasetHash": data.content_hash(),
+                            "versions": software_versions()}
         # Same init on every rank without a broadcast: build under the job seed, then fork per rank.
         torch.manual_seed(spec.training.seed)
         g, d = build_models(spec.model, data.resolution, data.channels, self.num_classes)

@@ -3,6 +3,7 @@ never stopping."""
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -54,3 +55,7 @@ def test_sigterm_then_resume_is_bitwise_identical(tmp_path: Path, cache_dir: Pat
     for key in ("G_ema", "G", "D", "opt_g", "opt_d", "scaler_g", "scaler_d", "progress", "ranks"):
         assert_identical(a[key], b[key], key)
     assert a["progress"]["step"] == 120
+    # The manifest says what made the checkpoint: the data it saw and the software that wrote it.
+    manifest = json.loads((tmp_path / "resumed" / "checkpoints" / final / "manifest.json").read_text())
+    assert len(manifest["datasetHash"]) == 16
+    assert manifest["versions"]["torch"] == torch.__version__ and manifest["versions"]["ganforge"]

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import errno
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from ganforge.api.exit_codes import ExitCode
+from ganforge.trainer import checkpoint as checkpoint_module
 from ganforge.trainer.checkpoint import (
     MANIFEST,
+    REPLACED_PREFIX,
     CheckpointCorrupt,
     CheckpointManager,
     FsspecStorage,
@@ -18,7 +23,7 @@ from ganforge.trainer.checkpoint import (
     to_host,
     verify,
 )
-from ganforge.trainer.errors import CheckpointStorageError
+from ganforge.trainer.errors import CheckpointStorageError, ConfigError, NoUsableCheckpointError
 
 
 def _state(value: float) -> dict[str, object]:
@@ -152,3 +157,90 @@ def test_host_copy_is_detached_from_the_live_tensors() -> None:
     copy = to_host(live)
     live["w"].add_(5)
     assert torch.equal(copy["w"], torch.zeros(3))
+
+
+class _FlakyReads(LocalStorage):
+    """Local storage whose reads fail with EIO the first `failures` times (a transient NFS or disk error)."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+
+    def read(self, name: str, file: str) -> bytes:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        return super().read(name, file)
+
+
+def test_a_transient_read_error_is_retried_and_never_marks_a_checkpoint_corrupt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint_module, "READ_RETRY_SECONDS", 0.0)
+    manager = CheckpointManager(LocalStorage(tmp_path), keep_last=3)
+    _save(manager, 100, 1.0)
+    _save(manager, 200, 2.0)
+    loaded = CheckpointManager(_FlakyReads(tmp_path, failures=2), keep_last=3).load_latest()
+    assert loaded is not None and loaded[1].nimg == 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(100), checkpoint_name(200)]
+
+
+def test_a_read_error_that_persists_stops_the_run_and_moves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint_module, "READ_RETRY_SECONDS", 0.0)
+    manager = CheckpointManager(LocalStorage(tmp_path), keep_last=3)
+    _save(manager, 100, 1.0)
+    _save(manager, 200, 2.0)
+    with pytest.raises(CheckpointStorageError, match=f"reading checkpoint .*{checkpoint_name(200)} failed 4 times"):
+        CheckpointManager(_FlakyReads(tmp_path, failures=100), keep_last=3).load_latest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(100), checkpoint_name(200)]
+
+
+def test_checkpoints_that_all_fail_to_verify_stop_the_run_instead_of_starting_over(tmp_path: Path) -> None:
+    manager = CheckpointManager(LocalStorage(tmp_path), keep_last=3)
+    _save(manager, 100, 1.0)
+    _save(manager, 200, 2.0)
+    for nimg in (100, 200):
+        (tmp_path / checkpoint_name(nimg) / "state.pt").write_bytes(b"bit rot")
+    with pytest.raises(NoUsableCheckpointError) as error:
+        CheckpointManager(LocalStorage(tmp_path), keep_last=3).load_latest()
+    assert error.value.exit_code == ExitCode.NO_USABLE_CHECKPOINT
+    assert f"{checkpoint_name(200)}: state.pt has" in str(error.value) and "nothing was moved" in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(100), checkpoint_name(200)]
+    # An empty location is a fresh start, not an error.
+    assert CheckpointManager(LocalStorage(tmp_path / "empty"), keep_last=3).load_latest() is None
+
+
+def test_rewriting_a_checkpoint_of_the_same_name_never_leaves_none(tmp_path: Path) -> None:
+    manager = CheckpointManager(LocalStorage(tmp_path), keep_last=3)
+    _save(manager, 100, 1.0)
+    _save(manager, 100, 3.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(100)]
+    loaded = CheckpointManager(LocalStorage(tmp_path), keep_last=3).load_latest()
+    assert loaded is not None and torch.equal(loaded[0]["G"]["w"], torch.full((4, 4), 3.0))
+
+    # A writer killed between stepping the old one aside and renaming the new one in: the old one
+    # is still the checkpoint, and prepare() gives it its name back.
+    (tmp_path / checkpoint_name(100)).rename(tmp_path / f"{REPLACED_PREFIX}{checkpoint_name(100)}-deadbeef")
+    fresh = CheckpointManager(LocalStorage(tmp_path), keep_last=3)
+    fresh.prepare()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(100)]
+    loaded = fresh.load_latest()
+    assert loaded is not None and loaded[1].nimg == 100
+
+
+def test_an_object_store_keeps_a_complete_checkpoint_of_the_same_name() -> None:
+    storage = open_storage("memory://ganforge-test/same-name", pvc_root="/unused")
+    manager = CheckpointManager(storage, keep_last=3)
+    _save(manager, 100, 1.0)
+    _save(manager, 100, 1.0)
+    loaded = CheckpointManager(storage, keep_last=3).load_latest()
+    assert loaded is not None and loaded[1].nimg == 100
+
+
+@pytest.mark.parametrize(("uri", "extra"), [("s3://bucket/run", "s3"), ("gs://bucket/run", "gcs")])
+def test_an_object_store_without_its_filesystem_names_the_extra(uri: str, extra: str) -> None:
+    module = {"s3": "s3fs", "gcs": "gcsfs"}[extra]
+    if importlib.util.find_spec(module) is not None:
+        pytest.fail(f"{module} is installed here, so this test cannot see the missing-extra error")
+    with pytest.raises(ConfigError, match=rf"spec.checkpoint.uri {uri}: .*install ganforge\[{extra}\]"):
+        open_storage(uri, pvc_root="/unused")
