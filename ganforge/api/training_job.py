@@ -146,6 +146,11 @@ class RegularizationSpec(ApiModel):
         "null = the architecture's default (off for dcgan, on for sngan-resnet).",
     )
     r1_gamma: float = Field(0.0, ge=0.0, le=1000.0, description="R1 penalty weight on real images; 0 = off.")
+    r1_interval: int = Field(
+        1, ge=1, le=64,
+        description="Lazy R1 (StyleGAN2): the penalty every r1Interval discriminator steps, scaled by "
+        "r1Interval, in its own pass over the reals; 1 = every step.",
+    )
     gp_lambda: float = Field(10.0, ge=0.0, le=1000.0, description="Gradient-penalty weight for wgan-gp.")
 
 
@@ -197,7 +202,13 @@ class TrainingSpec(ApiModel):
         False, description="Use the channels_last memory format: faster convolutions with oneDNN on CPUs "
         "and with tensor cores on GPUs."
     )
-    compile: bool = Field(False, description="Wrap G and D in torch.compile.")
+    compile: bool = Field(
+        False, description="Wrap G and D in torch.compile (penalties on D's gradient run through the eager D)."
+    )
+    deterministic: bool = Field(
+        False, description="Deterministic kernels only (torch.use_deterministic_algorithms, no cuDNN "
+        "autotuning): a rerun on the same hardware gives the same bits, at some speed on GPUs.",
+    )
     report_interval_kimg: float = Field(
         1.0, gt=0.0, le=1e6, description="Log/metrics/progress cadence in thousand images."
     )

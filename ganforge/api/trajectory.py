@@ -16,7 +16,8 @@ from typing import Any
 TRAJECTORY_FIELDS: dict[str, tuple[str, ...] | None] = {
     "dataset": None,
     "model": None,
-    "training": ("batchSize", "dStepsPerG", "precision", "seed", "optimizer", "channelsLast"),
+    "training": ("batchSize", "dStepsPerG", "precision", "seed", "optimizer", "channelsLast", "compile",
+                 "deterministic"),
     "resources": ("workers",),
 }
 

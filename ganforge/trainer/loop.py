@@ -12,13 +12,11 @@ import copy
 import functools
 import logging
 import os
-import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -60,6 +58,7 @@ from ganforge.trainer.outputs import (
     TensorBoardWriter,
 )
 from ganforge.trainer.preemption import PreemptionHandler
+from ganforge.trainer.rng import capture_rng, restore_rng, seed_rank
 from ganforge.trainer.sampler import InfiniteSampler
 
 log = logging.getLogger("ganforge.trainer")
@@ -68,41 +67,6 @@ log = logging.getLogger("ganforge.trainer")
 FLAG_STOP, FLAG_NONFINITE, FLAG_FATAL = 0, 1, 2
 MAX_CHECKPOINT_FAILURES = 3
 STAT_NAMES = ("loss/G", "loss/D", "d_output/real", "d_output/fake", "grad_norm/G", "grad_norm/D")
-
-
-# ---------------------------------------------------------------------------------------------
-# RNG state
-
-
-def seed_rank(seed: int, rank: int) -> None:
-    """Distinct, reproducible streams per rank (latents and penalties must differ across ranks)."""
-    state = np.random.SeedSequence([seed, rank]).generate_state(2, dtype=np.uint32)
-    random.seed(int(state[0]))
-    np.random.seed(int(state[1]))
-    torch.manual_seed((int(state[0]) << 32) | int(state[1]))
-
-
-def capture_rng() -> dict[str, Any]:
-    """Every RNG this process draws from, as plain lists/tensors (loadable with weights_only)."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +204,7 @@ class _Run:
                     "the continuation is statistically but not bitwise the same", len(ranks), self.ctx.world_size)
         self.sampler.load_state_dict(ranks[0]["sampler"])
         seed_rank(self.spec.training.seed + self.nimg, self.ctx.rank)
-        return capture_rng()
+        return capture_rng(self.ctx.device)
 
     def _setup_outputs(self, data: ImageDataset) -> None:
         if not self.ctx.is_main:
@@ -302,6 +266,13 @@ class _Run:
         labels = self.labels.index_select(0, idx) if (self.labels is not None and self.num_classes) else None
         return real, labels
 
+    def _r1_pass(self, real: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """R1 in a pass of its own through the eager D (same weights as the compiled one)."""
+        real = real.detach().requires_grad_(True)
+        with self._autocast():
+            logits = self.D(real, labels)
+        return losses.r1_penalty(real, logits)
+
     def _train_step(self, preemption: PreemptionHandler) -> tuple[list[float], torch.Tensor]:
         spec, device = self.spec, self.ctx.device
         local = spec.training.batch_size // self.ctx.world_size
@@ -315,7 +286,11 @@ class _Run:
             z = torch.randn(local, spec.model.latent_dim, device=device)
             fake_labels = torch.randint(0, self.num_classes, (local,), device=device) if self.num_classes else None
             last = i == spec.training.d_steps_per_g - 1
-            if reg.r1_gamma > 0:
+            r1_due = reg.r1_gamma > 0 and (self.step * spec.training.d_steps_per_g + i) % reg.r1_interval == 0
+            # R1 every step in eager mode reuses the main pass's D(real); otherwise it has a pass
+            # of its own (lazy R1, or a compiled D, whose graph cannot be differentiated twice).
+            r1_inline = r1_due and reg.r1_interval == 1 and not spec.training.compile
+            if r1_inline:
                 real.requires_grad_(True)
             with self._autocast():
                 # The last D step's fakes keep their graph: the G step reuses them (one G forward
@@ -326,10 +301,13 @@ class _Run:
                 d_fake = self.D_fwd(fake.detach(), fake_labels)
                 loss_d = losses.d_loss(kind, d_real, d_fake)
             if kind == "wgan-gp":
+                # The eager D: a penalty on D's gradient is a second backward.
                 loss_d = loss_d + reg.gp_lambda * losses.gradient_penalty(
-                    functools.partial(self.D_fwd, labels=real_labels), real.detach(), fake.detach())
-            if reg.r1_gamma > 0:
+                    functools.partial(self.D, labels=real_labels), real.detach(), fake.detach())
+            if r1_inline:
                 loss_d = loss_d + 0.5 * reg.r1_gamma * losses.r1_penalty(real, d_real)
+            elif r1_due:
+                loss_d = loss_d + 0.5 * reg.r1_gamma * reg.r1_interval * self._r1_pass(real, real_labels)
             self.d_grads.zero()
             self.scaler_d.scale(loss_d).backward()
             self.d_grads.all_reduce_mean(self.ctx)
@@ -386,7 +364,7 @@ class _Run:
 
     def _checkpoint(self, background: bool) -> None:
         """Collective: every rank contributes its RNG and sampler state; rank 0 writes."""
-        mine = {"rng": capture_rng(), "sampler": self.sampler.state_dict()}
+        mine = {"rng": capture_rng(self.ctx.device), "sampler": self.sampler.state_dict()}
         ranks = gather_to_main(self.ctx, mine)
         if not self.ctx.is_main or self.manager is None:
             return
@@ -513,7 +491,7 @@ class _Run:
                     self._evaluate()
         # RNG streams are set last, so nothing in setup can shift them.
         if rng_state is not None:
-            restore_rng(rng_state)
+            restore_rng(rng_state, ctx.device)
         else:
             seed_rank(spec.training.seed, ctx.rank)
 
@@ -597,8 +575,31 @@ class _Run:
         return ExitCode.SUCCESS
 
 
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels for the run, if asked; the process's previous setting afterwards."""
+    if not enabled:
+        yield
+        return
+    # cuBLAS needs a fixed workspace before its first use to be deterministic.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
 def train(options: TrainingOptions, hooks: Sequence[ProgressHook] = ()) -> ExitCode:
     """Run (or resume) the job; returns SUCCESS or PREEMPTED, raises TrainerError otherwise."""
+    with _deterministic(options.spec.training.deterministic):
+        return _train_process(options, hooks)
+
+
+def _train_process(options: TrainingOptions, hooks: Sequence[ProgressHook]) -> ExitCode:
     ctx = init_distributed(options.runtime.device, options.spec.resources.gpus_per_worker,
                            options.runtime.dist_timeout_seconds)
     _setup_logging(ctx.rank)

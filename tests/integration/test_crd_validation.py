@@ -82,6 +82,8 @@ IMMUTABLE_CHANGES = [
     ("spec.training.dStepsPerG", {"training": {"dStepsPerG": 2}}),
     ("spec.training.optimizer", {"training": {"optimizer": {"gLr": 0.001}}}),
     ("spec.training.channelsLast", {"training": {"channelsLast": True}}),
+    ("spec.training.compile", {"training": {"compile": True}}),
+    ("spec.training.deterministic", {"training": {"deterministic": True}}),
     ("spec.checkpoint.uri", {"checkpoint": {"uri": "pvc://checkpoints/elsewhere"}}),
     ("spec.checkpoint.uri", {"checkpoint": {"uri": DROP}}),
 ]

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from ganforge.api.exit_codes import ExitCode
-from ganforge.trainer import cli
+from ganforge.api.training_job import GANTrainingJobSpec
+from ganforge.trainer import cli, loop, losses
+from ganforge.trainer.config import RuntimeOptions, TrainingOptions
 from tests.integration.trainer.launch import assert_identical, load_checkpoint, tiny_spec, write_spec
 
 
@@ -23,8 +25,13 @@ from tests.integration.trainer.launch import assert_identical, load_checkpoint, 
         # Inductor's C++ backend: the compiled modules share weights with the eager ones the
         # optimizers, EMA and checkpoints see.
         ({"architecture": "dcgan"}, {"compile": True, "channelsLast": True}),
+        # Penalties differentiate D's gradient (a second backward), which compiled graphs do not
+        # support: they go through the eager D, sharing its weights.
+        ({"architecture": "dcgan", "regularization": {"r1Gamma": 1.0}}, {"compile": True}),
+        ({"architecture": "dcgan", "loss": "wgan-gp"}, {"compile": True}),
     ],
-    ids=["sngan-hinge-r1", "dcgan-wgangp-2dsteps", "dcgan-sn-bf16", "dcgan-compile-channels-last"],
+    ids=["sngan-hinge-r1", "dcgan-wgangp-2dsteps", "dcgan-sn-bf16", "dcgan-compile-channels-last",
+         "dcgan-compile-r1", "dcgan-compile-wgangp"],
 )
 def test_variant_trains_and_checkpoints(tmp_path: Path, cache_dir: Path, model: dict[str, Any],
                                         training: dict[str, Any]) -> None:
@@ -44,11 +51,28 @@ def test_variant_trains_and_checkpoints(tmp_path: Path, cache_dir: Path, model: 
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2, dict(torch._dynamo.utils.counters["stats"])
 
 
-def test_channels_last_run_extended_after_finishing_is_bitwise_identical(tmp_path: Path, cache_dir: Path) -> None:
-    """channels_last weights, their flat-buffer gradients and Adam moments survive a checkpoint
-    round trip: stopping at 10 steps and extending to 20 equals 20 steps straight."""
+RESUME_VARIANTS = {
+    "channels-last": ({}, {"channelsLast": True}),
+    "sngan-hinge-sn": ({"architecture": "sngan-resnet", "loss": "hinge", "regularization": {"spectralNorm": True}},
+                       {}),
+    "r1": ({"regularization": {"r1Gamma": 1.0}}, {}),
+    "lazy-r1": ({"regularization": {"r1Gamma": 1.0, "r1Interval": 4}}, {}),
+    "wgan-gp-2dsteps": ({"loss": "wgan-gp"}, {"dStepsPerG": 2}),
+    "bf16": ({}, {"precision": "bf16"}),
+    "compile-r1": ({"regularization": {"r1Gamma": 1.0}}, {"compile": True}),
+}
+
+
+@pytest.mark.parametrize("variant", list(RESUME_VARIANTS))
+def test_run_extended_after_finishing_is_bitwise_identical(tmp_path: Path, cache_dir: Path, variant: str) -> None:
+    """Every piece of state of each loss, regulariser, precision and compile mode survives a
+    checkpoint round trip: stopping halfway and extending to the end equals running straight."""
+    model, training = RESUME_VARIANTS[variant]
+    images_per_step = 16 * training.get("dStepsPerG", 1)
+
     def run(run_dir: Path, total_kimg: float) -> None:
-        spec = tiny_spec(workers=1, total_kimg=total_kimg, training={"channelsLast": True})
+        spec = tiny_spec(workers=1, total_kimg=total_kimg, model=model, training=training)
+        spec["model"]["width"] = 4
         config = write_spec(tmp_path / f"job-{total_kimg}.yaml", spec)
         code = cli.main(["--config", str(config), "--run-dir", str(run_dir), "--cache-dir", str(cache_dir),
                          "--threads", "1", "--no-tensorboard", "--device", "cpu"])
@@ -59,7 +83,58 @@ def test_channels_last_run_extended_after_finishing_is_bitwise_identical(tmp_pat
     run(tmp_path / "extended", 0.32)
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "ckpt-000000000320")
     b = load_checkpoint(tmp_path / "extended" / "checkpoints" / "ckpt-000000000320")
-    assert b["progress"]["step"] == 20
-    assert a["G"]["net.0.weight"].is_contiguous(memory_format=torch.channels_last)
-    for key in ("G_ema", "G", "D", "opt_g", "opt_d", "progress"):
+    assert b["progress"]["step"] == 320 // images_per_step
+    if training.get("channelsLast"):
+        assert a["G"]["net.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    for key in ("G_ema", "G", "D", "opt_g", "opt_d", "scaler_g", "scaler_d", "progress"):
         assert_identical(a[key], b[key], key)
+
+
+def test_lazy_r1_penalises_every_interval_steps_scaled_by_the_interval(
+        tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = losses.r1_penalty
+
+    def counted(real: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        calls.append(real.shape[0])
+        return original(real, logits)
+
+    monkeypatch.setattr(losses, "r1_penalty", counted)
+
+    def final_d(run: str, steps: int, regularization: dict[str, Any]) -> dict[str, torch.Tensor]:
+        spec = tiny_spec(workers=1, total_kimg=steps * 16 / 1000, model={"regularization": regularization})
+        spec["model"]["width"] = 4
+        config = write_spec(tmp_path / f"{run}.yaml", spec)
+        code = cli.main(["--config", str(config), "--run-dir", str(tmp_path / run), "--cache-dir", str(cache_dir),
+                         "--threads", "1", "--no-tensorboard", "--device", "cpu"])
+        assert code == ExitCode.SUCCESS
+        name = f"ckpt-{steps * 16:012d}"
+        state: dict[str, torch.Tensor] = load_checkpoint(tmp_path / run / "checkpoints" / name)["D"]
+        return state
+
+    final_d("lazy-8", 8, {"r1Gamma": 10.0, "r1Interval": 4})
+    assert len(calls) == 2  # D steps 0 and 4
+    calls.clear()
+    final_d("every-8", 8, {"r1Gamma": 10.0})
+    assert len(calls) == 8
+    # One step: the lazy penalty (its own pass, weight x4) is the every-step penalty of 4x gamma.
+    lazy = final_d("lazy-1", 1, {"r1Gamma": 10.0, "r1Interval": 4})
+    scaled = final_d("scaled-1", 1, {"r1Gamma": 40.0})
+    plain = final_d("plain-1", 1, {})
+    # Weights only: the extra pass also moves BatchNorm's running statistics, which training never reads.
+    for key in (k for k in lazy if "running_" not in k and "num_batches" not in k):
+        torch.testing.assert_close(lazy[key], scaled[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert any(not torch.allclose(lazy[key], plain[key]) for key in lazy if lazy[key].is_floating_point())
+
+
+def test_deterministic_mode_holds_for_the_run_and_is_undone_after(tmp_path: Path, cache_dir: Path) -> None:
+    spec = GANTrainingJobSpec.model_validate(
+        tiny_spec(workers=1, total_kimg=0.064, training={"deterministic": True, "reportIntervalKimg": 0.016}))
+    seen: list[bool] = []
+    options = TrainingOptions(spec, RuntimeOptions(run_dir=str(tmp_path / "run"), cache_dir=str(cache_dir),
+                                                   device="cpu", threads=1, tensorboard=False))
+    assert not torch.are_deterministic_algorithms_enabled()
+    code = loop.train(options, hooks=[lambda _event: seen.append(torch.are_deterministic_algorithms_enabled())])
+    assert code == ExitCode.SUCCESS
+    assert seen and all(seen)
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -181,7 +181,8 @@ FIXED_FIELDS = {
     crd.TRAINING_JOB.kind: (
         "spec.dataset", "spec.model", "spec.resources.workers", "spec.resources.gpusPerWorker",
         "spec.training.batchSize", "spec.training.seed", "spec.training.dStepsPerG", "spec.training.precision",
-        "spec.training.optimizer", "spec.training.channelsLast", "spec.checkpoint.uri",
+        "spec.training.optimizer", "spec.training.channelsLast", "spec.training.compile",
+        "spec.training.deterministic", "spec.checkpoint.uri",
     ),
     crd.INFERENCE_SERVICE.kind: ("spec.modelName",),
 }

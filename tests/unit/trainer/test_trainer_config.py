@@ -132,7 +132,8 @@ def test_the_resume_fingerprint_covers_exactly_the_fields_the_crd_fixes() -> Non
     changed = {"spec.dataset": {"uri": "fake://y"}, "spec.model": {"latentDim": 32},
                "spec.training.batchSize": 32, "spec.training.dStepsPerG": 2, "spec.training.precision": "bf16",
                "spec.training.seed": 9, "spec.training.optimizer": {"gLr": 0.001},
-               "spec.training.channelsLast": True, "spec.resources.workers": 2}
+               "spec.training.channelsLast": True, "spec.training.compile": True,
+               "spec.training.deterministic": True, "spec.resources.workers": 2}
     fingerprinted = [path for path in immutable_paths() if path not in PLACEMENT_FIELDS]
     assert sorted(changed) == sorted(fingerprinted)
     for path, value in changed.items():
