@@ -16,7 +16,16 @@ import numpy as np
 import torch
 
 from ganforge.api.training_job import MetricName
-from ganforge.evaluation.features import DomainFeatures, FeatureExtractor, as_unit_float, extract
+from ganforge.evaluation.features import (
+    DomainFeatures,
+    EvaluationInterrupted,
+    FeatureExtractor,
+    StopCheck,
+    as_unit_float,
+    check_stop,
+    extract,
+    never,
+)
 from ganforge.evaluation.metrics import (
     FeatureStatistics,
     class_coverage,
@@ -26,7 +35,7 @@ from ganforge.evaluation.metrics import (
     precision_recall,
 )
 
-__all__ = ["ALL_METRICS", "EvaluationResult", "ReferenceStatistics", "evaluate_images"]
+__all__ = ["ALL_METRICS", "EvaluationInterrupted", "EvaluationResult", "ReferenceStatistics", "evaluate_images"]
 
 ALL_METRICS: tuple[str, ...] = get_args(MetricName)  # the API's list, in its order
 REFERENCE_META = "reference.json"
@@ -85,13 +94,15 @@ def evaluate_images(
     metrics: Sequence[str] = ALL_METRICS,
     classifier: DomainFeatures | None = None,
     batch_size: int = 256,
+    should_stop: StopCheck = never,
 ) -> EvaluationResult:
     """Metrics of generated images (uint8 [N,C,H,W] or float in [-1, 1]) against `reference`.
 
     Names say which feature space they use: fd_<extractor>, kid_<extractor> (+ _std),
     precision_<extractor>, recall_<extractor> (k = 3), memorization_nn_ratio_<extractor>
     (median generated->train NN distance over held-out->train; well below 1 means copying), and
-    class_coverage / class_entropy from the domain classifier."""
+    class_coverage / class_entropy from the domain classifier. `should_stop` is asked between
+    batches and between metrics; when it says yes, EvaluationInterrupted is raised."""
     start = time.perf_counter()
     if images.ndim != 4:
         raise ValueError(f"expected images [N, C, H, W], got {tuple(images.shape)}")
@@ -101,18 +112,21 @@ def evaluate_images(
         if extractor.name not in reference.features:
             raise KeyError(f"no reference statistics for feature extractor {extractor.name!r}")
         ref = reference.features[extractor.name]
-        feats = extract(extractor, images, batch_size).numpy()
+        feats = extract(extractor, images, batch_size, should_stop).numpy()
         gen = FeatureStatistics.from_features(feats)
+        check_stop(should_stop)
         if "fd" in wanted:
             out[f"fd_{extractor.name}"] = frechet_distance(gen.mean, gen.cov, ref.mean, ref.cov)
         if "kid" in wanted:
             mean, std = kernel_inception_distance(gen.sample, ref.sample, subsets=50, subset_size=1000)
             out[f"kid_{extractor.name}"], out[f"kid_{extractor.name}_std"] = mean, std
+            check_stop(should_stop)
         if "precision_recall" in wanted:
             n = min(len(gen.sample), len(ref.sample))
             out[f"precision_{extractor.name}"], out[f"recall_{extractor.name}"] = precision_recall(
                 ref.sample[:n], gen.sample[:n], k=3
             )
+            check_stop(should_stop)
         if "memorization" in wanted and extractor.name in reference.heldout_nn_median:
             gen_nn = float(np.median(nearest_neighbour_distances(gen.sample, ref.sample)))
             out[f"nn_dist_gen_train_{extractor.name}"] = gen_nn

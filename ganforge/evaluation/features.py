@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -87,6 +88,28 @@ class TorchScriptFeatures:
         return out.float()
 
 
-def extract(extractor: FeatureExtractor, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Features of uint8 or [-1, 1] images, in batches, on the CPU."""
-    return torch.cat([extractor(as_unit_float(b)).cpu() for b in images.split(batch_size)])
+class EvaluationInterrupted(Exception):
+    """The caller asked an evaluation to stop (a preemption): there is no result."""
+
+
+StopCheck = Callable[[], bool]
+
+
+def never() -> bool:
+    return False
+
+
+def check_stop(should_stop: StopCheck) -> None:
+    if should_stop():
+        raise EvaluationInterrupted("evaluation interrupted")
+
+
+def extract(extractor: FeatureExtractor, images: torch.Tensor, batch_size: int = 256,
+            should_stop: StopCheck = never) -> torch.Tensor:
+    """Features of uint8 or [-1, 1] images, in batches, on the CPU; `should_stop` is asked before
+    every batch, so a long extraction ends within one batch of being asked."""
+    features = []
+    for batch in images.split(batch_size):
+        check_stop(should_stop)
+        features.append(extractor(as_unit_float(batch)).cpu())
+    return torch.cat(features)

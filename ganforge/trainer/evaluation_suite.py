@@ -22,8 +22,11 @@ from ganforge.evaluation.features import (
     DomainFeatures,
     EffNetLite0Features,
     FeatureExtractor,
+    StopCheck,
     TorchScriptFeatures,
+    check_stop,
     extract,
+    never,
 )
 from ganforge.evaluation.images import to_uint8
 from ganforge.evaluation.metrics import FeatureStatistics, nearest_neighbour_distances
@@ -44,11 +47,12 @@ class EvaluationSuite:
 
     @torch.no_grad()
     def generate(self, generator: nn.Module, latent_dim: int, num_classes: int, device: torch.device,
-                 seed: int, batch_size: int = 256) -> torch.Tensor:
+                 seed: int, batch_size: int = 256, should_stop: StopCheck = never) -> torch.Tensor:
         rng = torch.Generator(device="cpu").manual_seed(seed + 0x5EED)
         n = self.spec.num_samples
         images = []
         for start in range(0, n, batch_size):
+            check_stop(should_stop)
             count = min(batch_size, n - start)
             z = torch.randn(count, latent_dim, generator=rng).to(device)
             # Balanced labels: mode collapse should show in the classifier, not in the label draw.
@@ -65,14 +69,16 @@ class EvaluationSuite:
         return files
 
     def evaluate(self, generator: nn.Module, latent_dim: int, num_classes: int, device: torch.device,
-                 seed: int) -> EvaluationResult:
+                 seed: int, should_stop: StopCheck = never) -> EvaluationResult:
+        """Raises EvaluationInterrupted within one batch of `should_stop()` turning true."""
         was_training = generator.training
         generator.eval()
         try:
-            images = self.generate(generator, latent_dim, num_classes, device, seed)
+            images = self.generate(generator, latent_dim, num_classes, device, seed, should_stop=should_stop)
         finally:
             generator.train(was_training)
-        return evaluate_images(images, self.reference, self.extractors, self.spec.metrics, self.classifier)
+        return evaluate_images(images, self.reference, self.extractors, self.spec.metrics, self.classifier,
+                               should_stop=should_stop)
 
 
 def _reference_subset(dataset: ImageDataset, count: int) -> torch.Tensor:

@@ -22,6 +22,7 @@ from torch import nn
 
 from ganforge.api.checkpoint_format import REFERENCE_DIR, with_manifest
 from ganforge.api.exit_codes import ExitCode
+from ganforge.evaluation import EvaluationInterrupted
 from ganforge.evaluation.images import save_image_grid, to_uint8
 from ganforge.models import build_models
 from ganforge.trainer import losses
@@ -43,11 +44,13 @@ from ganforge.trainer.ema import ema_beta, update_ema
 from ganforge.trainer.errors import (
     CheckpointStorageError,
     ConfigError,
+    DistributedError,
     EvaluationError,
     NonFiniteLossError,
     TrainerError,
     error_for_code,
 )
+from ganforge.trainer.gang_channel import GangChannel
 from ganforge.trainer.job_status import JobStatusReporter
 from ganforge.trainer.outputs import (
     FileProgressHook,
@@ -100,7 +103,8 @@ def _setup_logging(rank: int) -> None:
 
 
 class _Run:
-    def __init__(self, options: TrainingOptions, ctx: DistContext, hooks: Sequence[ProgressHook]) -> None:
+    def __init__(self, options: TrainingOptions, ctx: DistContext, hooks: Sequence[ProgressHook],
+                 channel: GangChannel) -> None:
         self.options, self.spec, self.rt, self.ctx = options, options.spec, options.runtime, ctx
         self.run_dir = Path(self.rt.run_dir)
         self.hooks = list(hooks)
@@ -114,6 +118,8 @@ class _Run:
         self.tb: TensorBoardWriter | None = None
         self.job_status: JobStatusReporter | None = None
         self.resumed_from: tuple[int, int] | None = None  # (nimg, step) of the checkpoint loaded
+        self.channel = channel
+        self.preemption: PreemptionHandler | None = None
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -430,12 +436,21 @@ class _Run:
             images = to_uint8(self.G_ema(self.grid_z, self.grid_labels))
         save_image_grid(images, self.run_dir / "samples" / f"fakes-{self.nimg:012d}.png", self.grid_columns)
 
+    def _stop_requested(self) -> bool:
+        """This rank or a peer was asked to stop, or a peer failed: rank 0's own work (evaluation)
+        ends so that every rank reaches the next step, where they stop together."""
+        return (self.preemption is not None and self.preemption.requested) or self.channel.interrupted
+
     def _evaluate(self) -> None:
         if not self.ctx.is_main or self.suite is None:
             return
+        log.info("evaluating at kimg %.2f (%d samples)", self.nimg / 1000, self.spec.evaluation.num_samples)
         try:
             result = self.suite.evaluate(self.G_ema, self.spec.model.latent_dim, self.num_classes,
-                                         self.ctx.device, self.spec.training.seed)
+                                         self.ctx.device, self.spec.training.seed, should_stop=self._stop_requested)
+        except EvaluationInterrupted:
+            log.warning("evaluation at kimg %.2f interrupted: the gang is stopping", self.nimg / 1000)
+            return
         except Exception as error:
             self._fatal(EvaluationError(f"evaluation at kimg {self.nimg / 1000:.2f} failed: {error}"))
             return
@@ -456,11 +471,24 @@ class _Run:
         # Installed before setup: a reclaim during a long setup (dataset load, training the domain
         # classifier) is handled like one during training: stop after the first step, or leave
         # when the grace period runs out.
-        preemption = PreemptionHandler(self.rt.grace_seconds).install()
+        preemption = PreemptionHandler(self.rt.grace_seconds)
+        preemption.on_request = self.channel.announce_stop
+        self.preemption = preemption.install()
+        self.channel.start()
         try:
             self._setup()
             return self._train(preemption)
+        except TrainerError as error:
+            if isinstance(error, DistributedError) and self.channel.peer_fatal is not None:
+                # The collective broke because that peer left: say why it left.
+                raise DistributedError(self.channel.peer_fatal) from None
+            self.channel.announce_failure(int(error.exit_code), str(error))
+            raise
+        except Exception as error:
+            self.channel.announce_failure(int(ExitCode.INTERNAL_ERROR), f"{type(error).__name__}: {error}")
+            raise
         finally:
+            self.channel.close()
             preemption.uninstall()
             if self.manager is not None:
                 self.manager.wait()
@@ -506,6 +534,8 @@ class _Run:
                  total_nimg / 1000, start, ctx.world_size, ctx.device)
         while self.nimg < total_nimg:
             flags, stats = self._train_step(preemption)
+            if self.channel.peer_fatal is not None:
+                raise DistributedError(self.channel.peer_fatal)
             if flags[FLAG_NONFINITE] > 0:
                 newest = self.manager.newest.uri if self.manager and self.manager.newest else "none (on rank 0)"
                 raise NonFiniteLossError(
@@ -570,6 +600,13 @@ class _Run:
         if code:
             self._notify("failed")
             raise error_for_code(code, self.pending_fatal[1] if self.pending_fatal else "another rank failed")
+        if agree_on_code(self.ctx, int(self._stop_requested())):
+            # Stopped during the final evaluation: the final checkpoint is written; the next gang
+            # resumes at the end and evaluates again.
+            log.warning("preempted after the final checkpoint (kimg %.3f), before the final evaluation finished",
+                        self.nimg / 1000)
+            self._notify("preempted")
+            return ExitCode.PREEMPTED
         self._notify("finished")
         log.info("training finished at kimg %.3f (step %d)", self.nimg / 1000, self.step)
         return ExitCode.SUCCESS
@@ -604,7 +641,10 @@ def _train_process(options: TrainingOptions, hooks: Sequence[ProgressHook]) -> E
                            options.runtime.dist_timeout_seconds)
     _setup_logging(ctx.rank)
     _configure_threads(ctx, options.runtime.threads)
+    # Open until the process group is gone: a teardown stuck on a failed peer still ends.
+    channel = GangChannel.connect(ctx.rank, ctx.world_size).start()
     try:
-        return _Run(options, ctx, hooks).run()
+        return _Run(options, ctx, hooks, channel).run()
     finally:
         shutdown(ctx)
+        channel.close()

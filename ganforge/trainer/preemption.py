@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -57,6 +58,8 @@ class PreemptionHandler:
         self._pipe: tuple[int, int] | None = None
         self._watcher: threading.Thread | None = None
         self._timer: threading.Timer | None = None
+        # Called (on the signal watcher thread) when a stop is first requested: tells the other ranks.
+        self.on_request: Callable[[], None] | None = None
 
     @property
     def requested(self) -> bool:
@@ -100,6 +103,8 @@ class PreemptionHandler:
         self.signal_name = reason
         log.warning("%s received: stopping at the next step and writing an emergency checkpoint "
                     "(deadline %.0fs)", reason, self.grace_seconds)
+        if self.on_request is not None:
+            self.on_request()
         if self.grace_seconds > 0:
             self._timer = threading.Timer(self.grace_seconds, _hard_exit, args=("preemption deadline passed",))
             self._timer.daemon = True

@@ -1,0 +1,70 @@
+"""What one rank learns about the others outside the step's all_reduce.
+
+A SIGTERM to rank 1 while rank 0 evaluates alone must still stop the gang after one step, with an
+emergency checkpoint, long before the grace deadline; and a failure on rank 0 alone must end the
+other ranks within seconds, not after the collective timeout."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from ganforge.api.exit_codes import ExitCode
+from ganforge.trainer.checkpoint import checkpoint_name
+from tests.integration.trainer.launch import Gang, read_progress, tiny_spec, write_spec
+
+
+def _exit_codes_within(gang: Gang, seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    codes = []
+    for proc in gang.procs:
+        try:
+            codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            for p in gang.procs:
+                p.kill()
+            raise AssertionError(f"the gang did not stop within {seconds}s:\n{gang.output()}") from None
+    return codes
+
+
+def test_sigterm_to_another_rank_interrupts_rank_0s_evaluation(tmp_path: Path, cache_dir: Path) -> None:
+    # EfficientNet-Lite0 over 50k samples: minutes of work for rank 0 alone on a CPU (64 px input
+    # keeps one batch, the unit of interruption, near a second here).
+    spec = tiny_spec(workers=2, total_kimg=100.0, evaluation={
+        "metrics": ["fd"], "featureExtractors": ["effnetlite0"], "effnetResolution": 64, "numSamples": 50000,
+        "intervalKimg": 0.16, "atStart": False})
+    config = write_spec(tmp_path / "job.yaml", spec)
+    gang = Gang(config, tmp_path / "run", 2, cache_dir, extra=["--grace-seconds", "60"])
+    gang.wait_for(lambda: "evaluating at kimg 0.16" in gang.logs[0].read_text(errors="replace"), timeout=240)
+    time.sleep(1.0)  # rank 1 has entered the next step's all_reduce and waits for rank 0
+    signalled = time.monotonic()
+    gang.procs[1].send_signal(signal.SIGTERM)
+    codes = _exit_codes_within(gang, 20)
+    stopped_after = time.monotonic() - signalled
+    assert codes == [ExitCode.PREEMPTED, ExitCode.PREEMPTED], gang.output()
+    assert "evaluation at kimg 0.16 interrupted" in gang.logs[0].read_text(errors="replace")
+    progress = read_progress(tmp_path / "run")
+    assert progress is not None and progress["state"] == "preempted"
+    # One step after the evaluation's step (10 steps of 16 images), not a checkpoint interval later.
+    assert round(progress["kimg"] * 1000) == 11 * 16, progress
+    assert (tmp_path / "run" / "checkpoints" / checkpoint_name(11 * 16) / "manifest.json").is_file()
+    assert stopped_after < 20
+
+
+def test_a_failure_on_rank_0_alone_ends_every_rank_within_seconds(tmp_path: Path, cache_dir: Path) -> None:
+    spec = tiny_spec(workers=2, total_kimg=100.0, training={"sampleIntervalKimg": 0.32})
+    config = write_spec(tmp_path / "job.yaml", spec)
+    gang = Gang(config, tmp_path / "run", 2, cache_dir)
+    gang.wait_for(lambda: (read_progress(tmp_path / "run") or {}).get("step", 0) >= 2)
+    # The disk under rank 0's sample grids goes bad: only rank 0 writes them.
+    samples = tmp_path / "run" / "samples"
+    shutil.rmtree(samples)
+    samples.write_text("not a directory")
+    failed = time.monotonic()
+    codes = _exit_codes_within(gang, 60)
+    assert codes[0] == ExitCode.INTERNAL_ERROR and codes[1] == ExitCode.DISTRIBUTED_ERROR, gang.output()
+    assert time.monotonic() - failed < 60
+    assert "rank 0 failed with exit code 1" in gang.logs[1].read_text(errors="replace"), gang.output()
