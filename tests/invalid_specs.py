@@ -69,6 +69,12 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
     InvalidSpec("model-repository-not-a-claim", "spec.export.modelRepository",
                 {"export": {"modelRepository": "s3://bucket/models"}}),
     InvalidSpec("batch-not-divisible", "spec.training.batchSize", {"training": {"batchSize": 33}}),
+    # 2 workers x 3 processes = 6 ranks do not split 32 images.
+    InvalidSpec("batch-not-divisible-by-ranks", "spec.training.batchSize",
+                {"resources": {"processesPerWorker": 3}}),
+    InvalidSpec("processes-not-one-per-gpu", "spec.resources.processesPerWorker",
+                {"resources": {"gpusPerWorker": 2, "processesPerWorker": 1}}),
+    InvalidSpec("zero-processes", "spec.resources.processesPerWorker", {"resources": {"processesPerWorker": 0}}),
     InvalidSpec("missing-dataset", "spec.dataset", {"dataset": DROP}),
     InvalidSpec("missing-dataset-uri", "spec.dataset.uri", {"dataset": {"uri": DROP}}),
     InvalidSpec("http-dataset-uri", "spec.dataset.uri", {"dataset": {"uri": "http://x"}}),

@@ -178,9 +178,18 @@ _JOB_RULES: dict[str, tuple[Rule, ...]] = {
     "spec": (
         Rule(
             # A zero worker count is the schema's error to report, not a division by zero.
-            "self.resources.workers < 1 || self.training.batchSize % self.resources.workers == 0",
-            "spec.training.batchSize must be divisible by spec.resources.workers",
+            "self.resources.workers < 1 || self.training.batchSize % (self.resources.workers * "
+            "(has(self.resources.processesPerWorker) ? self.resources.processesPerWorker : "
+            "(self.resources.gpusPerWorker > 0 ? self.resources.gpusPerWorker : 1))) == 0",
+            "spec.training.batchSize must be divisible by the number of ranks, spec.resources.workers x "
+            "processes per worker",
             ".training.batchSize",
+        ),
+        Rule(
+            "!has(self.resources.processesPerWorker) || self.resources.gpusPerWorker == 0 || "
+            "self.resources.processesPerWorker == self.resources.gpusPerWorker",
+            "spec.resources.processesPerWorker must equal spec.resources.gpusPerWorker: one process per GPU",
+            ".resources.processesPerWorker",
         ),
         Rule(
             "!has(self.dataset) || self.model.architecture != 'sngan-resnet' || self.dataset.resolution >= 16",

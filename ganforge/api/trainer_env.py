@@ -15,3 +15,12 @@ DEVICE = "GANFORGE_DEVICE"
 METRICS_PORT = "GANFORGE_METRICS_PORT"
 THREADS = "GANFORGE_THREADS"
 STATUS_INTERVAL = "GANFORGE_STATUS_INTERVAL_SECONDS"  # least time between rank 0's progress reports
+
+# Several processes in one pod (one per GPU): the torchrun names Kubeflow Trainer v2 sets (PET_ =
+# "PyTorch Elastic Trainer"; torchrun reads each as the default of its flag). `ganforge train`
+# given PET_NPROC_PER_NODE > 1 and no RANK starts that many ranks itself and supervises them.
+NPROC_PER_NODE = "PET_NPROC_PER_NODE"
+NNODES = "PET_NNODES"
+NODE_RANK = "PET_NODE_RANK"
+MASTER_ADDR = "PET_MASTER_ADDR"
+MASTER_PORT = "PET_MASTER_PORT"

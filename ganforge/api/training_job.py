@@ -218,12 +218,37 @@ class TrainingSpec(ApiModel):
 
 
 class ResourcesSpec(ApiModel):
-    workers: int = Field(1, ge=1, le=1024, description="Number of trainer pods (ranks).")
+    workers: int = Field(1, ge=1, le=1024, description="Number of trainer pods.")
     gpus_per_worker: int = Field(1, ge=0, le=16, description="GPUs per pod; 0 trains on CPU.")
+    processes_per_worker: int | None = Field(
+        None, ge=1, le=64,
+        description="Training processes (ranks) per pod; null = one per GPU (gpusPerWorker), or 1 on CPU. "
+        "With GPUs it must equal gpusPerWorker. Ranks = workers x processes.",
+    )
     cpu: str = Field("4", description="CPU request per worker (Kubernetes quantity).")
     memory: str = Field("16Gi", description="Memory request and limit per worker (Kubernetes quantity); a worker "
                         "over it is OOM-killed, a failure.")
     spot: bool = Field(True, description="Schedule on spot/preemptible nodes.")
+
+    @property
+    def processes(self) -> int:
+        if self.processes_per_worker is not None:
+            return self.processes_per_worker
+        return self.gpus_per_worker or 1
+
+    @property
+    def world_size(self) -> int:
+        """Ranks in a gang: every process of every worker pod."""
+        return self.workers * self.processes
+
+    @model_validator(mode="after")
+    def _one_process_per_gpu(self) -> ResourcesSpec:
+        if self.gpus_per_worker and self.processes_per_worker not in (None, self.gpus_per_worker):
+            raise ValueError(
+                f"resources.processesPerWorker ({self.processes_per_worker}) must equal resources.gpusPerWorker "
+                f"({self.gpus_per_worker}): one process per GPU"
+            )
+        return self
 
     @field_validator("cpu", "memory")
     @classmethod
@@ -452,11 +477,11 @@ class GANTrainingJobSpec(ApiModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> GANTrainingJobSpec:
-        workers = self.resources.workers
-        if self.training.batch_size % workers:
+        ranks = self.resources.world_size
+        if self.training.batch_size % ranks:
             raise ValueError(
-                f"training.batchSize ({self.training.batch_size}) must be divisible by "
-                f"resources.workers ({workers})"
+                f"training.batchSize ({self.training.batch_size}) must be divisible by the number of ranks, "
+                f"resources.workers x processes per worker ({ranks})"
             )
         if self.model.loss == "wgan-gp" and self.model.regularization.gp_lambda <= 0:
             raise ValueError("model.regularization.gpLambda must be > 0 when model.loss is wgan-gp")

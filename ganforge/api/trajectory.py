@@ -18,7 +18,7 @@ TRAJECTORY_FIELDS: dict[str, tuple[str, ...] | None] = {
     "model": None,
     "training": ("batchSize", "dStepsPerG", "precision", "seed", "optimizer", "channelsLast", "compile",
                  "deterministic"),
-    "resources": ("workers",),
+    "resources": ("workers", "processesPerWorker"),
 }
 
 # Also fixed, though not part of the computation: how many processes write the checkpoints, and

@@ -180,10 +180,17 @@ def _environment(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettin
     run = run_dir(job, spec)
     cache = f"{run}/cache" if settings.trainer_cache_claim is None else naming.CACHE_MOUNT
     master = f"{naming.worker_hostname(job.name, 0)}.{naming.rendezvous_service(job.name)}"
+    processes = spec.resources.processes
+    port = str(naming.RENDEZVOUS_PORT)
+    # torchrun's contract. One process per pod: the pod is the rank. Several (one per GPU): the
+    # pod's `ganforge train` starts them, numbering ranks pod by pod from the PET_ variables.
+    ranks = ({"RANK": str(rank), "WORLD_SIZE": str(spec.resources.workers), "LOCAL_RANK": "0",
+              "LOCAL_WORLD_SIZE": "1"} if processes == 1 else {})
     values = {
-        # torchrun's contract: one process per pod, so the local rank is always 0.
-        "RANK": str(rank), "WORLD_SIZE": str(spec.resources.workers), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-        "GROUP_RANK": str(rank), "MASTER_ADDR": master, "MASTER_PORT": str(naming.RENDEZVOUS_PORT),
+        **ranks,
+        trainer_env.NPROC_PER_NODE: str(processes), trainer_env.NNODES: str(spec.resources.workers),
+        trainer_env.NODE_RANK: str(rank), trainer_env.MASTER_ADDR: master, trainer_env.MASTER_PORT: port,
+        "GROUP_RANK": str(rank), "MASTER_ADDR": master, "MASTER_PORT": port,
         trainer_env.JOB_NAME: job.name, trainer_env.JOB_NAMESPACE: job.namespace, trainer_env.GANG: str(gang),
         trainer_env.RUN_DIR: run, trainer_env.PVC_ROOT: naming.PVC_ROOT, trainer_env.CACHE_DIR: cache,
         trainer_env.GRACE_SECONDS: f"{settings.trainer_grace_seconds:g}",

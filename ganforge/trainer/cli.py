@@ -73,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             print(json.dumps(options.to_json(), indent=2))
             return int(ExitCode.SUCCESS)
+        from ganforge.trainer.launcher import pod_layout, run_pod
+
+        layout = pod_layout(dict(os.environ))
+        if layout is not None:  # several ranks in this pod: start and supervise them
+            return run_pod(layout, list(sys.argv[1:] if argv is None else argv))
         if int(os.environ.get("RANK", "0") or 0) == 0:
             # Written before anything heavy, so a failed start still leaves the resolved options.
             write_options(options)

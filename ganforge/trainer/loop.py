@@ -124,9 +124,11 @@ class _Run:
     # -- setup -----------------------------------------------------------------------------
 
     def _check_world(self) -> None:
-        if self.spec.resources.workers != self.ctx.world_size:
+        resources = self.spec.resources
+        if resources.world_size != self.ctx.world_size:
             raise ConfigError(
-                f"spec.resources.workers is {self.spec.resources.workers} but WORLD_SIZE is {self.ctx.world_size}"
+                f"spec.resources.workers ({resources.workers}) x processes per worker ({resources.processes}) is "
+                f"{resources.world_size} ranks but WORLD_SIZE is {self.ctx.world_size}"
             )
 
     def _load_data(self) -> ImageDataset:

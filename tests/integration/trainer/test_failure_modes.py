@@ -48,7 +48,8 @@ def test_world_size_mismatch_is_a_config_error(
 ) -> None:
     code = _run(write_spec(tmp_path / "job.yaml", tiny_spec(workers=2)), tmp_path / "run", cache_dir)
     assert code == ExitCode.CONFIG_ERROR
-    assert "spec.resources.workers is 2 but WORLD_SIZE is 1" in capsys.readouterr().err
+    expected = "spec.resources.workers (2) x processes per worker (1) is 2 ranks but WORLD_SIZE is 1"
+    assert expected in capsys.readouterr().err
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(

@@ -179,7 +179,8 @@ def test_every_rule_message_names_its_field(definition: CrdDefinition, at_least:
 # run, as docs/operator.md lists them; for the service, the name its clients call.
 FIXED_FIELDS = {
     crd.TRAINING_JOB.kind: (
-        "spec.dataset", "spec.model", "spec.resources.workers", "spec.resources.gpusPerWorker",
+        "spec.dataset", "spec.model", "spec.resources.workers", "spec.resources.processesPerWorker",
+        "spec.resources.gpusPerWorker",
         "spec.training.batchSize", "spec.training.seed", "spec.training.dStepsPerG", "spec.training.precision",
         "spec.training.optimizer", "spec.training.channelsLast", "spec.training.compile",
         "spec.training.deterministic", "spec.checkpoint.uri",

@@ -91,6 +91,18 @@ def test_worker_pods_carry_the_torchrun_environment_and_spot_placement() -> None
         assert manifest["spec"]["hostname"] == f"gan-w{rank}" and manifest["spec"]["subdomain"] == "gan"
 
 
+def test_a_pod_with_one_rank_per_gpu_gets_the_pet_layout_and_no_rank_of_its_own() -> None:
+    plan, _ = run(GANTrainingJobStatus(), [], spec(gpusPerWorker=4))
+    pods = [m for m in plan.create if m["kind"] == "Pod"]
+    assert len(pods) == 2
+    for rank, manifest in enumerate(pods):
+        env = {e["name"]: e["value"] for e in manifest["spec"]["containers"][0]["env"]}
+        # `ganforge train` in the pod starts the 4 ranks itself (ganforge.trainer.launcher).
+        assert not {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"} & set(env)
+        assert env["PET_NPROC_PER_NODE"] == "4" and env["PET_NNODES"] == "2" and env["PET_NODE_RANK"] == str(rank)
+        assert env["PET_MASTER_ADDR"] == env["MASTER_ADDR"] == "gan-w0.gan" and env["PET_MASTER_PORT"] == "29500"
+
+
 def test_gpu_requests_equal_limits() -> None:
     plan, _ = run(GANTrainingJobStatus(), [], spec(gpusPerWorker=2))
     container = next(m for m in plan.create if m["kind"] == "Pod")["spec"]["containers"][0]

@@ -41,7 +41,9 @@ def test_defaults_and_camel_case_round_trip() -> None:
     ("overrides", "expected"),
     [
         ({"training__batchSize": 0}, "spec.training.batchSize: Input should be greater than or equal to 1"),
-        ({"training__batchSize": 63}, "spec: training.batchSize (63) must be divisible by resources.workers (2)"),
+        ({"training__batchSize": 63},
+         "spec: training.batchSize (63) must be divisible by the number of ranks, resources.workers x "
+         "processes per worker (2)"),
         ({"training__bogus": 1}, "spec.training.bogus: Extra inputs are not permitted"),
         ({"model__loss": "lsgan"}, "spec.model.loss: Input should be 'nonsaturating', 'hinge' or 'wgan-gp'"),
         ({"dataset__resolution": 48}, "spec.dataset.resolution: must be a power of two, got 48"),
@@ -133,7 +135,8 @@ def test_the_resume_fingerprint_covers_exactly_the_fields_the_crd_fixes() -> Non
                "spec.training.batchSize": 32, "spec.training.dStepsPerG": 2, "spec.training.precision": "bf16",
                "spec.training.seed": 9, "spec.training.optimizer": {"gLr": 0.001},
                "spec.training.channelsLast": True, "spec.training.compile": True,
-               "spec.training.deterministic": True, "spec.resources.workers": 2}
+               "spec.training.deterministic": True, "spec.resources.workers": 2,
+               "spec.resources.processesPerWorker": 1}
     fingerprinted = [path for path in immutable_paths() if path not in PLACEMENT_FIELDS]
     assert sorted(changed) == sorted(fingerprinted)
     for path, value in changed.items():
