@@ -184,7 +184,8 @@ class _Run:
         fp16 = spec.training.precision == "fp16"
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
-        self.sampler = InfiniteSampler(len(data), self.ctx.rank, self.ctx.world_size, spec.training.seed)
+        self.sampler = InfiniteSampler(len(data), self.ctx.rank, self.ctx.world_size, spec.training.seed,
+                                       device=device)
         # The whole uint8 dataset is small; on a GPU it lives there and batches never cross PCIe.
         self.images = data.images.to(device)
         self.labels = data.labels.to(device) if data.labels is not None else None
@@ -267,7 +268,7 @@ class _Run:
         return torch.autocast(self.ctx.device.type, dtype=dtype)
 
     def _batch(self, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = self.sampler.next_indices(count).to(self.ctx.device)
+        idx = self.sampler.next_indices(count)  # already on the device
         real = to_float(self.images.index_select(0, idx))
         if self.spec.training.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)

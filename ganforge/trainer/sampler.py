@@ -14,7 +14,8 @@ import torch
 
 
 class InfiniteSampler:
-    def __init__(self, size: int, rank: int, world_size: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, size: int, rank: int, world_size: int, seed: int, shuffle: bool = True,
+                 device: torch.device | None = None) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         if size < world_size:
@@ -29,6 +30,9 @@ class InfiniteSampler:
         self.epoch = 0
         self.offset = 0
         self._cached_epoch = -1
+        # Where the indices are used. An epoch's indices cross to a GPU once, at the epoch's start;
+        # a per-step copy of a pageable CPU tensor would block the host on the stream every step.
+        self.device = device or torch.device("cpu")
         self._indices = torch.empty(0, dtype=torch.long)
 
     def _epoch_indices(self, epoch: int) -> torch.Tensor:
@@ -39,12 +43,16 @@ class InfiniteSampler:
                 order = torch.randperm(self.size, generator=generator)
             else:
                 order = torch.arange(self.size)
-            self._indices = order[self.rank :: self.world_size][: self.per_rank].clone()
+            mine = order[self.rank :: self.world_size][: self.per_rank].clone()
+            if self.device.type == "cuda":
+                mine = mine.pin_memory().to(self.device, non_blocking=True)
+            self._indices = mine
             self._cached_epoch = epoch
         return self._indices
 
     def next_indices(self, count: int) -> torch.Tensor:
-        """The next `count` indices of this rank, continuing into the next epoch when needed."""
+        """The next `count` indices of this rank (on the sampler's device), continuing into the next
+        epoch when needed."""
         parts = []
         remaining = count
         while remaining:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -42,3 +44,16 @@ def test_beta_zero_copies_exactly() -> None:
     model, ema = nn.Linear(5, 5), nn.Linear(5, 5)
     update_ema(ema, model, beta=0.0)
     assert all(torch.equal(a, b) for a, b in zip(ema.parameters(), model.parameters(), strict=True))
+
+
+def test_the_multi_tensor_update_equals_the_per_tensor_lerp_bit_for_bit() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.Linear(7, 2))
+    ema = copy.deepcopy(model)
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p))
+    expected = [p_ema.detach().clone().lerp_(p.detach(), 1.0 - 0.37) for p_ema, p in
+                zip(ema.parameters(), model.parameters(), strict=True)]
+    update_ema(ema, model, beta=0.37)
+    for got, want in zip(ema.parameters(), expected, strict=True):
+        assert torch.equal(got, want)
