@@ -112,6 +112,13 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
         {"evaluation": {"metrics": ["fd", "mode_collapse"], "featureExtractors": ["effnetlite0"]}},
     ),
     InvalidSpec(
+        "label-adherence-without-domain",
+        "spec.evaluation.featureExtractors",
+        {"evaluation": {"metrics": ["label_adherence"], "featureExtractors": ["effnetlite0"]}},
+    ),
+    InvalidSpec("too-few-memorization-images", "spec.evaluation.memorizationTrainImages",
+                {"evaluation": {"memorizationTrainImages": 10}}),
+    InvalidSpec(
         "torchscript-without-custom-extractor",
         "spec.evaluation.customExtractor",
         {"evaluation": {"featureExtractors": ["domain", "torchscript"]}},

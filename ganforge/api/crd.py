@@ -207,6 +207,11 @@ _JOB_RULES: dict[str, tuple[Rule, ...]] = {
             ".evaluation.featureExtractors",
         ),
         Rule(
+            "!('label_adherence' in self.evaluation.metrics) || 'domain' in self.evaluation.featureExtractors",
+            "spec.evaluation.metrics label_adherence needs the domain classifier in spec.evaluation.featureExtractors",
+            ".evaluation.featureExtractors",
+        ),
+        Rule(
             "!('torchscript' in self.evaluation.featureExtractors) || has(self.evaluation.customExtractor)",
             "spec.evaluation.featureExtractors contains torchscript but spec.evaluation.customExtractor is not set",
             ".evaluation.customExtractor",

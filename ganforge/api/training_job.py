@@ -94,7 +94,7 @@ ResizeMode = Literal["pad", "interpolate"]
 Architecture = Literal["dcgan", "sngan-resnet"]
 LossKind = Literal["nonsaturating", "hinge", "wgan-gp"]
 Precision = Literal["fp32", "bf16", "fp16"]
-MetricName = Literal["fd", "kid", "precision_recall", "mode_collapse", "memorization"]
+MetricName = Literal["fd", "kid", "precision_recall", "mode_collapse", "memorization", "label_adherence"]
 FeatureExtractorName = Literal["effnetlite0", "domain", "torchscript"]
 
 
@@ -315,6 +315,12 @@ class EvaluationSpec(ApiModel):
         None, description="User-supplied TorchScript extractor (e.g. Inception weights)."
     )
     at_start: bool = Field(True, description="Also evaluate the untrained generator (a baseline).")
+    memorization_train_images: int | None = Field(
+        None, ge=100, le=100_000_000,
+        description="Training images the memorisation signal searches for each sample's nearest neighbour "
+        "(a seeded subset); null = the whole training set. Their features are computed once per dataset and "
+        "cached; with EfficientNet on a CPU that is slow for large datasets.",
+    )
 
     @model_validator(mode="after")
     def _extractor_config(self) -> EvaluationSpec:
@@ -487,11 +493,11 @@ class GANTrainingJobSpec(ApiModel):
             raise ValueError("model.regularization.gpLambda must be > 0 when model.loss is wgan-gp")
         if self.dataset.resolution < 16 and self.model.architecture == "sngan-resnet":
             raise ValueError("dataset.resolution must be >= 16 for model.architecture sngan-resnet")
-        needs_labels = {"mode_collapse"} & set(self.evaluation.metrics)
-        if needs_labels and "domain" not in self.evaluation.feature_extractors:
-            raise ValueError(
-                "evaluation.metrics mode_collapse needs the domain classifier in evaluation.featureExtractors"
-            )
+        for metric in ("mode_collapse", "label_adherence"):
+            if metric in self.evaluation.metrics and "domain" not in self.evaluation.feature_extractors:
+                raise ValueError(
+                    f"evaluation.metrics {metric} needs the domain classifier in evaluation.featureExtractors"
+                )
         return self
 
 

@@ -13,6 +13,9 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+# Feature vectors kept as a sample (KID, precision/recall need vectors, not moments).
+MAX_SAMPLE = 5000
+
 
 @dataclass
 class FeatureStatistics:
@@ -25,7 +28,7 @@ class FeatureStatistics:
     count: int
 
     @classmethod
-    def from_features(cls, features: np.ndarray | torch.Tensor, max_sample: int = 5000) -> FeatureStatistics:
+    def from_features(cls, features: np.ndarray | torch.Tensor, max_sample: int = MAX_SAMPLE) -> FeatureStatistics:
         feats = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
         if feats.ndim != 2 or feats.shape[0] < 2:
             raise ValueError(f"need at least two feature vectors [N, D], got {feats.shape}")

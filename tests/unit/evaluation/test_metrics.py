@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from ganforge.evaluation import ReferenceStatistics, evaluate_images
+from ganforge.evaluation import MemorizationReference, ReferenceStatistics, evaluate_images
 from ganforge.evaluation.metrics import (
     FeatureStatistics,
     class_coverage,
@@ -115,11 +115,14 @@ def test_evaluate_images_standalone_on_uint8_and_float() -> None:
     gen = torch.Generator().manual_seed(0)
     reals = torch.randint(0, 256, (300, 1, 4, 4), dtype=torch.uint8, generator=gen)
     feats = _Flatten()(reals.float() / 127.5 - 1)
-    ref = ReferenceStatistics("hash", 0, {"pixels": FeatureStatistics.from_features(feats)}, {"pixels": 1.0})
-    same = evaluate_images(reals, ref, [_Flatten()], metrics=["fd", "kid", "precision_recall", "memorization"])
+    ref = ReferenceStatistics("hash", 0, {"pixels": FeatureStatistics.from_features(feats)})
+    memorization = {"pixels": MemorizationReference.build(feats.numpy())}
+    same = evaluate_images(reals, ref, [_Flatten()], metrics=["fd", "kid", "precision_recall", "memorization"],
+                           memorization=memorization)
     noise = evaluate_images(torch.zeros(300, 1, 4, 4), ref, [_Flatten()], metrics=["fd"])
     assert same.metrics["fd_pixels"] == pytest.approx(0.0, abs=1e-6)
     assert same.metrics["precision_pixels"] == 1.0 and same.metrics["recall_pixels"] == 1.0
-    assert same.metrics["nn_dist_gen_train_pixels"] == 0.0
+    assert same.metrics["nn_dist_gen_train_pixels"] == pytest.approx(0.0, abs=1e-3)
+    assert same.metrics["memorization_pixels"] == 1.0  # every sample is a training image
     assert noise.metrics["fd_pixels"] > 1.0
     assert same.num_samples == 300
