@@ -116,6 +116,10 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
         "spec.evaluation.featureExtractors",
         {"evaluation": {"metrics": ["label_adherence"], "featureExtractors": ["effnetlite0"]}},
     ),
+    InvalidSpec("unknown-augmentation", "spec.training.augment.policy",
+                {"training": {"augment": {"policy": ["blur"]}}}),
+    InvalidSpec("augmentation-twice", "spec.training.augment.policy",
+                {"training": {"augment": {"policy": ["cutout", "cutout"]}}}),
     InvalidSpec("too-few-memorization-images", "spec.evaluation.memorizationTrainImages",
                 {"evaluation": {"memorizationTrainImages": 10}}),
     InvalidSpec(

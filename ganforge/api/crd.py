@@ -260,7 +260,7 @@ TRAINING_JOB = CrdDefinition(
     ),
     power_of_two=("spec.dataset.resolution",),
     patterns={"spec.resources.cpu": QUANTITY_PATTERN, "spec.resources.memory": QUANTITY_PATTERN},
-    sets=("spec.rollout.steps",),
+    sets=("spec.rollout.steps", "spec.training.augment.policy"),
 )
 
 # -- GANInferenceService -----------------------------------------------------------------------

@@ -94,6 +94,7 @@ ResizeMode = Literal["pad", "interpolate"]
 Architecture = Literal["dcgan", "sngan-resnet"]
 LossKind = Literal["nonsaturating", "hinge", "wgan-gp"]
 Precision = Literal["fp32", "bf16", "fp16"]
+AugmentOp = Literal["color", "translation", "cutout"]
 MetricName = Literal["fd", "kid", "precision_recall", "mode_collapse", "memorization", "label_adherence"]
 FeatureExtractorName = Literal["effnetlite0", "domain", "torchscript"]
 
@@ -189,6 +190,29 @@ class OptimizerSpec(ApiModel):
     eps: float = Field(1e-8, gt=0.0, le=1.0, description="Adam epsilon.")
 
 
+class AugmentSpec(ApiModel):
+    """What D sees of every image, real and generated (DiffAugment, Zhao et al. 2020): the
+    discriminator cannot memorise a small dataset, and G is trained through the same
+    differentiable transforms, so they do not leak into its samples."""
+
+    policy: list[AugmentOp] = Field(
+        default_factory=list,
+        description="Differentiable transforms, in order: color (brightness, saturation, contrast), "
+        "translation (up to 1/8 of the image), cutout (a square of half the image); empty = none.",
+        max_length=3,
+    )
+
+    @field_validator("policy")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each transform at most once, got {value}")
+        return value
+    xflip: bool = Field(
+        False, description="Mirror each image D sees with probability 1/2 (for data whose mirror image is valid)."
+    )
+
+
 class TrainingSpec(ApiModel):
     total_kimg: float = Field(200.0, gt=0.0, le=1e7, description="Stop after this many thousand real images.")
     batch_size: int = Field(64, ge=1, le=65536, description="Global batch size (all workers together).")
@@ -204,6 +228,9 @@ class TrainingSpec(ApiModel):
     )
     compile: bool = Field(
         False, description="Wrap G and D in torch.compile (penalties on D's gradient run through the eager D)."
+    )
+    augment: AugmentSpec = Field(
+        default_factory=AugmentSpec, description="Augmentation of D's inputs, for small datasets."
     )
     deterministic: bool = Field(
         False, description="Deterministic kernels only (torch.use_deterministic_algorithms, no cuDNN "

@@ -17,7 +17,7 @@ TRAJECTORY_FIELDS: dict[str, tuple[str, ...] | None] = {
     "dataset": None,
     "model": None,
     "training": ("batchSize", "dStepsPerG", "precision", "seed", "optimizer", "channelsLast", "compile",
-                 "deterministic"),
+                 "deterministic", "augment"),
     "resources": ("workers", "processesPerWorker"),
 }
 

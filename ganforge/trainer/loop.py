@@ -26,6 +26,7 @@ from ganforge.evaluation import EvaluationInterrupted
 from ganforge.evaluation.images import save_image_grid, to_uint8
 from ganforge.models import build_models
 from ganforge.trainer import losses
+from ganforge.trainer.augment import Augment
 from ganforge.trainer.checkpoint import CheckpointInfo, CheckpointManager, open_storage, software_versions, to_host
 from ganforge.trainer.config import TrainingOptions, write_options
 from ganforge.trainer.data import ImageDataset, load_dataset, to_float
@@ -189,6 +190,7 @@ class _Run:
         # The whole uint8 dataset is small; on a GPU it lives there and batches never cross PCIe.
         self.images = data.images.to(device)
         self.labels = data.labels.to(device) if data.labels is not None else None
+        self.augment = Augment(spec.training.augment.policy, spec.training.augment.xflip)
         self.G_fwd: nn.Module = self.G
         self.D_fwd: nn.Module = self.D
         if spec.training.compile:
@@ -279,7 +281,7 @@ class _Run:
         """R1 in a pass of its own through the eager D (same weights as the compiled one)."""
         real = real.detach().requires_grad_(True)
         with self._autocast():
-            logits = self.D(real, labels)
+            logits = self.D(self.augment(real), labels)
         return losses.r1_penalty(real, logits)
 
     def _train_step(self, preemption: PreemptionHandler) -> tuple[list[float], torch.Tensor]:
@@ -306,8 +308,8 @@ class _Run:
                 # per step, as in the DCGAN reference loop).
                 with torch.no_grad() if not last else contextlib.nullcontext():
                     fake = self.G_fwd(z, fake_labels)
-                d_real = self.D_fwd(real, real_labels)
-                d_fake = self.D_fwd(fake.detach(), fake_labels)
+                d_real = self.D_fwd(self.augment(real), real_labels)
+                d_fake = self.D_fwd(self.augment(fake.detach()), fake_labels)
                 loss_d = losses.d_loss(kind, d_real, d_fake)
             if kind == "wgan-gp":
                 # The eager D: a penalty on D's gradient is a second backward.
@@ -331,7 +333,8 @@ class _Run:
         self.D.requires_grad_(False)
         try:
             with self._autocast():
-                loss_g = losses.g_loss(kind, self.D_fwd(fake, fake_labels))
+                # G learns through the same augmentation, so it cannot leak into the samples.
+                loss_g = losses.g_loss(kind, self.D_fwd(self.augment(fake), fake_labels))
             self.g_grads.zero()
             self.scaler_g.scale(loss_g).backward()
         finally:

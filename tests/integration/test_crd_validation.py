@@ -83,6 +83,7 @@ IMMUTABLE_CHANGES = [
     ("spec.training.optimizer", {"training": {"optimizer": {"gLr": 0.001}}}),
     ("spec.training.channelsLast", {"training": {"channelsLast": True}}),
     ("spec.training.compile", {"training": {"compile": True}}),
+    ("spec.training.augment", {"training": {"augment": {"policy": ["cutout"]}}}),
     ("spec.resources.processesPerWorker", {"resources": {"processesPerWorker": 2}}),
     ("spec.training.deterministic", {"training": {"deterministic": True}}),
     ("spec.checkpoint.uri", {"checkpoint": {"uri": "pvc://checkpoints/elsewhere"}}),

@@ -183,7 +183,7 @@ FIXED_FIELDS = {
         "spec.resources.gpusPerWorker",
         "spec.training.batchSize", "spec.training.seed", "spec.training.dStepsPerG", "spec.training.precision",
         "spec.training.optimizer", "spec.training.channelsLast", "spec.training.compile",
-        "spec.training.deterministic", "spec.checkpoint.uri",
+        "spec.training.deterministic", "spec.training.augment", "spec.checkpoint.uri",
     ),
     crd.INFERENCE_SERVICE.kind: ("spec.modelName",),
 }

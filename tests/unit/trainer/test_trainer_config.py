@@ -135,7 +135,8 @@ def test_the_resume_fingerprint_covers_exactly_the_fields_the_crd_fixes() -> Non
                "spec.training.batchSize": 32, "spec.training.dStepsPerG": 2, "spec.training.precision": "bf16",
                "spec.training.seed": 9, "spec.training.optimizer": {"gLr": 0.001},
                "spec.training.channelsLast": True, "spec.training.compile": True,
-               "spec.training.deterministic": True, "spec.resources.workers": 2,
+               "spec.training.deterministic": True, "spec.training.augment": {"xflip": True},
+               "spec.resources.workers": 2,
                "spec.resources.processesPerWorker": 1}
     fingerprinted = [path for path in immutable_paths() if path not in PLACEMENT_FIELDS]
     assert sorted(changed) == sorted(fingerprinted)
