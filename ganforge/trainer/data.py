@@ -23,9 +23,9 @@ from ganforge.api.storage import PVC_MOUNT_ROOT
 from ganforge.api.training_job import DatasetSpec
 from ganforge.trainer.config import resolve_uri
 from ganforge.trainer.errors import DataError
+from ganforge.trainer.image_folder import load_image_folder
 
 _IDX_DTYPES = {0x08: np.uint8}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}
 
 
 @dataclass
@@ -179,39 +179,6 @@ def load_npz(path: Path, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
     return images, labels
 
 
-def load_image_folder(root: Path, channels: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
-    if not root.is_dir():
-        raise DataError(f"{root}: image-folder dataset must be a directory")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"{root}: no class sub-directories")
-    arrays: list[np.ndarray] = []
-    labels: list[int] = []
-    mode = "L" if channels == 1 else "RGB"
-    for index, name in enumerate(classes):
-        for file in sorted((root / name).iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as opened:
-                    image = opened.convert(mode)
-                side = min(image.size)
-                left, top = (image.width - side) // 2, (image.height - side) // 2
-                image = image.crop((left, top, left + side, top + side))
-                if side != resolution:
-                    image = image.resize((resolution, resolution), Image.Resampling.BILINEAR)
-                array = np.asarray(image, dtype=np.uint8)
-            except (OSError, UnidentifiedImageError) as error:
-                raise DataError(f"{file}: cannot decode image: {error}") from None
-            arrays.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
-            labels.append(index)
-    if not arrays:
-        raise DataError(f"{root}: no images found")
-    return np.stack(arrays), np.asarray(labels, dtype=np.int64)
-
-
 # ---------------------------------------------------------------------------------------------
 # Synthetic data for smoke tests
 
@@ -272,7 +239,9 @@ def resize(images: torch.Tensor, resolution: int, mode: str, source: str) -> tor
     return torch.cat(out)
 
 
-def load_dataset(spec: DatasetSpec, pvc_root: str = PVC_MOUNT_ROOT, seed: int = 0) -> ImageDataset:
+def load_dataset(spec: DatasetSpec, pvc_root: str = PVC_MOUNT_ROOT, seed: int = 0,
+                 cache_dir: Path | None = None) -> ImageDataset:
+    """The dataset at the training resolution; `cache_dir` keeps decoded image folders."""
     uri = spec.uri
     held: tuple[np.ndarray, np.ndarray | None] | None = None
     if spec.format == "fake" or uri.startswith("fake://"):
@@ -292,7 +261,7 @@ def load_dataset(spec: DatasetSpec, pvc_root: str = PVC_MOUNT_ROOT, seed: int = 
         elif spec.format == "npz":
             images, labels = load_npz(path, spec.channels)
         else:
-            images, labels = load_image_folder(path, spec.channels, spec.resolution)
+            images, labels = load_image_folder(path, spec.channels, spec.resolution, cache_dir)
     if images.shape[1] != spec.channels:
         raise DataError(f"{source}: images have {images.shape[1]} channels, spec.dataset.channels is {spec.channels}")
     if images.shape[0] == 0:

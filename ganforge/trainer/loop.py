@@ -133,11 +133,23 @@ class _Run:
             )
 
     def _load_data(self) -> ImageDataset:
-        data = load_dataset(self.spec.dataset, self.rt.pvc_root, self.spec.training.seed)
+        data = load_dataset(self.spec.dataset, self.rt.pvc_root, self.spec.training.seed, Path(self.rt.cache_dir))
         if len(data) < self.ctx.world_size:
             raise ConfigError(f"{data.source}: {len(data)} images cannot be split over {self.ctx.world_size} ranks")
         log.info("dataset %s: %d images %dx%dx%d, %d classes", data.source, len(data), data.channels,
                  data.resolution, data.resolution, data.num_classes)
+        return data
+
+    def _load_data_on_every_rank(self) -> ImageDataset:
+        ctx = self.ctx
+        if self.spec.dataset.format != "image-folder":
+            return run_phase(ctx, "loading the dataset", self._load_data)
+        # Rank 0 decodes the folder and fills the decode cache; the other ranks then read it.
+        first = run_phase(ctx, "loading the dataset", lambda: self._load_data() if ctx.is_main else None)
+        rest = run_phase(ctx, "loading the dataset from the decode cache",
+                         lambda: None if ctx.is_main else self._load_data())
+        data = first if ctx.is_main else rest
+        assert data is not None
         return data
 
     def _prepare_checkpoints(self) -> None:
@@ -508,7 +520,7 @@ class _Run:
         """Everything before the first step, including loading the newest checkpoint (`resumed_from`)."""
         ctx, spec = self.ctx, self.spec
         run_phase(ctx, "checking the world size", self._check_world)
-        data = run_phase(ctx, "loading the dataset", self._load_data)
+        data = self._load_data_on_every_rank()
         self._build(data)
         run_phase(ctx, "preparing the checkpoint location", self._prepare_checkpoints)
         state = run_phase(ctx, "loading the newest checkpoint", self._load_checkpoint)

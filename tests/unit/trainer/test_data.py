@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -110,6 +111,44 @@ def test_image_folder(tmp_path: Path) -> None:
     (tmp_path / "dogs" / "bad.png").unlink()
     data = load_dataset(DatasetSpec(uri=str(tmp_path), format="image-folder", resolution=16, channels=3))
     assert data.images.shape == (6, 3, 16, 16) and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_an_image_folder_is_decoded_once_into_the_cache(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root, cache = tmp_path / "folder", tmp_path / "cache"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (20, 20), i * 60).save(root / label / f"{i}.png")
+    spec = DatasetSpec(uri=str(root), format="image-folder", resolution=16)
+    first = load_dataset(spec, cache_dir=cache)
+    assert len(list(cache.glob("image-folder-*.npy"))) == 1
+    # Same name, size and modification time but undecodable: the cache answers, nothing is decoded.
+    victim = root / "a" / "0.png"
+    stat = victim.stat()
+    victim.write_bytes(b"x" * stat.st_size)
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = load_dataset(spec, cache_dir=cache)
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    # A file that changed is noticed: the folder is decoded again (and this one fails to).
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(DataError, match=r"0\.png: cannot decode image"):
+        load_dataset(spec, cache_dir=cache)
+
+
+def test_an_unlabelled_image_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("L", (16, 16), i * 80).save(tmp_path / f"{i}.jpg")
+    data = load_dataset(DatasetSpec(uri=str(tmp_path), format="image-folder", resolution=16))
+    assert data.images.shape == (3, 1, 16, 16) and data.labels is None and data.num_classes == 0
+    with pytest.raises(DataError, match="conditional is true but the dataset has no labels"):
+        load_dataset(DatasetSpec(uri=str(tmp_path), format="image-folder", resolution=16, conditional=True))
+    (tmp_path / "class-dir").mkdir()
+    with pytest.raises(DataError, match="has both class sub-directories and images of its own"):
+        load_dataset(DatasetSpec(uri=str(tmp_path), format="image-folder", resolution=16))
 
 
 def test_fake_is_deterministic_and_conditional_needs_labels(tmp_path: Path) -> None:
