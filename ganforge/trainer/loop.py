@@ -23,7 +23,7 @@ from torch import nn
 from ganforge.api.checkpoint_format import REFERENCE_DIR, with_manifest
 from ganforge.api.exit_codes import ExitCode
 from ganforge.evaluation import EvaluationInterrupted
-from ganforge.evaluation.images import save_image_grid, to_uint8
+from ganforge.evaluation.images import image_grid, save_image_grid, to_uint8
 from ganforge.models import build_models
 from ganforge.trainer import losses
 from ganforge.trainer.augment import Augment
@@ -453,6 +453,8 @@ class _Run:
         with torch.no_grad():
             images = to_uint8(self.G_ema(self.grid_z, self.grid_labels))
         save_image_grid(images, self.run_dir / "samples" / f"fakes-{self.nimg:012d}.png", self.grid_columns)
+        if self.tb is not None:
+            self.tb.image("samples/fakes", image_grid(images.cpu(), self.grid_columns), self.nimg)
 
     def _stop_requested(self) -> bool:
         """This rank or a peer was asked to stop, or a peer failed: rank 0's own work (evaluation)

@@ -77,7 +77,14 @@ class TensorBoardWriter:
         if self._writer is None:
             return
         for name, value in values.items():
-            self._writer.add_scalar(name, value, global_step=nimg // 1000)
+            self._writer.add_scalar(name, value, global_step=nimg)
+        self._writer.flush()
+
+    def image(self, tag: str, grid: Any, nimg: int) -> None:
+        """A uint8 [C, H, W] image (the sample grid), on the scalars' step axis (images shown)."""
+        if self._writer is None:
+            return
+        self._writer.add_image(tag, grid, global_step=nimg, dataformats="CHW")
         self._writer.flush()
 
     def close(self) -> None:

@@ -140,3 +140,18 @@ def test_deterministic_mode_holds_for_the_run_and_is_undone_after(tmp_path: Path
     assert code == ExitCode.SUCCESS
     assert seen and all(seen)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_tensorboard_gets_the_scalars_and_every_sample_grid(tmp_path: Path, cache_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = tiny_spec(workers=1, total_kimg=0.128, training={"sampleIntervalKimg": 0.064, "reportIntervalKimg": 0.032})
+    code = cli.main(["--config", str(write_spec(tmp_path / "job.yaml", spec)), "--run-dir", str(tmp_path / "run"),
+                     "--cache-dir", str(cache_dir), "--threads", "1", "--device", "cpu"])
+    assert code == ExitCode.SUCCESS
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    grids = events.Images("samples/fakes")
+    # At the start, at 64 and 128 images; each a PNG of the 4-class grid (4 columns x 8 rows of 16 px).
+    assert [grid.step for grid in grids] == [0, 64, 128]
+    assert (grids[0].width, grids[0].height) == (4 * 16, 8 * 16)
+    assert [scalar.step for scalar in events.Scalars("loss/G")] == [32, 64, 96, 128]
