@@ -27,6 +27,7 @@ from ganforge.evaluation.images import image_grid, save_image_grid, to_uint8
 from ganforge.models import build_models
 from ganforge.trainer import losses
 from ganforge.trainer.augment import Augment
+from ganforge.trainer.batches import BatchSource
 from ganforge.trainer.checkpoint import CheckpointInfo, CheckpointManager, open_storage, software_versions, to_host
 from ganforge.trainer.config import TrainingOptions, write_options
 from ganforge.trainer.data import ImageDataset, load_dataset, to_float
@@ -197,11 +198,9 @@ class _Run:
         fp16 = spec.training.precision == "fp16"
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.batches = BatchSource.for_device(data.images, data.labels, device)
         self.sampler = InfiniteSampler(len(data), self.ctx.rank, self.ctx.world_size, spec.training.seed,
-                                       device=device)
-        # The whole uint8 dataset is small; on a GPU it lives there and batches never cross PCIe.
-        self.images = data.images.to(device)
-        self.labels = data.labels.to(device) if data.labels is not None else None
+                                       device=self.batches.index_device)
         self.augment = Augment(spec.training.augment.policy, spec.training.augment.xflip)
         self.G_fwd: nn.Module = self.G
         self.D_fwd: nn.Module = self.D
@@ -282,11 +281,10 @@ class _Run:
         return torch.autocast(self.ctx.device.type, dtype=dtype)
 
     def _batch(self, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = self.sampler.next_indices(count)  # already on the device
-        real = to_float(self.images.index_select(0, idx))
+        images, labels = self.batches.take(self.sampler.next_indices(count), with_labels=bool(self.num_classes))
+        real = to_float(images)
         if self.spec.training.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        labels = self.labels.index_select(0, idx) if (self.labels is not None and self.num_classes) else None
         return real, labels
 
     def _r1_pass(self, real: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
