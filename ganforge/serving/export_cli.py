@@ -47,6 +47,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _register(args: argparse.Namespace, artifact: ArtifactStatus) -> None:
+    """With MLFLOW_TRACKING_URI set: the exported model becomes a version of the registered model
+    named after the job, in the job's run (ganforge.api.tracking). A tracking failure is logged,
+    never an export failure: the served revision exists either way."""
+    from ganforge.api.tracking import TrackingRun, TrackingUnavailable, run_key
+
+    try:
+        run = TrackingRun.open(run_key(args.job_namespace, args.job_name, args.job_uid, args.checkpoint),
+                               args.job_name or "export")
+    except TrackingUnavailable as error:
+        log.warning("%s", error)
+        return
+    if run is None:
+        return
+    name = ".".join(part for part in (args.job_namespace, args.job_name) if part) or "ganforge-export"
+    version = run.register_model(name, artifact.uri, {"sha256": artifact.sha256, "revision": artifact.revision,
+                                                      "kimg": f"{artifact.kimg}"})
+    if version is not None:
+        log.info("MLflow: registered %s version %s (%s)", name, version, artifact.uri)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = _parser().parse_args(argv)
@@ -71,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         uri=f"{args.repository.rstrip('/')}/{result.revision.name}", sha256=result.revision.sha256,
         revision=result.revision.name, kimg=result.kimg, checkpoint_sha256=result.checkpoint_sha256,
         parity_max_abs_diff=result.parity_max_abs_diff)
+    _register(args, artifact)
     line = json.dumps(artifact.to_wire(), sort_keys=True)
     print(line)
     if args.result_file:

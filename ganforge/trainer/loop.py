@@ -20,8 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ganforge.api import trainer_env
 from ganforge.api.checkpoint_format import REFERENCE_DIR, with_manifest
-from ganforge.api.exit_codes import ExitCode
+from ganforge.api.exit_codes import ExitCode, describe
+from ganforge.api.tracking import TrackingRun, TrackingUnavailable, flatten, run_key
+from ganforge.api.trajectory import trainer_view
 from ganforge.evaluation import EvaluationInterrupted
 from ganforge.evaluation.images import image_grid, save_image_grid, to_uint8
 from ganforge.models import build_models
@@ -119,6 +122,7 @@ class _Run:
         self.prom: PrometheusExporter | None = None
         self.tb: TensorBoardWriter | None = None
         self.job_status: JobStatusReporter | None = None
+        self.tracking: TrackingRun | None = None
         self.resumed_from: tuple[int, int] | None = None  # (nimg, step) of the checkpoint loaded
         self.channel = channel
         self.preemption: PreemptionHandler | None = None
@@ -237,6 +241,7 @@ class _Run:
         self.metrics_log = JsonlWriter(self.run_dir / "metrics.jsonl")
         self.hooks.insert(0, FileProgressHook(self.run_dir / "progress.json"))
         self.job_status = JobStatusReporter.from_environment()
+        self.tracking = self._open_tracking()
         if self.job_status is not None:
             self.hooks.append(self.job_status)
         if self.rt.tensorboard:
@@ -253,6 +258,19 @@ class _Run:
         self.grid_labels = (torch.arange(count) % self.num_classes).to(self.ctx.device) if self.num_classes else None
         order = torch.randperm(len(data), generator=generator)[:count]
         save_image_grid(data.images[order], self.run_dir / "samples" / "reals.png", self.grid_columns)
+
+    def _open_tracking(self) -> TrackingRun | None:
+        env = os.environ.get
+        key = run_key(env(trainer_env.JOB_NAMESPACE, ""), env(trainer_env.JOB_NAME, ""), env(trainer_env.JOB_UID, ""),
+                      str(self.run_dir.resolve()))
+        try:
+            run = TrackingRun.open(key, self.options.job_name or self.run_dir.name,
+                                   flatten(trainer_view(self.spec.to_wire())))
+        except TrackingUnavailable as error:
+            raise ConfigError(str(error)) from None
+        if run is not None:
+            run.tag(f"gang.{env(trainer_env.GANG, '0')}", f"started at kimg {self.nimg / 1000:g}")
+        return run
 
     def _setup_evaluation(self, data: ImageDataset) -> None:
         self.suite = None
@@ -430,6 +448,8 @@ class _Run:
             self.tb.scalars(stats, self.nimg)
         if self.prom is not None:
             self.prom.report(stats, self.nimg / 1000, self.step)
+        if self.tracking is not None:
+            self.tracking.metrics(stats, self.nimg)
         self._notify("running")
 
     def _notify(self, state: str) -> None:
@@ -439,6 +459,8 @@ class _Run:
                               checkpoint, dict(self.last_metrics), state,
                               resumed_from_kimg=resumed_nimg / 1000 if resumed_nimg is not None else None,
                               resumed_from_step=resumed_step)
+        if self.tracking is not None and state in ("finished", "failed"):
+            self.tracking.end("FINISHED" if state == "finished" else "FAILED")
         for hook in self.hooks:
             try:
                 hook(event)
@@ -481,6 +503,8 @@ class _Run:
             self.tb.scalars({f"metrics/{k}": v for k, v in result.metrics.items()}, self.nimg)
         if self.prom is not None:
             self.prom.evaluated(result.metrics, self.nimg / 1000)
+        if self.tracking is not None:
+            self.tracking.metrics({f"metrics/{k}": v for k, v in result.metrics.items()}, self.nimg)
         self._notify("running")
 
     # -- the run ---------------------------------------------------------------------------
@@ -501,6 +525,8 @@ class _Run:
                 # The collective broke because that peer left: say why it left.
                 raise DistributedError(self.channel.peer_fatal) from None
             self.channel.announce_failure(int(error.exit_code), str(error))
+            if self.tracking is not None and not describe(int(error.exit_code)).resumable:
+                self.tracking.end("FAILED")  # the job ends here; a resumable failure gets another gang
             raise
         except Exception as error:
             self.channel.announce_failure(int(ExitCode.INTERNAL_ERROR), f"{type(error).__name__}: {error}")
