@@ -1,6 +1,9 @@
 """Trainer throughput vs a plain single-file DCGAN loop, and checkpoint stall (background vs sync).
 
     python benchmarks/trainer_throughput.py [--steps 200] [--batch 64] [--threads 2] [--rounds 2]
+                                            [--device cpu|cuda]
+
+On a GPU (`--device cuda`) the trainer also runs in bf16 with channelsLast and compile (DEVICE_CONFIGS).
 
 The baseline is written here in the style of the PyTorch DCGAN example (DataLoader over an
 in-memory dataset, BCE-with-logits, per-step .item() for logging). All loops train the same
@@ -39,6 +42,10 @@ TRAINER_CONFIGS: dict[str, dict[str, Any]] = {
     "channels_last": {"channelsLast": True},
     "channels_last_compile": {"channelsLast": True, "compile": True},
 }
+# Only on a GPU, where bf16 autocast runs on tensor cores.
+DEVICE_CONFIGS: dict[str, dict[str, Any]] = {
+    "bf16_channels_last_compile": {"precision": "bf16", "channelsLast": True, "compile": True},
+}
 
 
 def _spec(args: argparse.Namespace, steps: int, training: dict[str, Any] | None = None) -> GANTrainingJobSpec:
@@ -48,18 +55,46 @@ def _spec(args: argparse.Namespace, steps: int, training: dict[str, Any] | None 
         "training": {"totalKimg": steps * args.batch / 1000, "batchSize": args.batch,
                      "reportIntervalKimg": args.warmup * args.batch / 1000, "sampleIntervalKimg": 0,
                      "optimizer": {"betas": [0.5, 0.999]}, **(training or {})},
-        "resources": {"workers": 1, "gpusPerWorker": 0},
+        "resources": {"workers": 1, "gpusPerWorker": 1 if args.device == "cuda" else 0},
         "checkpoint": {"intervalKimg": 1e6},
         "evaluation": {"metrics": []},
     })
 
 
+def plain_dcgan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                     criterion: nn.Module, real: torch.Tensor) -> None:
+    """One step of the PyTorch-examples DCGAN loop, its per-step .item() logging included."""
+    b, device = real.size(0), real.device
+    net_d.zero_grad()
+    output = net_d(real)
+    err_d_real = criterion(output, torch.ones(b, device=device))
+    err_d_real.backward()
+    d_x = output.mean().item()
+    noise = torch.randn(b, 100, device=device)
+    fake = net_g(noise)
+    output = net_d(fake.detach())
+    err_d_fake = criterion(output, torch.zeros(b, device=device))
+    err_d_fake.backward()
+    d_g_z1 = output.mean().item()
+    opt_d.step()
+    net_g.zero_grad()
+    output = net_d(fake)
+    err_g = criterion(output, torch.ones(b, device=device))
+    err_g.backward()
+    d_g_z2 = output.mean().item()
+    opt_g.step()
+    _ = (err_d_real.item() + err_d_fake.item(), err_g.item(), d_x, d_g_z1, d_g_z2)
+
+
 def baseline(args: argparse.Namespace, images: torch.Tensor) -> float:
     """The PyTorch-examples DCGAN loop; returns img/s over the timed steps."""
     torch.manual_seed(0)
+    device = torch.device(args.device)
     net_g, net_d = build_models(ModelSpec(architecture="dcgan", latent_dim=100, width=64), 32, 1, 0)
+    net_g, net_d = net_g.to(device), net_d.to(device)
     dataset = torch.utils.data.TensorDataset(images.float().div(127.5).sub(1))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True,
+                                         pin_memory=device.type == "cuda")
     criterion = nn.BCEWithLogitsLoss()
     opt_d = torch.optim.Adam(net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -68,27 +103,10 @@ def baseline(args: argparse.Namespace, images: torch.Tensor) -> float:
     while step < total:
         for (real,) in loader:
             if step == args.warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 start = time.perf_counter()
-            b = real.size(0)
-            net_d.zero_grad()
-            output = net_d(real)
-            err_d_real = criterion(output, torch.ones(b))
-            err_d_real.backward()
-            d_x = output.mean().item()
-            noise = torch.randn(b, 100)
-            fake = net_g(noise)
-            output = net_d(fake.detach())
-            err_d_fake = criterion(output, torch.zeros(b))
-            err_d_fake.backward()
-            d_g_z1 = output.mean().item()
-            opt_d.step()
-            net_g.zero_grad()
-            output = net_d(fake)
-            err_g = criterion(output, torch.ones(b))
-            err_g.backward()
-            d_g_z2 = output.mean().item()
-            opt_g.step()
-            _ = (err_d_real.item() + err_d_fake.item(), err_g.item(), d_x, d_g_z1, d_g_z2)
+            plain_dcgan_step(net_g, net_d, opt_g, opt_d, criterion, real.to(device, non_blocking=True))
             step += 1
             if step >= total:
                 break
@@ -99,7 +117,7 @@ def ganforge_loop(args: argparse.Namespace, workdir: Path, training: dict[str, A
     run_dir = workdir / f"run-{time.monotonic_ns()}"
     options = TrainingOptions(_spec(args, args.warmup + args.steps, training),
                               RuntimeOptions(run_dir=str(run_dir), cache_dir=str(workdir / "cache"),
-                                             device="cpu", threads=args.threads, tensorboard=False))
+                                             device=args.device, threads=args.threads, tensorboard=False))
     train(options)
     records = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     timed = records[1:]  # the first report covers the warm-up steps
@@ -148,24 +166,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--checkpoints", type=int, default=5)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args(argv)
+    configs = {**TRAINER_CONFIGS, **(DEVICE_CONFIGS if args.device == "cuda" else {})}
     torch.set_num_threads(args.threads)
     images = load_dataset(_spec(args, 1).dataset).images
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         base: list[float] = []
-        ours: dict[str, list[float]] = {name: [] for name in TRAINER_CONFIGS}
+        ours: dict[str, list[float]] = {name: [] for name in configs}
         for _ in range(args.rounds):
             base.append(baseline(args, images))
             for name, runs in ours.items():
-                runs.append(ganforge_loop(args, workdir, TRAINER_CONFIGS[name]))
+                runs.append(ganforge_loop(args, workdir, configs[name]))
             print(f"round: baseline {base[-1]:.1f} img/s, ganforge "
                   + ", ".join(f"{name} {runs[-1]:.1f}" for name, runs in ours.items()), file=sys.stderr)
         torch.set_num_threads(args.threads)
         bg = checkpoint_stall(args, workdir, background=True)
         sync = checkpoint_stall(args, workdir, background=False)
     result = {
-        "device": "cpu", "threads": args.threads, "batch": args.batch, "steps": args.steps,
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "threads": args.threads,
+        "batch": args.batch, "steps": args.steps,
         "load_average": os.getloadavg()[0],
         "baseline_img_per_s": [round(v, 1) for v in base],
         **{f"ganforge_{name}": _versus(runs, base) for name, runs in ours.items()},

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from torch.distributed import PrefixStore, Store, TCPStore  # type: ignore[attr-defined]
 
 from ganforge.api.exit_codes import ExitCode
+from ganforge.trainer.preemption import exit_now
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +146,5 @@ class GangChannel:
         """The main thread leaves at its next check; if a collective holds it, leave from here."""
         if self._closed.wait(self.fatal_grace_seconds):
             return  # the process got through its teardown
-        log.error("still waiting %.0fs after a peer's failure (stuck in a collective); exiting with %d (%s)",
-                  self.fatal_grace_seconds, ExitCode.DISTRIBUTED_ERROR, ExitCode.DISTRIBUTED_ERROR.name)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(ExitCode.DISTRIBUTED_ERROR)
+        exit_now(f"still waiting {self.fatal_grace_seconds:.0f}s after a peer's failure (stuck in a collective)",
+                 ExitCode.DISTRIBUTED_ERROR)

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from ganforge.api.exit_codes import ExitCode
 
@@ -32,15 +32,20 @@ log = logging.getLogger(__name__)
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def _hard_exit(reason: str) -> None:
-    log.error("%s; exiting with %d (%s)", reason, ExitCode.PREEMPTED_NO_CHECKPOINT,
-              ExitCode.PREEMPTED_NO_CHECKPOINT.name)
+def exit_now(reason: str, code: ExitCode) -> NoReturn:
+    """Leave at once, from any thread, with `code`: what a rank does when its main thread cannot
+    (held by a collective). Checkpoints are atomic, so nothing half-written is ever used."""
+    log.error("%s; exiting with %d (%s)", reason, code, code.name)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(ExitCode.PREEMPTED_NO_CHECKPOINT)
+    os._exit(code)
+
+
+def _hard_exit(reason: str) -> None:
+    exit_now(reason, ExitCode.PREEMPTED_NO_CHECKPOINT)
 
 
 def _noticed_by_the_watcher(signum: int, frame: FrameType | None) -> None:

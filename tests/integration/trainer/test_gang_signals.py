@@ -8,26 +8,12 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 from ganforge.api.exit_codes import ExitCode
 from ganforge.trainer.checkpoint import checkpoint_name
 from tests.integration.trainer.launch import Gang, read_progress, tiny_spec, write_spec
-
-
-def _exit_codes_within(gang: Gang, seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    codes = []
-    for proc in gang.procs:
-        try:
-            codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            for p in gang.procs:
-                p.kill()
-            raise AssertionError(f"the gang did not stop within {seconds}s:\n{gang.output()}") from None
-    return codes
 
 
 def test_sigterm_to_another_rank_interrupts_rank_0s_evaluation(tmp_path: Path, cache_dir: Path) -> None:
@@ -42,7 +28,7 @@ def test_sigterm_to_another_rank_interrupts_rank_0s_evaluation(tmp_path: Path, c
     time.sleep(1.0)  # rank 1 has entered the next step's all_reduce and waits for rank 0
     signalled = time.monotonic()
     gang.procs[1].send_signal(signal.SIGTERM)
-    codes = _exit_codes_within(gang, 20)
+    codes = gang.wait(timeout=20)
     stopped_after = time.monotonic() - signalled
     assert codes == [ExitCode.PREEMPTED, ExitCode.PREEMPTED], gang.output()
     assert "evaluation at kimg 0.16 interrupted" in gang.logs[0].read_text(errors="replace")
@@ -64,7 +50,7 @@ def test_a_failure_on_rank_0_alone_ends_every_rank_within_seconds(tmp_path: Path
     shutil.rmtree(samples)
     samples.write_text("not a directory")
     failed = time.monotonic()
-    codes = _exit_codes_within(gang, 60)
+    codes = gang.wait(timeout=60)
     assert codes[0] == ExitCode.INTERNAL_ERROR and codes[1] == ExitCode.DISTRIBUTED_ERROR, gang.output()
     assert time.monotonic() - failed < 60
     assert "rank 0 failed with exit code 1" in gang.logs[1].read_text(errors="replace"), gang.output()

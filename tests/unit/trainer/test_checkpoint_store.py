@@ -173,23 +173,24 @@ class _FlakyReads(LocalStorage):
         return super().read(name, file)
 
 
-def test_a_transient_read_error_is_retried_and_never_marks_a_checkpoint_corrupt(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def two_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(checkpoint_module, "READ_RETRY_SECONDS", 0.0)
     manager = CheckpointManager(LocalStorage(tmp_path), keep_last=3)
     _save(manager, 100, 1.0)
     _save(manager, 200, 2.0)
+    return tmp_path
+
+
+def test_a_transient_read_error_is_retried_and_never_marks_a_checkpoint_corrupt(two_checkpoints: Path) -> None:
+    tmp_path = two_checkpoints
     loaded = CheckpointManager(_FlakyReads(tmp_path, failures=2), keep_last=3).load_latest()
     assert loaded is not None and loaded[1].nimg == 200
     assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(100), checkpoint_name(200)]
 
 
-def test_a_read_error_that_persists_stops_the_run_and_moves_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checkpoint_module, "READ_RETRY_SECONDS", 0.0)
-    manager = CheckpointManager(LocalStorage(tmp_path), keep_last=3)
-    _save(manager, 100, 1.0)
-    _save(manager, 200, 2.0)
+def test_a_read_error_that_persists_stops_the_run_and_moves_nothing(two_checkpoints: Path) -> None:
+    tmp_path = two_checkpoints
     with pytest.raises(CheckpointStorageError, match=f"reading checkpoint .*{checkpoint_name(200)} failed 4 times"):
         CheckpointManager(_FlakyReads(tmp_path, failures=100), keep_last=3).load_latest()
     assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(100), checkpoint_name(200)]
