@@ -25,11 +25,13 @@ import numpy as np
 import torch
 
 from ganforge.api.training_job import DatasetSpec, EvaluationSpec, GANTrainingJobSpec
+from ganforge.evaluation.features import extract
+from ganforge.evaluation.memorization import MemorizationReference
 from ganforge.models import build_models
 from ganforge.trainer.checkpoint import checkpoint_name
 from ganforge.trainer.config import RuntimeOptions, TrainingOptions
 from ganforge.trainer.data import load_dataset
-from ganforge.trainer.evaluation_suite import build_suite
+from ganforge.trainer.evaluation_suite import EvaluationSuite, build_suite
 from ganforge.trainer.loop import train
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -47,6 +49,24 @@ def _spec(data: Path, args: argparse.Namespace, augment: dict[str, Any] | None) 
     })
 
 
+def _score(run_dir: Path, spec: GANTrainingJobSpec, args: argparse.Namespace, suite: EvaluationSuite,
+           memorization: MemorizationReference) -> list[tuple[float, float, float]]:
+    """(kimg, FD against the whole training set, memorisation against the small one) per checkpoint."""
+    points = []
+    generator, _ = build_models(spec.model, 32, 1, 0)
+    nimg = round(args.every * 1000)
+    while nimg <= round(args.kimg * 1000):
+        state = torch.load(run_dir / "checkpoints" / checkpoint_name(nimg) / "state.pt", weights_only=True)
+        generator.load_state_dict(state["G_ema"])
+        images, _ = suite.generate(generator.eval(), 64, 0, torch.device("cpu"), seed=0)
+        fd = suite.evaluate(generator, 64, 0, torch.device("cpu"), seed=0).metrics["fd_domain"]
+        assert suite.classifier is not None
+        memorized = memorization.score(extract(suite.classifier, images).numpy())["memorization"]
+        points.append((nimg / 1000, fd, memorized))
+        nimg += round(args.every * 1000)
+    return points
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -56,51 +76,52 @@ def main() -> int:
     parser.add_argument("--no-xflip", action="store_true", help="augment without x-flips")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--rescore", type=Path, help="score the runs in this work directory again; train nothing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     full = load_dataset(DatasetSpec(uri=f"file://{FASHION_MNIST}", format="idx", resolution=32))
-    work = Path(tempfile.mkdtemp(prefix="ganforge-small-data-"))
+    work = args.rescore or Path(tempfile.mkdtemp(prefix="ganforge-small-data-"))
     picked = torch.randperm(len(full), generator=torch.Generator().manual_seed(0))[: args.images]
     data = work / "subset.npz"
-    assert full.labels is not None
+    assert full.labels is not None and full.held_out is not None
     np.savez(data, images=full.images[picked, 0].numpy(), labels=full.labels[picked].numpy())
 
     suite = build_suite(EvaluationSpec(num_samples=args.samples, feature_extractors=["domain"], metrics=["fd"]),
                         full, work / "cache", torch.device("cpu"))
+    assert suite.classifier is not None
+    # Memorisation of the small training set, with the unseen test split as the real yardstick.
+    memorization = MemorizationReference.build(extract(suite.classifier, full.images[picked]).numpy(),
+                                               extract(suite.classifier, full.held_out).numpy())
     results: dict[str, list[tuple[float, float, float]]] = {}
+    rates: dict[str, float] = {}
     augment_spec = {"policy": [p for p in args.policy.split(",") if p], "xflip": not args.no_xflip}
     for name, augment in (("no augmentation", None), ("augmented", augment_spec)):
         spec = _spec(data, args, augment)
         run_dir = work / name.replace(" ", "-")
-        start = time.perf_counter()
-        code = train(TrainingOptions(spec, RuntimeOptions(run_dir=str(run_dir), cache_dir=str(work / "cache"),
-                                                         device="cpu", threads=args.threads, tensorboard=False)))
-        seconds = time.perf_counter() - start
-        assert int(code) == 0, f"{name}: exit code {code}"
+        if args.rescore is None:
+            start = time.perf_counter()
+            options = TrainingOptions(spec, RuntimeOptions(run_dir=str(run_dir), cache_dir=str(work / "cache"),
+                                                           device="cpu", threads=args.threads, tensorboard=False))
+            code = train(options)
+            assert int(code) == 0, f"{name}: exit code {code}"
+            print(f"{name}: trained {args.kimg} kimg in {time.perf_counter() - start:.0f}s", file=sys.stderr)
         stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
-        rate = float(np.median([s["timing/images_per_second"] for s in stats]))
-        points = []
-        generator, _ = build_models(spec.model, 32, 1, 0)
-        nimg = round(args.every * 1000)
-        while nimg <= round(args.kimg * 1000):
-            state = torch.load(run_dir / "checkpoints" / checkpoint_name(nimg) / "state.pt", weights_only=True)
-            generator.load_state_dict(state["G_ema"])
-            fd = suite.evaluate(generator.eval(), 64, 0, torch.device("cpu"), seed=0).metrics["fd_domain"]
-            points.append((nimg / 1000, fd, rate))
-            nimg += round(args.every * 1000)
-        results[name] = points
-        print(f"{name}: trained {args.kimg} kimg in {seconds:.0f}s ({rate:.0f} img/s)", file=sys.stderr)
+        rates[name] = float(np.median([s["timing/images_per_second"] for s in stats]))
+        results[name] = _score(run_dir, spec, args, suite, memorization)
 
-    print(f"\naugmentation {augment_spec}; {args.images} training images, FD (domain features, "
-          f"{args.samples} samples vs all {len(full)} training images), lower is better:\n")
-    header = "| kimg | " + " | ".join(results) + " | ratio augmented / none |"
-    print(header)
-    print("|" + "---:|" * (len(results) + 2))
+    print(f"\naugmentation {augment_spec}; {args.images} training images. FD: domain features, {args.samples} "
+          f"samples vs all {len(full)} training images (lower is better). Memorisation: the share of samples closer "
+          f"to one of the {args.images} training images than 95% of unseen test images come (0.05 = as novel as "
+          "real data):\n")
+    print("| kimg | FD, no augmentation | FD, augmented | FD ratio | memorisation, no augmentation | "
+          "memorisation, augmented |")
+    print("|---:|---:|---:|---:|---:|---:|")
     plain, augmented = results["no augmentation"], results["augmented"]
-    for (kimg, fd_plain, _), (_, fd_aug, _) in zip(plain, augmented, strict=True):
-        print(f"| {kimg:g} | {fd_plain:.1f} | {fd_aug:.1f} | {fd_aug / fd_plain:.2f}x |")
-    print(f"\nthroughput: {plain[0][2]:.0f} img/s without, {augmented[0][2]:.0f} img/s with augmentation")
-    print(f"(work directory {work})")
+    for (kimg, fd_plain, mem_plain), (_, fd_aug, mem_aug) in zip(plain, augmented, strict=True):
+        print(f"| {kimg:g} | {fd_plain:.1f} | {fd_aug:.1f} | {fd_aug / fd_plain:.2f}x | {mem_plain:.3f} | "
+              f"{mem_aug:.3f} |")
+    print(f"\nthroughput: {rates['no augmentation']:.0f} img/s without, {rates['augmented']:.0f} img/s with "
+          f"augmentation (work directory {work})")
     return 0
 
 
