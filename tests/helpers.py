@@ -11,6 +11,10 @@ from ganforge.serving.caller import ContinuousCaller
 
 T = TypeVar("T")
 
+# How long an e2e test waits for the operator's first action on a job: its own work takes seconds,
+# but a replica that has just replaced another waits out the kopf peering lifetime (60 s) first.
+OPERATOR_TAKEOVER_SECONDS = 150
+
 
 def eventually(probe: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
     """Poll `probe` until it returns something truthy, and return that; fail after `timeout`."""

@@ -20,7 +20,7 @@ from kubernetes.client import ApiClient
 from ganforge.local.install import InstallError, kubectl
 from ganforge.operator import naming
 from tests.e2e.cluster import apply, kill_container, status_of
-from tests.helpers import eventually, fast_job
+from tests.helpers import OPERATOR_TAKEOVER_SECONDS, eventually, fast_job
 
 JOB = "crashes"
 
@@ -128,7 +128,9 @@ def test_a_suspended_job_stops_its_gang_and_resumes_from_its_checkpoint(
                 '{"spec": {"training": {"batchSize": 32}}}')
 
     kubectl(operator, "-n", namespace, "patch", "gtj", name, "--type=merge", "-p", '{"spec": {"suspend": true}}')
-    eventually(lambda: status().get("phase") == "Suspended", 60, "Suspended")
+    # Bounded by an operator takeover too: a replica that follows a lost one waits out the kopf
+    # peering lifetime (60 s) before it acts, and earlier tests in this cluster lose nodes.
+    eventually(lambda: status().get("phase") == "Suspended", OPERATOR_TAKEOVER_SECONDS, "Suspended")
 
     def running_pods() -> list[client.V1Pod]:
         pods = local_core.list_namespaced_pod(namespace, label_selector=f"ganforge.io/job={name}").items

@@ -38,7 +38,7 @@ from ganforge.local.provisioner import claim_host_path
 from ganforge.operator.kube import CRASH_AFTER_WRITES_ENV
 from ganforge.serving.client import latents
 from ganforge.serving.export import PARITY_BOUNDS, onnxruntime_images
-from tests.helpers import answering_client, eventually, fast_job
+from tests.helpers import OPERATOR_TAKEOVER_SECONDS, answering_client, eventually, fast_job
 
 
 def _job(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
@@ -76,7 +76,8 @@ def test_example_trains_survives_a_spot_reclaim_resumes_exports_and_is_served(
     kubectl(operator, "apply", "-n", namespace, "-f", str(EXAMPLE_JOB))
     created = _timestamp(_job(local_api, namespace, name)["metadata"]["creationTimestamp"])
 
-    pods = eventually(lambda: (p := _pods(local_core, namespace, name)) and len(p) == 2 and p, 60, "2 worker pods")
+    pods = eventually(lambda: (p := _pods(local_core, namespace, name)) and len(p) == 2 and p,
+                      OPERATOR_TAKEOVER_SECONDS, "2 worker pods")
     latest_pod = max(_timestamp(p.metadata.creation_timestamp) for p in pods)
     print(f"\nCR created -> all pods created: {latest_pod - created:.1f} s (whole-second timestamps)")
     for pod in sorted(pods, key=lambda p: p.metadata.name):
