@@ -124,12 +124,6 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     return float(precision), float(recall)
 
 
-def nearest_neighbour_distances(queries: np.ndarray, reference: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    q = torch.from_numpy(np.asarray(queries, dtype=np.float32))
-    ref = torch.from_numpy(np.asarray(reference, dtype=np.float32))
-    return torch.cat([torch.cdist(block, ref).min(dim=1).values for block in q.split(chunk)]).numpy()
-
-
 def class_coverage(predicted: np.ndarray, num_classes: int, min_share: float = 0.2) -> tuple[float, float]:
     """(coverage, normalised entropy) of predicted classes. A class counts as covered when it gets
     at least `min_share` of its uniform share; entropy is 1 for a uniform histogram, 0 for a

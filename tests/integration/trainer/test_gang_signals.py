@@ -26,10 +26,9 @@ def test_sigterm_to_another_rank_interrupts_rank_0s_evaluation(tmp_path: Path, c
     gang = Gang(config, tmp_path / "run", 2, cache_dir, extra=["--grace-seconds", "60"])
     gang.wait_for(lambda: "evaluating at kimg 0.16" in gang.logs[0].read_text(errors="replace"), timeout=240)
     time.sleep(1.0)  # rank 1 has entered the next step's all_reduce and waits for rank 0
-    signalled = time.monotonic()
     gang.procs[1].send_signal(signal.SIGTERM)
+    # Well inside the 60 s grace: an evaluation that ignored the signal would run into it and fail the wait.
     codes = gang.wait(timeout=20)
-    stopped_after = time.monotonic() - signalled
     assert codes == [ExitCode.PREEMPTED, ExitCode.PREEMPTED], gang.output()
     assert "evaluation at kimg 0.16 interrupted" in gang.logs[0].read_text(errors="replace")
     progress = read_progress(tmp_path / "run")
@@ -37,7 +36,6 @@ def test_sigterm_to_another_rank_interrupts_rank_0s_evaluation(tmp_path: Path, c
     # One step after the evaluation's step (10 steps of 16 images), not a checkpoint interval later.
     assert round(progress["kimg"] * 1000) == 11 * 16, progress
     assert (tmp_path / "run" / "checkpoints" / checkpoint_name(11 * 16) / "manifest.json").is_file()
-    assert stopped_after < 20
 
 
 def test_a_failure_on_rank_0_alone_ends_every_rank_within_seconds(tmp_path: Path, cache_dir: Path) -> None:
@@ -49,8 +47,7 @@ def test_a_failure_on_rank_0_alone_ends_every_rank_within_seconds(tmp_path: Path
     samples = tmp_path / "run" / "samples"
     shutil.rmtree(samples)
     samples.write_text("not a directory")
-    failed = time.monotonic()
+    # Within a minute, not the 30 min collective timeout: the wait fails otherwise.
     codes = gang.wait(timeout=60)
     assert codes[0] == ExitCode.INTERNAL_ERROR and codes[1] == ExitCode.DISTRIBUTED_ERROR, gang.output()
-    assert time.monotonic() - failed < 60
     assert "rank 0 failed with exit code 1" in gang.logs[1].read_text(errors="replace"), gang.output()

@@ -11,7 +11,6 @@ from ganforge.evaluation.metrics import (
     class_coverage,
     frechet_distance,
     kernel_inception_distance,
-    nearest_neighbour_distances,
     precision_recall,
 )
 
@@ -94,12 +93,6 @@ def test_precision_recall_extremes_and_collapse() -> None:
 def test_class_coverage_and_entropy() -> None:
     assert class_coverage(np.arange(100) % 10, 10) == (1.0, pytest.approx(1.0))
     assert class_coverage(np.zeros(100, dtype=int), 10) == (0.1, 0.0)
-
-
-def test_nearest_neighbour_distances() -> None:
-    ref = np.array([[0.0, 0.0], [10.0, 0.0]])
-    q = np.array([[1.0, 0.0], [10.0, 3.0]])
-    assert np.allclose(nearest_neighbour_distances(q, ref), [1.0, 3.0])
 
 
 class _Flatten:
