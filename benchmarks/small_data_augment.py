@@ -1,7 +1,8 @@
 """Small data: a DCGAN trained on 2k Fashion-MNIST images with and without augmentation of D's
 inputs, at equal kimg, judged against the whole training set.
 
-    python benchmarks/small_data_augment.py [--images 2000] [--kimg 384] [--every 64] [--threads 2]
+    python benchmarks/small_data_augment.py [--images 2000] [--kimg 384] [--every 64] [--width 32]
+                                            [--threads 2]
                                             [--policy translation,cutout] [--no-xflip]
 
 Both runs train the same model from the same seed on the same 2000 images (a seeded subset, as an
@@ -40,7 +41,7 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 def _spec(data: Path, args: argparse.Namespace, augment: dict[str, Any] | None) -> GANTrainingJobSpec:
     return GANTrainingJobSpec.model_validate({
         "dataset": {"uri": str(data), "format": "npz", "resolution": 32},
-        "model": {"architecture": "dcgan", "latentDim": 64, "width": 32, "ema": {"halfLifeKimg": 2}},
+        "model": {"architecture": "dcgan", "latentDim": 64, "width": args.width, "ema": {"halfLifeKimg": 2}},
         "training": {"totalKimg": args.kimg, "batchSize": 64, "reportIntervalKimg": args.every,
                      "sampleIntervalKimg": args.every, "seed": 3, **({"augment": augment} if augment else {})},
         "resources": {"workers": 1, "gpusPerWorker": 0},
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--kimg", type=float, default=384.0)
     parser.add_argument("--every", type=float, default=64.0)
+    parser.add_argument("--width", type=int, default=32, help="spec.model.width (G and D)")
     parser.add_argument("--policy", default="translation,cutout", help="spec.training.augment.policy, comma-separated")
     parser.add_argument("--no-xflip", action="store_true", help="augment without x-flips")
     parser.add_argument("--threads", type=int, default=2)

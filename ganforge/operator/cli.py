@@ -63,10 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configuration = client.Configuration.get_default_copy()
     # A connection for every request that may be in flight: each pass, and the writes it fans out.
     configuration.connection_pool_maxsize = settings.reconcile_threads + FAN_OUT_THREADS
-    kube = Kube(client.ApiClient(configuration))
+    api = client.ApiClient(configuration)
+    metrics = OperatorMetrics()
+    metrics.count_api_requests(api)
+    kube = Kube(api)
     if not args.standalone:
         kube.ensure_peering(args.peering, args.namespace)
-    metrics = OperatorMetrics()
     metrics.serve(args.metrics_port)
     runtime = OperatorRuntime(kube, settings, metrics)
     memo = kopf.Memo(runtime=runtime)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -24,7 +24,7 @@ from ganforge.operator import naming, rejections
 from ganforge.operator.children import JobRef
 from ganforge.operator.kube import Kube
 from ganforge.operator.metrics import OperatorMetrics
-from ganforge.operator.observe import not_ready_since
+from ganforge.operator.observe import not_ready_since, parse_time
 from ganforge.operator.reconcile import (
     Event,
     Observed,
@@ -47,6 +47,7 @@ CONFLICT_RETRY_SECONDS = 0.2
 # What the watches know of the nodes the job's pods are bound to: name -> not Ready since (None:
 # Ready). A node missing from it does not exist, as far as the watch has seen.
 NodeTable = Mapping[str, datetime | None]
+StatusT = TypeVar("StatusT", GANTrainingJobStatus, GANInferenceServiceStatus)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class OperatorRuntime:
         if kind == JOB_KIND:
             self._replaced.pop(f"{namespace}/{name}", None)
             self.metrics.set_phase(namespace, name, None)
+        else:
+            self.metrics.forget_service(namespace, name)
 
     # -- one pass ------------------------------------------------------------------------------
     def reconcile_once(self, namespace: str, name: str, seen: Seen) -> float | None:
@@ -118,6 +121,9 @@ class OperatorRuntime:
             self.metrics.reconcile_errors.labels(f"http-{error.status}").inc()
             log.warning("reconcile %s: apiserver answered %s %s", key, error.status, error.reason)
             return 2.0
+        except Exception as error:
+            self.metrics.reconcile_errors.labels(type(error).__name__).inc()
+            raise
         finally:
             self.metrics.reconcile_seconds.observe(time.monotonic() - started)
 
@@ -149,7 +155,8 @@ class OperatorRuntime:
                 self._replaced[key] = (body["metadata"]["resourceVersion"], time.monotonic())
                 log.info("%s/%s: %s (gang %s)", namespace, name, plan.status.get("phase") or current.phase,
                          plan.status.get("gang"))
-        self.metrics.observe_plan(plan)
+                self.metrics.observe_job(parse_time(body["metadata"].get("creationTimestamp")), current,
+                                         _patched(current, plan.status))
         self.metrics.set_phase(namespace, name, (plan.status or {}).get("phase") or current.phase)
         return plan.requeue_after
 
@@ -208,6 +215,8 @@ class OperatorRuntime:
         if plan.status is not None:
             log.info("%s/%s: %s (stable %s)", namespace, name, plan.status.get("phase"),
                      plan.status.get("stableRevision"))
+        written = _patched(current, plan.status) if plan.status is not None else current
+        self.metrics.observe_service(namespace, name, current, written)
         return plan.requeue_after
 
     def _execute(self, body: dict[str, Any], plan: Plan, plural: str) -> None:
@@ -256,6 +265,11 @@ def _observed(pods: list[dict[str, Any]], nodes: NodeTable, now: datetime,
               service: dict[str, Any] | None = None) -> Observed:
     """What reconcile sees: the pods, which of their nodes exist, and which are not Ready since when."""
     return Observed(pods, set(nodes), now, service, {node: since for node, since in nodes.items() if since is not None})
+
+
+def _patched(current: StatusT, patch: dict[str, Any]) -> StatusT:
+    """The status after the plan's merge patch of top-level fields (the ones metrics read)."""
+    return type(current).model_validate({**current.to_wire(), **patch})
 
 
 def _rejected_status(body: dict[str, Any], plural: str, refused: rejections.Rejection) -> dict[str, Any]:

@@ -65,6 +65,7 @@ from ganforge.trainer.outputs import (
     PrometheusExporter,
     TensorBoardWriter,
 )
+from ganforge.trainer.phase_timer import PhaseTimer
 from ganforge.trainer.preemption import PreemptionHandler
 from ganforge.trainer.rng import capture_rng, restore_rng, seed_rank
 from ganforge.trainer.sampler import InfiniteSampler
@@ -206,6 +207,7 @@ class _Run:
         self.sampler = InfiniteSampler(len(data), self.ctx.rank, self.ctx.world_size, spec.training.seed,
                                        device=self.batches.index_device)
         self.augment = Augment(spec.training.augment.policy, spec.training.augment.xflip)
+        self.phases = PhaseTimer(device)
         self.G_fwd: nn.Module = self.G
         self.D_fwd: nn.Module = self.D
         if spec.training.compile:
@@ -246,7 +248,7 @@ class _Run:
             self.hooks.append(self.job_status)
         if self.rt.tensorboard:
             self.tb = TensorBoardWriter(self.run_dir / "tensorboard")
-        self.prom = PrometheusExporter(self.rt.metrics_port, {"job": self.options.job_name or "local"})
+        self.prom = PrometheusExporter(self.rt.metrics_port, self.options.job_name or "local", self.ctx.device)
         if self.manager is not None:
             prom = self.prom
             self.manager.on_written = prom.checkpoint_written
@@ -321,7 +323,8 @@ class _Run:
         d_real = d_fake = loss_d = torch.zeros((), device=device)
         fake = fake_labels = None
         for i in range(spec.training.d_steps_per_g):
-            real, real_labels = self._batch(local)
+            with self.phases.phase("data"):
+                real, real_labels = self._batch(local)
             z = torch.randn(local, spec.model.latent_dim, device=device)
             fake_labels = torch.randint(0, self.num_classes, (local,), device=device) if self.num_classes else None
             last = i == spec.training.d_steps_per_g - 1
@@ -349,7 +352,8 @@ class _Run:
                 loss_d = loss_d + 0.5 * reg.r1_gamma * reg.r1_interval * self._r1_pass(real, real_labels)
             self.d_grads.zero()
             self.scaler_d.scale(loss_d).backward()
-            self.d_grads.all_reduce_mean(self.ctx)
+            with self.phases.phase("communication"):
+                self.d_grads.all_reduce_mean(self.ctx)
             if self.scaler_d.is_enabled():
                 self.scaler_d.unscale_(self.opt_d)
             d_norm = self.d_grads.grads.norm()
@@ -372,7 +376,8 @@ class _Run:
         extra[FLAG_STOP] = 1.0 if preemption.requested else 0.0
         extra[FLAG_NONFINITE] = bad
         extra[FLAG_FATAL] = float(self.pending_fatal[0]) if self.pending_fatal else 0.0
-        self.g_grads.all_reduce_mean(self.ctx)
+        with self.phases.phase("communication"):
+            self.g_grads.all_reduce_mean(self.ctx)
         flags = extra.tolist()  # the one host sync per step: every rank reads the same flags
         if flags[FLAG_NONFINITE] > 0 or flags[FLAG_FATAL] > 0:
             return flags, torch.zeros(0)
@@ -432,6 +437,7 @@ class _Run:
         packed = torch.cat([stats_sum, torch.tensor([float(steps)], device=stats_sum.device)])
         # One all_reduce per report for every statistic.
         all_reduce_sum(self.ctx, packed)
+        phases = self.phases.take(steps, seconds / max(steps, 1))  # every rank: the timer restarts
         if not self.ctx.is_main:
             return
         values = (packed[:-1] / packed[-1].clamp(min=1)).tolist()
@@ -439,6 +445,7 @@ class _Run:
         self.images_per_second = images / max(seconds, 1e-9)
         stats["timing/images_per_second"] = self.images_per_second
         stats["timing/step_seconds"] = seconds / max(steps, 1)
+        stats.update({f"timing/{phase}_seconds": value for phase, value in phases.items()})
         log.info("kimg %.2f step %d | G %.4f D %.4f | D(x) %.3f D(G(z)) %.3f | %.0f img/s", self.nimg / 1000,
                  self.step, stats["loss/G"], stats["loss/D"], stats["d_output/real"], stats["d_output/fake"],
                  self.images_per_second)

@@ -93,38 +93,45 @@ class TensorBoardWriter:
 
 
 class PrometheusExporter:
-    """Metrics on http://:<port>/metrics; a private registry so tests can create several."""
+    """Rank 0's metrics on http://:<port>/metrics (names in ganforge.api.metrics); a private
+    registry so tests can create several."""
 
-    def __init__(self, port: int, labels: dict[str, str]) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+    def __init__(self, port: int, job_name: str, device: Any = None) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from ganforge.api import metrics as catalogue
+        from ganforge.api.metrics import build_version, collector
 
         self.registry = CollectorRegistry()
-        names = sorted(labels)
-        self._labels = labels
+        self._labels = {"job_name": job_name}
 
-        def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> Any:
-            return Gauge(name, doc, [*names, *extra], registry=self.registry)
+        def make(metric: catalogue.Metric) -> Any:
+            return collector(metric, self.registry)
 
-        self.kimg = gauge("ganforge_trainer_kimg", "Thousands of real images seen")
-        self.step = gauge("ganforge_trainer_step", "Generator updates")
-        self.step_seconds = gauge("ganforge_trainer_step_seconds", "Mean wall time per step since last report")
-        self.images_per_second = gauge("ganforge_trainer_images_per_second", "Training throughput, all ranks")
-        self.loss = gauge("ganforge_trainer_loss", "Mean loss since last report", ("network",))
-        self.grad_norm = gauge("ganforge_trainer_grad_norm", "Mean global gradient L2 norm", ("network",))
-        self.d_output = gauge("ganforge_trainer_d_output_mean", "Mean D output on real/fake", ("input",))
-        self.checkpoint_seconds = Histogram(
-            "ganforge_trainer_checkpoint_seconds", "Checkpoint time by phase (stall = training paused)",
-            [*names, "phase"], registry=self.registry,
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120),
-        )
-        self.checkpoint_failures = Counter(
-            "ganforge_trainer_checkpoint_failures", "Failed checkpoint writes", names, registry=self.registry
-        )
-        self.last_checkpoint_kimg = gauge("ganforge_trainer_last_checkpoint_kimg", "Progress in the newest checkpoint")
-        self.evaluation = gauge("ganforge_trainer_evaluation", "Newest evaluation metric", ("metric",))
-        self.last_evaluation_kimg = gauge("ganforge_trainer_last_evaluation_kimg", "Progress at the newest evaluation")
+        make(catalogue.BUILD_INFO).labels("trainer", build_version()).set(1)
+        self.kimg = make(catalogue.TRAINER_KIMG)
+        self.step = make(catalogue.TRAINER_STEP)
+        self.step_seconds = make(catalogue.TRAINER_STEP_SECONDS)
+        self.step_phase_seconds = make(catalogue.TRAINER_STEP_PHASE_SECONDS)
+        self.images_per_second = make(catalogue.TRAINER_IMAGES_PER_SECOND)
+        self.loss = make(catalogue.TRAINER_LOSS)
+        self.grad_norm = make(catalogue.TRAINER_GRAD_NORM)
+        self.d_output = make(catalogue.TRAINER_D_OUTPUT)
+        self.checkpoint_seconds = make(catalogue.TRAINER_CHECKPOINT_SECONDS)
+        self.checkpoint_failures = make(catalogue.TRAINER_CHECKPOINT_FAILURES)
+        self.checkpoint_failures.labels(**self._l())  # zero until the first failure, so rate() sees it
+        self.last_checkpoint_kimg = make(catalogue.TRAINER_LAST_CHECKPOINT_KIMG)
+        self.last_checkpoint_time = make(catalogue.TRAINER_LAST_CHECKPOINT_TIMESTAMP)
+        self.evaluation = make(catalogue.TRAINER_EVALUATION)
+        self.last_evaluation_kimg = make(catalogue.TRAINER_LAST_EVALUATION_KIMG)
+        self._device = device if device is not None and getattr(device, "type", "") == "cuda" else None
+        if self._device is not None:
+            self.gpu_memory = make(catalogue.TRAINER_GPU_MEMORY)
+            self.gpu_utilization = make(catalogue.TRAINER_GPU_UTILIZATION)
         self.port = port
         if port > 0:
+            from prometheus_client import start_http_server
+
             start_http_server(port, registry=self.registry)
             log.info("Prometheus metrics on :%d/metrics", port)
 
@@ -135,12 +142,29 @@ class PrometheusExporter:
         self.kimg.labels(**self._l()).set(kimg)
         self.step.labels(**self._l()).set(step)
         self.step_seconds.labels(**self._l()).set(stats["timing/step_seconds"])
+        for phase in ("data", "compute", "communication"):
+            self.step_phase_seconds.labels(**self._l(phase=phase)).set(stats[f"timing/{phase}_seconds"])
         self.images_per_second.labels(**self._l()).set(stats["timing/images_per_second"])
         for net in ("G", "D"):
             self.loss.labels(**self._l(network=net)).set(stats[f"loss/{net}"])
             self.grad_norm.labels(**self._l(network=net)).set(stats[f"grad_norm/{net}"])
         self.d_output.labels(**self._l(input="real")).set(stats["d_output/real"])
         self.d_output.labels(**self._l(input="fake")).set(stats["d_output/fake"])
+        if self._device is not None:
+            self._gpu()
+
+    def _gpu(self) -> None:
+        import torch
+
+        memory = {"allocated": torch.cuda.memory_allocated(self._device),
+                  "reserved": torch.cuda.memory_reserved(self._device),
+                  "peak": torch.cuda.max_memory_allocated(self._device)}
+        for kind, value in memory.items():
+            self.gpu_memory.labels(**self._l(kind=kind)).set(value)
+        try:  # needs NVML (the nvidia-ml-py package); memory is reported without it
+            self.gpu_utilization.labels(**self._l()).set(torch.cuda.utilization(self._device) / 100)
+        except Exception:
+            pass
 
     def checkpoint(self, phase: str, seconds: float) -> None:
         self.checkpoint_seconds.labels(**self._l(phase=phase)).observe(seconds)
@@ -148,6 +172,7 @@ class PrometheusExporter:
     def checkpoint_written(self, info: CheckpointInfo) -> None:
         self.checkpoint("write", info.write_seconds)
         self.last_checkpoint_kimg.labels(**self._l()).set(info.kimg)
+        self.last_checkpoint_time.labels(**self._l()).set(_unix_time(info.created))
 
     def checkpoint_failed(self) -> None:
         self.checkpoint_failures.labels(**self._l()).inc()
@@ -156,3 +181,12 @@ class PrometheusExporter:
         for name, value in metrics.items():
             self.evaluation.labels(**self._l(metric=name)).set(value)
         self.last_evaluation_kimg.labels(**self._l()).set(kimg)
+
+
+def _unix_time(rfc3339: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
