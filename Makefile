@@ -55,7 +55,7 @@ manifests: venv tools
 
 # The exact package versions the images install: those of the virtualenv the tests pass in, less
 # the test and lint tools.
-DEV_ONLY := pytest pytest-timeout ruff mypy mypy_extensions types-PyYAML import-linter grimp iniconfig pluggy pathspec lupa tritonclient geventhttpclient gevent greenlet zope.event zope.interface brotli python-rapidjson
+DEV_ONLY := pytest pytest-timeout ruff mypy mypy_extensions types-PyYAML import-linter grimp iniconfig pluggy pathspec lupa tritonclient geventhttpclient gevent greenlet zope.event zope.interface brotli python-rapidjson promql-parser
 constraints: venv
 	@{ echo "# Exact versions the images install (pip -c): the set the test suite last passed with."; \
 	  echo "# Regenerate with \`make constraints\` after changing dependencies in pyproject.toml."; \

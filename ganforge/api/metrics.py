@@ -123,10 +123,16 @@ TRAINER_LAST_CHECKPOINT_KIMG = Metric("ganforge_trainer_last_checkpoint_kimg", "
 TRAINER_LAST_CHECKPOINT_TIMESTAMP = Metric(
     "ganforge_trainer_last_checkpoint_timestamp_seconds", "gauge",
     "Unix time the newest checkpoint was written (its age: time() minus this).", TRAINER_LABELS)
+TRAINER_CHECKPOINT_INTERVAL = Metric("ganforge_trainer_checkpoint_interval_kimg", "gauge",
+                                     "spec.checkpoint.intervalKimg: how often a checkpoint is due.", TRAINER_LABELS)
 TRAINER_EVALUATION = Metric("ganforge_trainer_evaluation", "gauge", "Newest evaluation metric (e.g. fd_domain).",
                             (*TRAINER_LABELS, "metric"))
 TRAINER_LAST_EVALUATION_KIMG = Metric("ganforge_trainer_last_evaluation_kimg", "gauge",
                                       "Progress at the newest evaluation.", TRAINER_LABELS)
+TRAINER_DEVICE_SECONDS = Metric(
+    "ganforge_trainer_device_seconds_total", "counter",
+    "Device time the gang used while training: devices (all ranks) x wall seconds, by device type (cuda: GPU "
+    "seconds, the cost).", (*TRAINER_LABELS, "device"))
 TRAINER_GPU_MEMORY = Metric("ganforge_trainer_gpu_memory_bytes", "gauge",
                             "CUDA memory of this rank's device: allocated, reserved, and the peak allocated.",
                             (*TRAINER_LABELS, "kind"))
@@ -141,8 +147,9 @@ OPERATOR_METRICS = (BUILD_INFO, OPERATOR_JOBS, OPERATOR_JOB_OUTCOMES, OPERATOR_R
 TRAINER_METRICS = (BUILD_INFO, TRAINER_KIMG, TRAINER_STEP, TRAINER_STEP_SECONDS, TRAINER_STEP_PHASE_SECONDS,
                    TRAINER_IMAGES_PER_SECOND, TRAINER_LOSS, TRAINER_GRAD_NORM, TRAINER_D_OUTPUT,
                    TRAINER_CHECKPOINT_SECONDS, TRAINER_CHECKPOINT_FAILURES, TRAINER_LAST_CHECKPOINT_KIMG,
-                   TRAINER_LAST_CHECKPOINT_TIMESTAMP, TRAINER_EVALUATION, TRAINER_LAST_EVALUATION_KIMG,
-                   TRAINER_GPU_MEMORY, TRAINER_GPU_UTILIZATION)
+                   TRAINER_LAST_CHECKPOINT_TIMESTAMP, TRAINER_CHECKPOINT_INTERVAL, TRAINER_EVALUATION,
+                   TRAINER_LAST_EVALUATION_KIMG,
+                   TRAINER_DEVICE_SECONDS, TRAINER_GPU_MEMORY, TRAINER_GPU_UTILIZATION)
 # Exposed only on CUDA: a CPU run (tests, `ganforge local`) never has them.
 CUDA_ONLY = (TRAINER_GPU_MEMORY, TRAINER_GPU_UTILIZATION)
 

@@ -248,7 +248,8 @@ class _Run:
             self.hooks.append(self.job_status)
         if self.rt.tensorboard:
             self.tb = TensorBoardWriter(self.run_dir / "tensorboard")
-        self.prom = PrometheusExporter(self.rt.metrics_port, self.options.job_name or "local", self.ctx.device)
+        self.prom = PrometheusExporter(self.rt.metrics_port, self.options.job_name or "local",
+                                       self.spec.checkpoint.interval_kimg, self.ctx.device, self.ctx.world_size)
         if self.manager is not None:
             prom = self.prom
             self.manager.on_written = prom.checkpoint_written
@@ -454,7 +455,7 @@ class _Run:
         if self.tb is not None:
             self.tb.scalars(stats, self.nimg)
         if self.prom is not None:
-            self.prom.report(stats, self.nimg / 1000, self.step)
+            self.prom.report(stats, self.nimg / 1000, self.step, seconds)
         if self.tracking is not None:
             self.tracking.metrics(stats, self.nimg)
         self._notify("running")

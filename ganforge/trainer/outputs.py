@@ -96,7 +96,8 @@ class PrometheusExporter:
     """Rank 0's metrics on http://:<port>/metrics (names in ganforge.api.metrics); a private
     registry so tests can create several."""
 
-    def __init__(self, port: int, job_name: str, device: Any = None) -> None:
+    def __init__(self, port: int, job_name: str, checkpoint_interval_kimg: float, device: Any = None,
+                 world_size: int = 1) -> None:
         from prometheus_client import CollectorRegistry
 
         from ganforge.api import metrics as catalogue
@@ -122,7 +123,11 @@ class PrometheusExporter:
         self.checkpoint_failures.labels(**self._l())  # zero until the first failure, so rate() sees it
         self.last_checkpoint_kimg = make(catalogue.TRAINER_LAST_CHECKPOINT_KIMG)
         self.last_checkpoint_time = make(catalogue.TRAINER_LAST_CHECKPOINT_TIMESTAMP)
+        make(catalogue.TRAINER_CHECKPOINT_INTERVAL).labels(**self._l()).set(checkpoint_interval_kimg)
         self.evaluation = make(catalogue.TRAINER_EVALUATION)
+        device_type = getattr(device, "type", "cpu")
+        self.device_seconds = make(catalogue.TRAINER_DEVICE_SECONDS).labels(**self._l(device=device_type))
+        self._devices = world_size
         self.last_evaluation_kimg = make(catalogue.TRAINER_LAST_EVALUATION_KIMG)
         self._device = device if device is not None and getattr(device, "type", "") == "cuda" else None
         if self._device is not None:
@@ -138,7 +143,9 @@ class PrometheusExporter:
     def _l(self, **extra: str) -> dict[str, str]:
         return {**self._labels, **extra}
 
-    def report(self, stats: dict[str, float], kimg: float, step: int) -> None:
+    def report(self, stats: dict[str, float], kimg: float, step: int, seconds: float) -> None:
+        """One report's statistics; `seconds` of wall time since the last one."""
+        self.device_seconds.inc(seconds * self._devices)
         self.kimg.labels(**self._l()).set(kimg)
         self.step.labels(**self._l()).set(step)
         self.step_seconds.labels(**self._l()).set(stats["timing/step_seconds"])

@@ -4,6 +4,7 @@ and the kubectl bundle rendered from it (stale = a failure)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from ganforge.local import chart, tools
+from ganforge.observability import alerts, dashboards
 from ganforge.operator import children, serving_children
 from tests.conftest import Kubectl
 from tests.unit.operator.test_reconcile import JOB, SETTINGS, spec
@@ -101,6 +103,23 @@ def test_the_service_monitor_needs_both_the_value_and_the_api() -> None:
     assert "kind: ServiceMonitor" not in render("--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
 
 
+def test_the_alerts_and_dashboards_ship_as_generated() -> None:
+    production = str(chart.CHART / "ci" / "production-values.yaml")
+    assert "kind: PrometheusRule" not in render("--values", production)
+    with_api = render("--values", production, "--api-versions", "monitoring.coreos.com/v1/PrometheusRule")
+    documents = [doc for doc in yaml.safe_load_all(with_api) if doc]
+    rule = next(doc for doc in documents if doc["kind"] == "PrometheusRule")
+    assert rule["spec"] == alerts.rule_groups()
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    boards = {doc["metadata"]["name"]: doc for doc in documents
+              if doc["kind"] == "ConfigMap" and "grafana_dashboard" in doc["metadata"]["labels"]}
+    assert len(boards) == len(dashboards.dashboards())
+    for board in boards.values():
+        (name, text), = board["data"].items()
+        assert json.loads(text) == next(d.to_json() for d in dashboards.dashboards() if f"{d.uid}.json" == name)
+    assert "grafana_dashboard" not in render()  # off by default
+
+
 def test_the_kubectl_bundle_is_the_chart_rendered() -> None:
     assert chart.INSTALL_BUNDLE.read_text() == chart.install_bundle(), "manifests/install.yaml is stale: make manifests"
 
@@ -178,11 +197,13 @@ def test_the_pod_monitors_select_the_pods_the_operator_creates() -> None:
     assert all(m["spec"]["namespaceSelector"] == {"any": True} for m in monitors.values())
 
     job_spec = spec()
-    trainer = children.worker_pod(JOB, job_spec, SETTINGS, 0, 1, "sha")
+    trainer = children.worker_pod(JOB, job_spec, SETTINGS, 1, 0, "sha")  # gang 1, rank 0
+    other_rank = children.worker_pod(JOB, job_spec, SETTINGS, 1, 1, "sha")  # serves no metrics
     triton = serving_children.triton_deployment(GIS, service_spec(), "fashion", REV2, f"pvc://models/gan/{REV2}",
                                                 SHA2, SETTINGS)["spec"]["template"]
     exporter = serving_children.export_pod(JOB, job_spec, SETTINGS, "pvc://ckpt/run/ckpt-1", 0)
     assert _selects(monitors["trainers"], trainer) and not _selects(monitors["trainers"], triton)
+    assert not _selects(monitors["trainers"], other_rank)
     assert _selects(monitors["triton"], triton) and not _selects(monitors["triton"], trainer)
     assert not _selects(monitors["trainers"], exporter) and not _selects(monitors["triton"], exporter)
 
