@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("ganforge.serving.generate_cli", "sample grid from a GANInferenceService through Triton"),
     "rollout": ("ganforge.operator.rollout_cli", "a GANInferenceService's rollout: status, promote, abort"),
     "analyze": ("ganforge.serving.analysis_cli", "one canary analysis: quality and serving gates (analysis pod)"),
+    "report": ("ganforge.local.report_cli", "one HTML page about a training job: curves, reclaims, samples"),
 }
 
 

@@ -240,6 +240,9 @@ def main() -> int:
         print("resumed from kimg", (status.get("progress") or {}).get("resumedFromKimg"),
               "after", status.get("preemptions"), "preemption(s)")
         print("trainer's sample grid:", sample_grid(kubeconfig))
+        report = state_dir() / f"{NAME}-report.html"
+        ganforge("report", NAME, "-n", NAMESPACE, "--kubeconfig", str(kubeconfig), "--out", str(report))
+        print("report (curves, the reclaim, the latest samples):", report)
         artifact = status.get("artifact") or {}
         print("exported revision:", artifact.get("revision"), artifact.get("uri"), "sha256", artifact.get("sha256"))
         grid = state_dir() / f"{SERVICE}-grid.png"

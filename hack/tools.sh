@@ -191,11 +191,12 @@ LAUNCHER
   log "installed tritonserver ($launcher)"
 }
 
-# Debian packages used later on: promtool (prometheus), the real Fashion-MNIST, `ip netns`, the
+# Debian packages used later on: Prometheus and promtool (prometheus), headless Chromium for the
+# report's screenshot test, the real Fashion-MNIST, `ip netns`, the
 # netfilter tools kube-proxy drives (iptables, nft) or that help inspect it (conntrack), and the
 # system Python's venv module and shared library that Triton's python backend runs on.
 install_debian_packages() {
-  local wanted=(prometheus dataset-fashion-mnist iproute2 iptables nftables conntrack python3-venv libpython3.11) missing=() pkg
+  local wanted=(prometheus chromium dataset-fashion-mnist iproute2 iptables nftables conntrack python3-venv libpython3.11) missing=() pkg
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done

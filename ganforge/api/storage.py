@@ -23,6 +23,16 @@ class ClaimLocation:
         return f"pvc://{self.claim}/{self.path}".rstrip("/")
 
 
+def job_checkpoint_claim(job: str) -> str:
+    """The claim the operator makes for a job without spec.checkpoint.uri."""
+    return f"{job}-checkpoints"
+
+
+def default_checkpoint_uri(job: str) -> str:
+    """Where a job's checkpoints go without spec.checkpoint.uri; its outputs (run/) sit beside them."""
+    return f"pvc://{job_checkpoint_claim(job)}/checkpoints"
+
+
 def parse_pvc_uri(uri: str) -> ClaimLocation:
     """pvc://claim[/path] -> (claim, path); ValueError for anything else."""
     if not uri.startswith("pvc://"):

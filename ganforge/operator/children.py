@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import yaml
 
 from ganforge.api import trainer_env, trajectory
-from ganforge.api.storage import ClaimLocation, parse_pvc_uri
+from ganforge.api.storage import ClaimLocation, default_checkpoint_uri, parse_pvc_uri
 from ganforge.api.training_job import API_VERSION, KIND, GANTrainingJobSpec
 from ganforge.operator import naming
 from ganforge.operator.pod_security import restricted
@@ -63,7 +63,7 @@ def claim_location(uri: str) -> ClaimLocation | None:
 
 def resolved_checkpoint_uri(job: JobRef, spec: GANTrainingJobSpec) -> str:
     """Without spec.checkpoint.uri the job gets a claim of its own; every rank mounts it."""
-    return spec.checkpoint.uri or f"pvc://{naming.checkpoint_claim(job.name)}/checkpoints"
+    return spec.checkpoint.uri or default_checkpoint_uri(job.name)
 
 
 def run_dir(job: JobRef, spec: GANTrainingJobSpec) -> str:

@@ -7,7 +7,7 @@ same names, the apiserver answers AlreadyExists, and no duplicate pod can ever a
 
 from __future__ import annotations
 
-from ganforge.api.storage import PVC_MOUNT_ROOT
+from ganforge.api.storage import PVC_MOUNT_ROOT, job_checkpoint_claim
 
 LABEL_PREFIX = "ganforge.io"
 JOB_LABEL = f"{LABEL_PREFIX}/job"
@@ -58,7 +58,7 @@ def config_map(job: str) -> str:
 
 
 def checkpoint_claim(job: str) -> str:
-    return f"{job}-checkpoints"
+    return job_checkpoint_claim(job)
 
 
 def trainer_account(job: str) -> str:

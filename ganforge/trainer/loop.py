@@ -241,6 +241,8 @@ class _Run:
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
         self.stats_log = JsonlWriter(self.run_dir / "stats.jsonl")
         self.metrics_log = JsonlWriter(self.run_dir / "metrics.jsonl")
+        # What happened to the run, one line each: every start or resume, preemption and ending.
+        self.events_log = JsonlWriter(self.run_dir / "events.jsonl")
         self.hooks.insert(0, FileProgressHook(self.run_dir / "progress.json"))
         self.job_status = JobStatusReporter.from_environment()
         self.tracking = self._open_tracking()
@@ -460,7 +462,14 @@ class _Run:
             self.tracking.metrics(stats, self.nimg)
         self._notify("running")
 
+    def _event(self, event: str) -> None:
+        if self.ctx.is_main:
+            self.events_log.write({"time": time.time(), "event": event, "kimg": self.nimg / 1000, "step": self.step,
+                                   "world_size": self.ctx.world_size})
+
     def _notify(self, state: str) -> None:
+        if state != "running":
+            self._event(state)
         checkpoint: CheckpointInfo | None = self.manager.newest if self.manager is not None else None
         resumed_nimg, resumed_step = self.resumed_from or (None, None)
         event = ProgressEvent(self.nimg / 1000, self.step, self.images_per_second, self.spec.training.total_kimg,
@@ -582,6 +591,7 @@ class _Run:
         stats_sum = torch.zeros(len(STAT_NAMES), device=ctx.device)
         report_steps, report_nimg, report_start = 0, self.nimg, time.perf_counter()
         start = "fresh start" if self.resumed_from is None else "resumed"
+        self._event("started" if self.resumed_from is None else "resumed")
         log.info("training from kimg %.3f to %.3f (%s, world size %d, device %s)", self.nimg / 1000,
                  total_nimg / 1000, start, ctx.world_size, ctx.device)
         while self.nimg < total_nimg:
