@@ -2,6 +2,9 @@
 create their collectors from these definitions, and the alerts, the dashboards and their tests
 check every query against them.
 
+The operator's per-object series carry the object's own `namespace` label, as kube-state-metrics'
+do: scrape the operator with honor_labels (the chart's ServiceMonitor does).
+
 Names follow Prometheus conventions: base units (seconds, bytes, ratios), counters end in `_total`,
 and labels are bounded (a phase, a cause, a verb; a job or service name only where one series per
 object is the point, as kube-state-metrics does).
@@ -81,6 +84,12 @@ OPERATOR_ROLLOUT_OUTCOMES = Metric(
     "ganforge_operator_rollout_outcomes_total", "counter",
     "Rollouts of a GANInferenceService that ended, by outcome (promoted, rolled_back).", ("outcome",))
 
+# The operator's view of each job's status.metrics (what its trainer reported): unlike the
+# trainer's own gauges, these outlive the trainer's pods, so a final evaluation is never missed.
+JOB_EVALUATION = Metric("ganforge_job_evaluation", "gauge",
+                        "The newest evaluation metrics of each GANTrainingJob (status.metrics).",
+                        ("namespace", "job_name", "metric"))
+
 # -- serving, as the operator sees each GANInferenceService ------------------------------------
 SERVICE_LABELS = ("namespace", "service")
 SERVING_CANARY_WEIGHT = Metric("ganforge_serving_canary_weight_ratio", "gauge",
@@ -142,7 +151,7 @@ TRAINER_GPU_UTILIZATION = Metric("ganforge_trainer_gpu_utilization_ratio", "gaug
 
 OPERATOR_METRICS = (BUILD_INFO, OPERATOR_JOBS, OPERATOR_JOB_OUTCOMES, OPERATOR_RESTARTS, OPERATOR_JOB_STARTUP,
                     OPERATOR_GANG_PENDING, OPERATOR_RECOVERY, OPERATOR_RECONCILE_SECONDS, OPERATOR_RECONCILE_ERRORS,
-                    OPERATOR_API_REQUESTS, OPERATOR_ROLLOUT_OUTCOMES, SERVING_CANARY_WEIGHT,
+                    OPERATOR_API_REQUESTS, OPERATOR_ROLLOUT_OUTCOMES, JOB_EVALUATION, SERVING_CANARY_WEIGHT,
                     SERVING_READY_REVISIONS, SERVING_GATE_VALUE, SERVING_GATE_PASSING)
 TRAINER_METRICS = (BUILD_INFO, TRAINER_KIMG, TRAINER_STEP, TRAINER_STEP_SECONDS, TRAINER_STEP_PHASE_SECONDS,
                    TRAINER_IMAGES_PER_SECOND, TRAINER_LOSS, TRAINER_GRAD_NORM, TRAINER_D_OUTPUT,

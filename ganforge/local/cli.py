@@ -60,8 +60,9 @@ def serve(root: Path, with_services: bool, first_node_index: int) -> int:
     try:
         (root / "kubeconfig").write_bytes(cluster.kubeconfig.read_bytes())
         (root / "kubeconfig").chmod(0o600)
+        prometheus = cluster.prometheus.url if cluster.prometheus is not None else None
         (root / "cluster.json").write_text(json.dumps({"clusterId": cluster.plane.cluster_id,
-                                                       "nodes": list(cluster.agents)}))
+                                                       "nodes": list(cluster.agents), "prometheus": prometheus}))
         (root / "ready").touch()
         while not stop:
             for request in (root / "cluster" / "nodes").glob("*/reclaim-request.json"):
@@ -121,7 +122,14 @@ def up(root: Path, timeout: float, with_services: bool, first_node_index: int | 
         time.sleep(0.5)
     print("ganforge local cluster is up" + (f" again, with the state kept in {root}." if resuming else "."))
     print(f"Point kubectl at it with:  export KUBECONFIG={root / 'kubeconfig'}")
+    _print_prometheus(root)
     return EXIT_OK
+
+
+def _print_prometheus(root: Path) -> None:
+    url = (read_json(root / "cluster.json") or {}).get("prometheus")
+    if url:
+        print(f"Prometheus (scrapes the operator, trainers, Triton and the gateway; ganforge's alerts loaded): {url}")
 
 
 def down(root: Path) -> int:
@@ -169,6 +177,7 @@ def status(root: Path) -> int:
     if isinstance(nodes, list):
         print("nodes: " + ", ".join(map(str, nodes)))
     print(f"export KUBECONFIG={root / 'kubeconfig'}")
+    _print_prometheus(root)
     return EXIT_OK
 
 

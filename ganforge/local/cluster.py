@@ -19,6 +19,7 @@ from kubernetes import client, config
 from ganforge.local import tools
 from ganforge.local.cluster_services import ClusterNetwork
 from ganforge.local.control_plane import ControlPlane
+from ganforge.local.monitoring import LocalPrometheus
 from ganforge.local.node.agent import NodeConfig
 from ganforge.local.node.network import teardown_pod_network
 from ganforge.local.node.pod_worker import pod_shm_dir
@@ -70,6 +71,7 @@ class LocalCluster:
         self._lock = threading.RLock()
         self.network: ClusterNetwork | None = None
         self.storage: LocalStorage | None = None
+        self.prometheus: LocalPrometheus | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -96,6 +98,8 @@ class LocalCluster:
             self.network.start()
             self.storage = LocalStorage(self.plane)
             self.storage.start()
+            self.prometheus = LocalPrometheus(self.plane)
+            self.prometheus.start()
         except BaseException:
             self.stop()
             raise
@@ -187,7 +191,7 @@ class LocalCluster:
         self._stop.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
-        for service in (self.storage, self.network):
+        for service in (self.prometheus, self.storage, self.network):
             if service is not None:
                 service.stop()
         for name, node in self.agents.items():

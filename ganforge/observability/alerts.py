@@ -124,8 +124,8 @@ def alerts() -> list[Alert]:
               "No operator has been scraped for 5 minutes: jobs are not restarted after a preemption, nothing "
               "is exported or rolled out.", "operator-down", "5m"),
         Alert("GanforgeQualityWorsening",
-              f'{m.TRAINER_EVALUATION.name}{{metric=~"fd_.*"}} > {QUALITY_WORSE_FACTOR} * '
-              f'min_over_time({m.TRAINER_EVALUATION.name}{{metric=~"fd_.*"}}[6h])', "ticket",
+              f'{m.JOB_EVALUATION.name}{{metric=~"fd_.*"}} > {QUALITY_WORSE_FACTOR} * '
+              f'min_over_time({m.JOB_EVALUATION.name}{{metric=~"fd_.*"}}[6h])', "ticket",
               "Quality of {{ $labels.job_name }} is getting worse",
               f"{{{{ $labels.metric }}}} is more than {QUALITY_WORSE_FACTOR}x its best of the last 6 hours: mode "
               "collapse, divergence or a discriminator that memorised the data.", "mode-collapse", "30m"),

@@ -85,7 +85,7 @@ def _quantile(q: float, metric: m.Metric, selector: str, by: str) -> str:
 
 
 def executive() -> Dashboard:
-    fd = f'{m.TRAINER_EVALUATION.name}{{metric=~"fd_.*", {JOB}}}'
+    fd = f'{m.JOB_EVALUATION.name}{{metric=~"fd_.*", {JOB}}}'
     return Dashboard("ganforge-executive", "ganforge / executive",
                      "Is training producing better generators, how many jobs succeed, and what it costs.", (
         Panel("Quality (FD, lower is better)", ((fd, "{{job_name}} {{metric}}"),)),
@@ -155,7 +155,7 @@ def debug() -> Dashboard:
         Panel("Checkpoint time p95 by phase", (
             (_quantile(0.95, m.TRAINER_CHECKPOINT_SECONDS, JOB, "job_name, phase"), "{{job_name}} {{phase}}"),),
               unit="s"),
-        Panel("Evaluation metrics", ((f"{m.TRAINER_EVALUATION.name}{{{JOB}}}", "{{job_name}} {{metric}}"),)),
+        Panel("Evaluation metrics", ((f"{m.JOB_EVALUATION.name}{{{JOB}}}", "{{job_name}} {{metric}}"),)),
         Panel("GPU memory", ((f"{m.TRAINER_GPU_MEMORY.name}{{{JOB}}}", "{{job_name}} {{kind}}"),), unit="bytes"),
         Panel("GPU utilisation", ((f"{m.TRAINER_GPU_UTILIZATION.name}{{{JOB}}}", "{{job_name}}"),),
               unit="percentunit"),

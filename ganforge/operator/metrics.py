@@ -50,6 +50,7 @@ class OperatorMetrics:
         self.ready_revisions = make(catalogue.SERVING_READY_REVISIONS)
         self.gate_value = make(catalogue.SERVING_GATE_VALUE)
         self.gate_passing = make(catalogue.SERVING_GATE_PASSING)
+        self.job_evaluation = make(catalogue.JOB_EVALUATION)
         # Every label value a query may look for starts at zero, so rate() sees the first event.
         for outcome in (*ENDED.values(), "rolled_back"):
             self.outcomes.labels(outcome)
@@ -60,6 +61,7 @@ class OperatorMetrics:
             self.rollout_outcomes.labels(outcome)
         self._phase_of: dict[tuple[str, str], str] = {}
         self._gates_of: dict[tuple[str, str], set[str]] = {}
+        self._evaluated: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
         for phase in PHASES:
             self.jobs.labels(phase).set(0)
@@ -108,6 +110,18 @@ class OperatorMetrics:
                 self.jobs.labels(before).dec()
             if phase is not None:
                 self.jobs.labels(phase).inc()
+
+    def set_evaluation(self, namespace: str, name: str, metrics: dict[str, float] | None) -> None:
+        """A job's status.metrics as gauges (None: the job is gone); a metric it no longer reports leaves."""
+        key = (namespace, name)
+        with self._lock:
+            before = self._evaluated.pop(key, set())
+            if metrics:
+                self._evaluated[key] = set(metrics)
+        for metric in before - set(metrics or {}):
+            _remove(self.job_evaluation, namespace, name, metric)
+        for metric, value in (metrics or {}).items():
+            self.job_evaluation.labels(namespace, name, metric).set(value)
 
     # -- inference services ----------------------------------------------------------------------
     def observe_service(self, namespace: str, name: str, before: GANInferenceServiceStatus,

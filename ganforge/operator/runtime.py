@@ -89,6 +89,7 @@ class OperatorRuntime:
         if kind == JOB_KIND:
             self._replaced.pop(f"{namespace}/{name}", None)
             self.metrics.set_phase(namespace, name, None)
+            self.metrics.set_evaluation(namespace, name, None)
         else:
             self.metrics.forget_service(namespace, name)
 
@@ -158,6 +159,7 @@ class OperatorRuntime:
                 self.metrics.observe_job(parse_time(body["metadata"].get("creationTimestamp")), current,
                                          _patched(current, plan.status))
         self.metrics.set_phase(namespace, name, (plan.status or {}).get("phase") or current.phase)
+        self.metrics.set_evaluation(namespace, name, current.metrics)
         return plan.requeue_after
 
     def _decide(self, body: dict[str, Any], pods: list[dict[str, Any]],

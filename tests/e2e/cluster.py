@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -51,3 +53,26 @@ def gateway_requests(metrics_url: str) -> dict[str, float]:
         if match:
             counts[match[1]] = counts.get(match[1], 0.0) + float(match[2])
     return counts
+
+
+def prometheus(url: str, path: str, **params: str) -> Any:
+    """One answer of the Prometheus HTTP API (`data`)."""
+    query = urllib.parse.urlencode(params)
+    with urllib.request.urlopen(f"{url}/api/v1/{path}?{query}", timeout=10) as response:
+        answer = json.loads(response.read())
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def assert_scraped(url: str, names: set[str], timeout: float = 60) -> None:
+    """Every series name in `names` has samples in Prometheus (waiting a few scrapes for them)."""
+    def missing() -> set[str]:
+        return names - set(prometheus(url, "label/__name__/values"))
+
+    deadline = time.monotonic() + timeout
+    while missing() and time.monotonic() < deadline:
+        time.sleep(2)
+    if missing():
+        health = [(t["labels"]["job"], t["scrapeUrl"], t["health"], t["lastError"])
+                  for t in prometheus(url, "targets")["activeTargets"]]
+        raise AssertionError(f"Prometheus has no samples of {sorted(missing())}; its targets: {health}")

@@ -29,16 +29,27 @@ def gateway(operator: Path) -> str:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """A failed e2e test carries the operator's recent logs (every replica, and the replica before a
-    restart), so a wait that timed out on the operator says what the operator was doing."""
+    """A failed e2e test carries the operator's recent log lines (every replica, every restart), so
+    a wait that timed out on the operator says what the operator was doing. The node runtime keeps
+    container logs on this machine (as `ganforge local logs` reads them), not behind a kubelet API."""
     report = yield
-    kubeconfig = getattr(item, "funcargs", {}).get("operator")
-    if report.failed and call.when == "call" and isinstance(kubeconfig, Path):
-        selector = ",".join(f"{key}={value}" for key, value in chart.OPERATOR_SELECTOR.items())
+    funcargs = getattr(item, "funcargs", {})
+    cluster, kubeconfig = funcargs.get("local_cluster"), funcargs.get("operator")
+    if report.failed and call.when == "call" and cluster is not None and isinstance(kubeconfig, Path):
         try:
-            logs = kubectl(kubeconfig, "-n", chart.NAMESPACE, "logs", "--prefix", "--tail", "300", "--timestamps",
-                           "-l", selector, "--all-containers", timeout=30)
+            report.sections.append(("operator logs", _operator_logs(kubeconfig, cluster.workdir)))
         except Exception as error:  # the cluster itself may be what failed
-            logs = f"(could not read the operator's logs: {error})"
-        report.sections.append(("operator logs", logs))
+            report.sections.append(("operator logs", f"(could not read them: {error})"))
     return report
+
+
+def _operator_logs(kubeconfig: Path, workdir: Path, tail: int = 200) -> str:
+    selector = ",".join(f"{key}={value}" for key, value in chart.OPERATOR_SELECTOR.items())
+    uids = kubectl(kubeconfig, "-n", chart.NAMESPACE, "get", "pods", "-l", selector, "-o",
+                   "jsonpath={.items[*].metadata.uid}", timeout=30).split()
+    out = []
+    for uid in uids:
+        for log in sorted(workdir.glob(f"nodes/*/pods/{uid}/logs/*/*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-tail:]
+            out.append(f"--- {log.relative_to(workdir)}\n" + "\n".join(lines))
+    return "\n".join(out) or f"(no log files for operator pods {uids})"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,13 @@ def test_up_apply_logs_down(tmp_path: Path) -> None:
     assert "not running" in ganforge(env, "status").stdout
 
 
+def _assert_prometheus_printed_and_ready(stdout: str) -> None:
+    match = re.search(r"^Prometheus .*: (http://\S+)$", stdout, re.MULTILINE)
+    assert match, stdout
+    with urllib.request.urlopen(f"{match.group(1)}/-/ready", timeout=10) as response:
+        assert response.status == 200
+
+
 def _job_phase(kubeconfig: Path, name: str) -> str:
     return kubectl(kubeconfig, "get", "gtj", name, "-o", "jsonpath={.status.phase}")
 
@@ -88,6 +97,7 @@ def test_down_and_up_bring_the_same_cluster_back_and_delete_starts_afresh(tmp_pa
     try:
         up = ganforge(env, "up", "--first-node-index", "11")
         assert up.returncode == 0, up.stderr
+        _assert_prometheus_printed_and_ready(up.stdout)
         assert ganforge(env, "install", timeout=300).returncode == 0
         _apply_job(kubeconfig, "before", tmp_path)
         eventually(lambda: _job_phase(kubeconfig, "before") == "Succeeded", 300, "the first job to succeed")
@@ -102,6 +112,7 @@ def test_down_and_up_bring_the_same_cluster_back_and_delete_starts_afresh(tmp_pa
 
         again = ganforge(env, "up")
         assert again.returncode == 0 and "up again" in again.stdout, again.stderr
+        _assert_prometheus_printed_and_ready(again.stdout)
         restarted = time.monotonic()
         # The same cluster: same CA, and the kubeconfig handed out before still works.
         assert (state / "cluster" / "control-plane" / "pki" / "ca.crt").read_bytes() == ca

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,13 @@ import tritonclient.http as triton_http
 import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
+from prometheus_client.parser import text_string_to_metric_families
 
+from ganforge.api import metrics as catalogue
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
 from ganforge.api.inference_service import TRITON_HTTP_PORT
 from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
+from ganforge.local import chart, report_cli
 from ganforge.local.install import (
     EXAMPLE_JOB,
     EXAMPLE_SERVICE,
@@ -35,9 +39,12 @@ from ganforge.local.install import (
     kubectl,
 )
 from ganforge.local.provisioner import claim_host_path
+from ganforge.observability import alerts, dashboards
+from ganforge.observability.promql import series_names
 from ganforge.operator.kube import CRASH_AFTER_WRITES_ENV
 from ganforge.serving.client import latents
 from ganforge.serving.export import PARITY_BOUNDS, onnxruntime_images
+from tests.e2e.cluster import assert_scraped, prometheus
 from tests.helpers import OPERATOR_TAKEOVER_SECONDS, answering_client, eventually, fast_job
 
 
@@ -103,6 +110,7 @@ def test_example_trains_survives_a_spot_reclaim_resumes_exports_and_is_served(
                300, "half of the training")
 
     before = _status(local_api, namespace, name)["progress"]
+    counted_before = _operator_metrics(local_core)
     reclaim_started = time.time()
     reclaim = threading.Thread(target=local_cluster.reclaim_node, args=("spot-1", 30))
     reclaim.start()
@@ -117,6 +125,20 @@ def test_example_trains_survives_a_spot_reclaim_resumes_exports_and_is_served(
     # The emergency checkpoint on SIGTERM is at (or after) the last step reported before the reclaim.
     assert resumed["progress"]["resumedFromKimg"] >= before["kimg"], (before, resumed["progress"])
     assert resumed["progress"]["resumedFromStep"] >= before["step"]
+    # The operator's recovery time is the status's own: the disruption it recorded to the Running
+    # condition of the new gang, observed once.
+    running = next(c for c in resumed["conditions"] if c["type"] == "Running")
+    assert running["status"] == "True", resumed["conditions"]
+    expected = _timestamp(running["lastTransitionTime"]) - _timestamp(resumed["lastFailure"]["time"])
+    recovery = ("ganforge_operator_recovery_seconds_count", (("cause", "preemption"),))
+    counted = eventually(lambda: (m := _operator_metrics(local_core)).get(recovery, 0) > counted_before.get(recovery, 0)
+                         and m, 60, "the recovery counted by the operator")
+    assert counted[recovery] - counted_before.get(recovery, 0) == 1
+    recovered = ("ganforge_operator_recovery_seconds_sum", (("cause", "preemption"),))
+    assert counted[recovered] - counted_before.get(recovered, 0) == pytest.approx(expected, abs=1e-6)
+    restarts = ("ganforge_operator_restarts_total", (("cause", "preemption"),))
+    assert counted[restarts] - counted_before.get(restarts, 0) == 1
+    print(f"recovery time (status timestamps and the operator's histogram): {expected:.0f} s")
 
     final = eventually(lambda: (s := _status(local_api, namespace, name)).get("phase") in ("Succeeded", "Failed")
                        and s, 600, "the job to finish")
@@ -131,10 +153,60 @@ def test_example_trains_survives_a_spot_reclaim_resumes_exports_and_is_served(
     run_dir = Path(volume) / "checkpoints" / "run"
     grids = sorted((run_dir / "samples").glob("fakes-*.png"))
     assert grids, f"no sample grid in {run_dir}"
+    # `ganforge report` finds the run through the job's claim and shows the reclaim.
+    report = tmp_path / "report.html"
+    assert report_cli.main([name, "-n", namespace, "--kubeconfig", str(operator), "--out", str(report)]) == 0
+    page = report.read_text()
+    assert "preempted at kimg" in page and "resumed from kimg" in page and "data:image/png;base64," in page
     # Events are posted by the operator after the status write that they describe, so wait for them.
     eventually(lambda: {"GangCreated", "Preempted", "Exported", "Succeeded"} <= _event_reasons(local_core, namespace),
                60, "the job's GangCreated, Preempted, Exported and Succeeded events")
     serve_the_example(operator, local_api, local_core, namespace, final, tmp_path)
+    assert_prometheus_saw_it(local_cluster.prometheus.url, local_core)
+
+
+# What the alerts and dashboards read that this flow cannot produce, and where it is checked.
+NOT_IN_THIS_FLOW = {
+    **dict.fromkeys(catalogue.CUDA_ONLY, "CUDA only: no GPU here"),
+    **dict.fromkeys((catalogue.GATEWAY_REQUESTS, catalogue.GATEWAY_REQUEST_DURATION), "tests/e2e/test_rollout.py"),
+    **dict.fromkeys((catalogue.SERVING_GATE_VALUE, catalogue.SERVING_GATE_PASSING), "tests/e2e/test_rollout.py"),
+    catalogue.OPERATOR_RECONCILE_ERRORS: "tests/e2e/test_rejections.py",
+}
+
+
+def assert_prometheus_saw_it(url: str, core: client.CoreV1Api) -> None:
+    """The real Prometheus of `ganforge local` scraped the operator, the trainer and Triton: every
+    series the alerts and dashboards read has samples, except those this flow cannot produce."""
+    used = set().union(*(series_names(q) for board in dashboards.dashboards() for q in board.queries()),
+                       *(series_names(alert.expr) for alert in alerts.alerts()),
+                       *(series_names(rule["expr"]) for rule in alerts.recording_rules()))
+    used = {name for name in used if not name.startswith("ganforge:")}  # recorded, not scraped
+    absent_here = {series for metric in NOT_IN_THIS_FLOW for series in metric.series}
+    assert_scraped(url, used - absent_here)
+    targets = prometheus(url, "targets")["activeTargets"]
+    jobs = {target["labels"]["job"] for target in targets}
+    assert {"ganforge-operator", "triton"} <= jobs, jobs
+    # The recovery the operator counted is in Prometheus as the operator serves it.
+    recovered = ("ganforge_operator_recovery_seconds_sum", (("cause", "preemption"),))
+    served = _operator_metrics(core)[recovered]
+    query = 'sum(ganforge_operator_recovery_seconds_sum{cause="preemption"})'
+    eventually(lambda: float(prometheus(url, "query", query=query)["result"][0]["value"][1]) == served, 30,
+               "Prometheus's recovery time to match the operator's")
+
+
+def _operator_metrics(core: client.CoreV1Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample the operator's replicas serve, summed over replicas, by name and labels."""
+    selector = ",".join(f"{key}={value}" for key, value in chart.OPERATOR_SELECTOR.items())
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for pod in core.list_namespaced_pod(chart.NAMESPACE, label_selector=selector).items:
+        if pod.status.phase != "Running" or not pod.status.pod_ip:
+            continue
+        text = urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/metrics", timeout=10).read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                samples[key] = samples.get(key, 0.0) + sample.value
+    return samples
 
 
 def serve_the_example(kubeconfig: Path, api: ApiClient, core: client.CoreV1Api, namespace: str,

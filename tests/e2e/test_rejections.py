@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from ganforge.api import metrics as catalogue
 from ganforge.api.training_job import PLURAL
 from ganforge.local.install import kubectl
-from tests.e2e.cluster import apply, status_of
+from tests.e2e.cluster import apply, assert_scraped, prometheus, status_of
 from tests.helpers import eventually, fast_job
 
 
@@ -24,7 +25,7 @@ def _events(kubeconfig: Path, namespace: str, name: str) -> list[dict[str, Any]]
 
 @pytest.mark.timeout(600)
 def test_a_pod_refused_by_a_quota_is_reported_and_retried_until_the_quota_allows(
-        operator: Path, local_api: Any, local_namespace: str, tmp_path: Path) -> None:
+        operator: Path, local_cluster: Any, local_api: Any, local_namespace: str, tmp_path: Path) -> None:
     namespace = local_namespace
     quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-pod"},
              "spec": {"hard": {"pods": "1"}}}
@@ -40,6 +41,10 @@ def test_a_pod_refused_by_a_quota_is_reported_and_retried_until_the_quota_allows
     events = eventually(lambda: [e for e in _events(operator, namespace, "over-quota")
                                  if e["reason"] == "ChildRejected"], 60, "a ChildRejected Event")
     assert events[0]["type"] == "Warning" and "exceeded quota" in events[0]["message"]
+    # The refusal is a reconcile error, counted by kind and scraped by the cluster's Prometheus.
+    assert_scraped(local_cluster.prometheus.url, set(catalogue.OPERATOR_RECONCILE_ERRORS.series))
+    errors = prometheus(local_cluster.prometheus.url, "query", query="ganforge_operator_reconcile_errors_total")
+    assert any(sample["metric"]["kind"] == "http-403" for sample in errors["result"]), errors
 
     kubectl(operator, "-n", namespace, "delete", "resourcequota", "one-pod")
     eventually(lambda: status_of(local_api, namespace, PLURAL, "over-quota").get("phase") == "Succeeded", 300,

@@ -24,6 +24,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiClient
 
+from ganforge.api import metrics as catalogue
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
 from ganforge.api.inference_service import TRITON_HTTP_PORT
 from ganforge.local.provisioner import claim_host_path
@@ -32,7 +33,7 @@ from ganforge.operator.serving_children import model_repository_claim
 from ganforge.operator.settings import OperatorSettings
 from ganforge.serving.export import export_checkpoint
 from ganforge.serving.model_repository import Revision
-from tests.e2e.cluster import apply, gateway_requests, kill_container, status_of
+from tests.e2e.cluster import apply, assert_scraped, gateway_requests, kill_container, prometheus, status_of
 from tests.helpers import StableClient, eventually
 from tests.planted import planted
 from tests.trained_run import TrainedRun
@@ -76,8 +77,8 @@ def _status(api: ApiClient, namespace: str) -> dict[str, Any]:
 
 @pytest.mark.timeout(2400)
 def test_good_candidates_are_promoted_and_bad_ones_rolled_back_while_the_stable_never_fails(
-        operator: Path, gateway: str, local_api: ApiClient, local_core: client.CoreV1Api, local_namespace: str,
-        fashion_run: TrainedRun, tmp_path: Path) -> None:
+        operator: Path, gateway: str, local_cluster: Any, local_api: ApiClient, local_core: client.CoreV1Api,
+        local_namespace: str, fashion_run: TrainedRun, tmp_path: Path) -> None:
     namespace = local_namespace
     repository, stable = _serving(operator, local_api, local_core, namespace, fashion_run, tmp_path)
     ip = local_core.read_namespaced_service("fashion", namespace).spec.cluster_ip
@@ -157,6 +158,14 @@ def test_good_candidates_are_promoted_and_bad_ones_rolled_back_while_the_stable_
     # No analysis pod outlives its rollout.
     pods = local_core.list_namespaced_pod(namespace, label_selector="ganforge.io/analysis").items
     assert all(p.metadata.deletion_timestamp for p in pods), [p.metadata.name for p in pods]
+    # The cluster's Prometheus scraped the gateway and the gates the alerts and dashboards read, and
+    # counted the rollbacks (tests/e2e/test_operator.py checks the rest of what they read).
+    url = local_cluster.prometheus.url
+    assert_scraped(url, {series for metric in (catalogue.GATEWAY_REQUESTS, catalogue.GATEWAY_REQUEST_DURATION,
+                                               catalogue.SERVING_GATE_VALUE, catalogue.SERVING_GATE_PASSING)
+                         for series in metric.series})
+    rolled_back = prometheus(url, "query", query='ganforge_operator_rollout_outcomes_total{outcome="rolled_back"}')
+    assert sum(float(s["value"][1]) for s in rolled_back["result"]) >= 4, rolled_back
 
 
 @pytest.mark.timeout(900)

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from ganforge.local import chart
+from ganforge.local.monitoring import RULES as LOADED_RULES
+from ganforge.local.monitoring import SCRAPE_JOBS, prometheus_config
 from ganforge.observability.alerts import Alert, alerts
 
 RULES = chart.CHART / "files" / "alerts.yaml"
@@ -62,8 +64,8 @@ SCENARIOS = [
     Scenario("GanforgeOperatorDown", "10m", {'up{job="something-else"}': "1x20"},
              {'ganforge_build_info{component="operator", version="0.1.0"}': "1x20"}, {"component": "operator"}),
     Scenario("GanforgeQualityWorsening", "150m",
-             {f'ganforge_trainer_evaluation{{{TRAINER}, metric="fd_domain"}}': "10x60 20x120"},
-             {f'ganforge_trainer_evaluation{{{TRAINER}, metric="fd_domain"}}': "20-0.05x180"},
+             {f'ganforge_job_evaluation{{{TRAINER}, metric="fd_domain"}}': "10x60 20x120"},
+             {f'ganforge_job_evaluation{{{TRAINER}, metric="fd_domain"}}': "20-0.05x180"},
              {"job_name": "fashion", "namespace": "ns", "metric": "fd_domain"}),
     Scenario("GanforgePreemptionStorm", "60m", {'ganforge_operator_restarts_total{cause="preemption"}': "0+1x60"},
              {'ganforge_operator_restarts_total{cause="preemption"}': "0x60"}, {"cause": "preemption"}),
@@ -141,3 +143,13 @@ def test_a_wrong_expectation_fails(promtool: str, tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "GanforgeTrainingStuck" in result.stdout + result.stderr
+
+
+def test_the_local_prometheus_configuration_checks_clean_and_loads_the_rules(promtool: str, tmp_path: Path) -> None:
+    config = prometheus_config("http://127.0.0.1:1")
+    assert config["rule_files"] == [str(LOADED_RULES)] == [str(RULES)]
+    assert [job["job_name"] for job in config["scrape_configs"]] == list(SCRAPE_JOBS)
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

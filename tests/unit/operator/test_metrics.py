@@ -113,6 +113,17 @@ def test_service_gauges_follow_the_latest_analysis_and_leave_with_the_service() 
     assert _value(metrics, "ganforge_serving_canary_weight_ratio", labels) is None
 
 
+def test_job_evaluation_follows_status_metrics_and_leaves_with_the_job() -> None:
+    metrics = OperatorMetrics()
+    metrics.set_evaluation("ns", "gan", {"fd_domain": 12.5, "kid_domain": 0.01})
+    metrics.set_evaluation("ns", "gan", {"fd_domain": 9.0})
+    labels = {"namespace": "ns", "job_name": "gan"}
+    assert _value(metrics, "ganforge_job_evaluation", {**labels, "metric": "fd_domain"}) == 9.0
+    assert _value(metrics, "ganforge_job_evaluation", {**labels, "metric": "kid_domain"}) is None
+    metrics.set_evaluation("ns", "gan", None)
+    assert _value(metrics, "ganforge_job_evaluation", {**labels, "metric": "fd_domain"}) is None
+
+
 class _Answer:
     def __init__(self, status: int) -> None:
         self.status = status
