@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kubernetes import client, config
 
     from ganforge.operator import handlers  # noqa: F401  (registers the handlers)
-    from ganforge.operator.kube import FAN_OUT_THREADS, Kube
+    from ganforge.operator.kube import FAN_OUT_THREADS, Kube, api_client
     from ganforge.operator.metrics import OperatorMetrics
     from ganforge.operator.runtime import OperatorRuntime
     from ganforge.operator.settings import OperatorSettings
@@ -60,10 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    configuration = client.Configuration.get_default_copy()
     # A connection for every request that may be in flight: each pass, and the writes it fans out.
-    configuration.connection_pool_maxsize = settings.reconcile_threads + FAN_OUT_THREADS
-    api = client.ApiClient(configuration)
+    api = api_client(client.Configuration.get_default_copy(), settings.reconcile_threads + FAN_OUT_THREADS)
     metrics = OperatorMetrics()
     metrics.count_api_requests(api)
     kube = Kube(api)

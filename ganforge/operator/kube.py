@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+from urllib3.util.retry import Retry
 
 from ganforge.api.inference_service import GATEWAY_API_GROUP, GATEWAY_API_VERSION, HTTPROUTE_PLURAL
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
@@ -31,6 +32,26 @@ log = logging.getLogger("ganforge.operator")
 CRASH_AFTER_WRITES_ENV = "GANFORGE_OPERATOR_CRASH_AFTER_WRITES"
 # Writes of one pass that go out at once (a launch creates about ten objects).
 FAN_OUT_THREADS = 16
+
+
+def transport_retries() -> Retry:
+    """Retries for requests that never got an answer, for every verb.
+
+    urllib3 retries only idempotent verbs by default, so a create or patch sent on a pooled
+    connection the apiserver had just closed fails with "Remote end closed connection without
+    response". Every write here is idempotent by design (AlreadyExists and NotFound count as done,
+    status writes carry a resourceVersion), so sending it again is safe. Answers with a status
+    code are never retried here: the reconcile pass decides on those."""
+    return Retry(total=4, connect=4, read=3, status=0, other=0, allowed_methods=None,
+                 backoff_factor=0.2, raise_on_status=False, raise_on_redirect=False)
+
+
+def api_client(configuration: client.Configuration, pool_size: int) -> ApiClient:
+    """The client the operator talks through: a connection for every request that may be in
+    flight at once, and a failed connection retried rather than failing the reconcile pass."""
+    configuration.connection_pool_maxsize = pool_size
+    configuration.retries = transport_retries()
+    return client.ApiClient(configuration)
 
 class Kube:
     def __init__(self, api: ApiClient) -> None:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
+from urllib3.exceptions import HTTPError as TransportError
 
 from ganforge.api.inference_service import KIND as SERVICE_KIND
 from ganforge.api.inference_service import PLURAL as SERVICE_PLURAL
@@ -43,6 +44,8 @@ from ganforge.operator.settings import OperatorSettings
 log = logging.getLogger("ganforge.operator")
 
 CONFLICT_RETRY_SECONDS = 0.2
+# After an apiserver error answer, or no answer at all.
+API_ERROR_RETRY_SECONDS = 2.0
 
 # What the watches know of the nodes the job's pods are bound to: name -> not Ready since (None:
 # Ready). A node missing from it does not exist, as far as the watch has seen.
@@ -121,7 +124,13 @@ class OperatorRuntime:
                 return CONFLICT_RETRY_SECONDS
             self.metrics.reconcile_errors.labels(f"http-{error.status}").inc()
             log.warning("reconcile %s: apiserver answered %s %s", key, error.status, error.reason)
-            return 2.0
+            return API_ERROR_RETRY_SECONDS
+        except TransportError as error:
+            # The apiserver did not answer even after the client's own retries (restarting, or the
+            # network between): try again soon, not after kopf's minute-long daemon backoff.
+            self.metrics.reconcile_errors.labels(type(error).__name__).inc()
+            log.warning("reconcile %s: no answer from the apiserver: %s", key, error)
+            return API_ERROR_RETRY_SECONDS
         except Exception as error:
             self.metrics.reconcile_errors.labels(type(error).__name__).inc()
             raise

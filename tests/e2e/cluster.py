@@ -9,6 +9,7 @@ import signal
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,20 @@ def prometheus(url: str, path: str, **params: str) -> Any:
         answer = json.loads(response.read())
     assert answer["status"] == "success", answer
     return answer["data"]
+
+
+def query_until(url: str, query: str, accept: Callable[[list[dict[str, Any]]], bool],
+                timeout: float = 60) -> list[dict[str, Any]]:
+    """The samples of an instant query once `accept` holds for them: what just happened reaches
+    Prometheus at its next scrape (5 s on ganforge local), so wait a few scrapes for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples: list[dict[str, Any]] = prometheus(url, "query", query=query)["result"]
+        if accept(samples):
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout:.0f} s, {query} gives {samples}")
+        time.sleep(2)
 
 
 def assert_scraped(url: str, names: set[str], timeout: float = 60) -> None:

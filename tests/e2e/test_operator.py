@@ -44,7 +44,7 @@ from ganforge.observability.promql import series_names
 from ganforge.operator.kube import CRASH_AFTER_WRITES_ENV
 from ganforge.serving.client import latents
 from ganforge.serving.export import PARITY_BOUNDS, onnxruntime_images
-from tests.e2e.cluster import assert_scraped, prometheus
+from tests.e2e.cluster import assert_scraped, prometheus, query_until
 from tests.helpers import OPERATOR_TAKEOVER_SECONDS, answering_client, eventually, fast_job
 
 
@@ -190,8 +190,7 @@ def assert_prometheus_saw_it(url: str, core: client.CoreV1Api) -> None:
     recovered = ("ganforge_operator_recovery_seconds_sum", (("cause", "preemption"),))
     served = _operator_metrics(core)[recovered]
     query = 'sum(ganforge_operator_recovery_seconds_sum{cause="preemption"})'
-    eventually(lambda: float(prometheus(url, "query", query=query)["result"][0]["value"][1]) == served, 30,
-               "Prometheus's recovery time to match the operator's")
+    query_until(url, query, lambda samples: bool(samples) and float(samples[0]["value"][1]) == served, 30)
 
 
 def _operator_metrics(core: client.CoreV1Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

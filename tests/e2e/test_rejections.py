@@ -13,7 +13,7 @@ import pytest
 from ganforge.api import metrics as catalogue
 from ganforge.api.training_job import PLURAL
 from ganforge.local.install import kubectl
-from tests.e2e.cluster import apply, assert_scraped, prometheus, status_of
+from tests.e2e.cluster import apply, assert_scraped, query_until, status_of
 from tests.helpers import eventually, fast_job
 
 
@@ -43,8 +43,8 @@ def test_a_pod_refused_by_a_quota_is_reported_and_retried_until_the_quota_allows
     assert events[0]["type"] == "Warning" and "exceeded quota" in events[0]["message"]
     # The refusal is a reconcile error, counted by kind and scraped by the cluster's Prometheus.
     assert_scraped(local_cluster.prometheus.url, set(catalogue.OPERATOR_RECONCILE_ERRORS.series))
-    errors = prometheus(local_cluster.prometheus.url, "query", query="ganforge_operator_reconcile_errors_total")
-    assert any(sample["metric"]["kind"] == "http-403" for sample in errors["result"]), errors
+    query_until(local_cluster.prometheus.url, 'ganforge_operator_reconcile_errors_total{kind="http-403"}',
+                lambda samples: sum(float(s["value"][1]) for s in samples) >= 1)
 
     kubectl(operator, "-n", namespace, "delete", "resourcequota", "one-pod")
     eventually(lambda: status_of(local_api, namespace, PLURAL, "over-quota").get("phase") == "Succeeded", 300,

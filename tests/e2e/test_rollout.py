@@ -33,7 +33,7 @@ from ganforge.operator.serving_children import model_repository_claim
 from ganforge.operator.settings import OperatorSettings
 from ganforge.serving.export import export_checkpoint
 from ganforge.serving.model_repository import Revision
-from tests.e2e.cluster import apply, assert_scraped, gateway_requests, kill_container, prometheus, status_of
+from tests.e2e.cluster import apply, assert_scraped, gateway_requests, kill_container, query_until, status_of
 from tests.helpers import StableClient, eventually
 from tests.planted import planted
 from tests.trained_run import TrainedRun
@@ -164,8 +164,8 @@ def test_good_candidates_are_promoted_and_bad_ones_rolled_back_while_the_stable_
     assert_scraped(url, {series for metric in (catalogue.GATEWAY_REQUESTS, catalogue.GATEWAY_REQUEST_DURATION,
                                                catalogue.SERVING_GATE_VALUE, catalogue.SERVING_GATE_PASSING)
                          for series in metric.series})
-    rolled_back = prometheus(url, "query", query='ganforge_operator_rollout_outcomes_total{outcome="rolled_back"}')
-    assert sum(float(s["value"][1]) for s in rolled_back["result"]) >= 4, rolled_back
+    query_until(url, 'ganforge_operator_rollout_outcomes_total{outcome="rolled_back"}',
+                lambda samples: sum(float(s["value"][1]) for s in samples) >= 4)
 
 
 @pytest.mark.timeout(900)

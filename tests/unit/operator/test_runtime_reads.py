@@ -7,10 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
+
 from ganforge.operator.metrics import OperatorMetrics
 from ganforge.operator.observe import not_ready_since
 from ganforge.operator.reconcile import Plan
-from ganforge.operator.runtime import OperatorRuntime, Seen
+from ganforge.operator.runtime import API_ERROR_RETRY_SECONDS, OperatorRuntime, Seen
 from ganforge.operator.settings import OperatorSettings
 from tests.unit.operator.test_reconcile import JOB, launched, pod
 
@@ -135,3 +137,18 @@ def test_a_job_the_watch_shows_from_before_the_last_status_write_is_not_decided_
     pods = [{**p, "status": {"phase": "Pending"}} for p in kube.plans[0].create if p["kind"] == "Pod"]
     supervisor.reconcile_once(JOB.namespace, JOB.name, Seen(newer, pods, {}))
     assert "get job" not in kube.calls
+
+
+class UnansweringKube(RecordingKube):
+    def execute(self, namespace: str, name: str, resource_version: str, plan: Plan, emit: Any,
+                plural: str = "") -> None:
+        raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())
+
+
+def test_a_pass_the_apiserver_never_answered_is_retried_in_seconds_and_counted() -> None:
+    # Not raised into kopf, whose daemon backoff would leave the job alone for a minute.
+    body = job_body({})
+    supervisor = runtime(UnansweringKube(body, [], {}))
+    assert supervisor.reconcile_once(JOB.namespace, JOB.name, Seen(body, [], {})) == API_ERROR_RETRY_SECONDS
+    assert supervisor.metrics.registry.get_sample_value(
+        "ganforge_operator_reconcile_errors_total", {"kind": "ProtocolError"}) == 1
