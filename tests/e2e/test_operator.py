@@ -183,9 +183,13 @@ def assert_prometheus_saw_it(url: str, core: client.CoreV1Api) -> None:
     used = {name for name in used if not name.startswith("ganforge:")}  # recorded, not scraped
     absent_here = {series for metric in NOT_IN_THIS_FLOW for series in metric.series}
     assert_scraped(url, used - absent_here)
-    targets = prometheus(url, "targets")["activeTargets"]
-    jobs = {target["labels"]["job"] for target in targets}
-    assert {"ganforge-operator", "triton"} <= jobs, jobs
+    # A Triton pod that became ready a moment ago is found at the next discovery refresh and then
+    # scraped: up to two intervals of 5 s after the grid was drawn through it.
+    def scraped_jobs() -> set[str] | None:
+        jobs = {t["labels"]["job"] for t in prometheus(url, "targets")["activeTargets"] if t["health"] == "up"}
+        return jobs if {"ganforge-operator", "triton"} <= jobs else None
+
+    eventually(scraped_jobs, 60, "Prometheus to scrape the operator and Triton")
     # The recovery the operator counted is in Prometheus as the operator serves it.
     recovered = ("ganforge_operator_recovery_seconds_sum", (("cause", "preemption"),))
     served = _operator_metrics(core)[recovered]
