@@ -38,6 +38,10 @@ lint: venv
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
+# Needs an NVIDIA GPU (fails without one); CI has none and runs `make test` only.
+test-gpu: venv
+	bash hack/run-tests.sh --noconftest -p no:cacheprovider tests/gpu
+
 bench: venv
 	bash hack/run-benchmarks.sh
 

@@ -110,16 +110,18 @@ def ganforge_gang(args: argparse.Namespace, workdir: Path) -> float:
     config.write_text(yaml.safe_dump({"spec": spec}))
     port = str(free_port())
     procs = []
+    logs = [workdir / f"ganforge-rank{rank}.log" for rank in range(args.ranks)]
     for rank in range(args.ranks):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(args.ranks), "LOCAL_RANK": str(rank),
                "LOCAL_WORLD_SIZE": str(args.ranks), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "ganforge.cli", "train", "--config", str(config), "--run-dir", str(run_dir),
              "--cache-dir", str(workdir / "cache"), "--threads", "1", "--no-tensorboard",
-             "--device", args.device], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+             "--device", args.device], env=env, stdout=logs[rank].open("wb"), stderr=subprocess.STDOUT))
     codes = [p.wait() for p in procs]
     if codes != [0] * args.ranks:
-        raise RuntimeError(f"ganforge train exited with {codes}")
+        tails = "\n".join(log.read_text()[-3000:] for log in logs)
+        raise RuntimeError(f"ganforge train exited with {codes}:\n{tails}")
     records = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     timed = records[1:]  # the first report covers the warm-up steps
     seconds = sum(r["timing/step_seconds"] * (args.steps / len(timed)) for r in timed)

@@ -2,8 +2,13 @@
 inputs, at equal kimg, judged against the whole training set.
 
     python benchmarks/small_data_augment.py [--images 2000] [--kimg 384] [--every 64] [--width 32]
-                                            [--threads 2]
+                                            [--threads 2] [--device cpu|cuda]
                                             [--policy translation,cutout] [--no-xflip]
+                                            [--work DIR] [--train-only no-augmentation|augmented]
+                                            [--rescore DIR] [--cache DIR]
+
+The two runs can train in parallel (two processes with `--work DIR --train-only NAME`) and be scored
+together afterwards (`--rescore DIR`); `--cache` shares the domain classifier between work directories.
 
 Both runs train the same model from the same seed on the same 2000 images (a seeded subset, as an
 npz); they differ only in spec.training.augment. Every `--every` kimg a checkpoint is kept, and each
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -29,7 +35,6 @@ from ganforge.api.training_job import DatasetSpec, EvaluationSpec, GANTrainingJo
 from ganforge.evaluation.features import extract
 from ganforge.evaluation.memorization import MemorizationReference
 from ganforge.models import build_models
-from ganforge.trainer.checkpoint import checkpoint_name
 from ganforge.trainer.config import RuntimeOptions, TrainingOptions
 from ganforge.trainer.data import load_dataset
 from ganforge.trainer.evaluation_suite import EvaluationSuite, build_suite
@@ -44,28 +49,43 @@ def _spec(data: Path, args: argparse.Namespace, augment: dict[str, Any] | None) 
         "model": {"architecture": "dcgan", "latentDim": 64, "width": args.width, "ema": {"halfLifeKimg": 2}},
         "training": {"totalKimg": args.kimg, "batchSize": 64, "reportIntervalKimg": args.every,
                      "sampleIntervalKimg": args.every, "seed": 3, **({"augment": augment} if augment else {})},
-        "resources": {"workers": 1, "gpusPerWorker": 0},
+        "resources": {"workers": 1, "gpusPerWorker": 1 if args.device == "cuda" else 0},
         "checkpoint": {"intervalKimg": args.every, "keepLast": 1000, "background": False},
         "evaluation": {"metrics": []},
     })
+
+
+VARIANTS = ("no augmentation", "augmented")
 
 
 def _score(run_dir: Path, spec: GANTrainingJobSpec, args: argparse.Namespace, suite: EvaluationSuite,
            memorization: MemorizationReference) -> list[tuple[float, float, float]]:
     """(kimg, FD against the whole training set, memorisation against the small one) per checkpoint."""
     points = []
+    device = torch.device(args.device)
     generator, _ = build_models(spec.model, 32, 1, 0)
-    nimg = round(args.every * 1000)
-    while nimg <= round(args.kimg * 1000):
-        state = torch.load(run_dir / "checkpoints" / checkpoint_name(nimg) / "state.pt", weights_only=True)
+    generator.to(device)
+    # Checkpoints fall on step boundaries: score the ones the run kept rather than computing names.
+    for directory in sorted((run_dir / "checkpoints").glob("ckpt-*")):
+        nimg = int(directory.name.removeprefix("ckpt-"))
+        state = torch.load(directory / "state.pt", weights_only=True, map_location=device)
         generator.load_state_dict(state["G_ema"])
-        images, _ = suite.generate(generator.eval(), 64, 0, torch.device("cpu"), seed=0)
-        fd = suite.evaluate(generator, 64, 0, torch.device("cpu"), seed=0).metrics["fd_domain"]
+        images, _ = suite.generate(generator.eval(), 64, 0, device, seed=0)
+        fd = suite.evaluate(generator, 64, 0, device, seed=0).metrics["fd_domain"]
         assert suite.classifier is not None
         memorized = memorization.score(extract(suite.classifier, images).numpy())["memorization"]
         points.append((nimg / 1000, fd, memorized))
-        nimg += round(args.every * 1000)
     return points
+
+
+def _train(name: str, spec: GANTrainingJobSpec, work: Path, args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    options = TrainingOptions(spec, RuntimeOptions(run_dir=str(work / name.replace(" ", "-")),
+                                                   cache_dir=str(work / "cache"), device=args.device,
+                                                   threads=args.threads, tensorboard=False))
+    code = train(options)
+    assert int(code) == 0, f"{name}: exit code {code}"
+    print(f"{name}: trained {args.kimg} kimg in {time.perf_counter() - start:.0f}s", file=sys.stderr)
 
 
 def main() -> int:
@@ -78,35 +98,43 @@ def main() -> int:
     parser.add_argument("--no-xflip", action="store_true", help="augment without x-flips")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--work", type=Path, help="work directory (default: a new temporary one)")
+    parser.add_argument("--train-only", choices=[v.replace(" ", "-") for v in VARIANTS],
+                        help="train this run into --work and score nothing")
     parser.add_argument("--rescore", type=Path, help="score the runs in this work directory again; train nothing")
+    parser.add_argument("--cache", type=Path, help="domain classifier cache (default: WORK/cache)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     full = load_dataset(DatasetSpec(uri=f"file://{FASHION_MNIST}", format="idx", resolution=32))
-    work = args.rescore or Path(tempfile.mkdtemp(prefix="ganforge-small-data-"))
+    work = args.rescore or args.work or Path(tempfile.mkdtemp(prefix="ganforge-small-data-"))
+    work.mkdir(parents=True, exist_ok=True)
     picked = torch.randperm(len(full), generator=torch.Generator().manual_seed(0))[: args.images]
     data = work / "subset.npz"
     assert full.labels is not None and full.held_out is not None
-    np.savez(data, images=full.images[picked, 0].numpy(), labels=full.labels[picked].numpy())
+    # Through a private name and a rename: runs training in parallel write the same subset at once.
+    partial = work / f"subset.{os.getpid()}.npz"
+    np.savez(partial, images=full.images[picked, 0].numpy(), labels=full.labels[picked].numpy())
+    partial.replace(data)
+    augment_spec = {"policy": [p for p in args.policy.split(",") if p], "xflip": not args.no_xflip}
+    if args.train_only:
+        name = args.train_only.replace("-", " ")
+        _train(name, _spec(data, args, augment_spec if name == "augmented" else None), work, args)
+        return 0
 
     suite = build_suite(EvaluationSpec(num_samples=args.samples, feature_extractors=["domain"], metrics=["fd"]),
-                        full, work / "cache", torch.device("cpu"))
+                        full, args.cache or work / "cache", torch.device(args.device))
     assert suite.classifier is not None
     # Memorisation of the small training set, with the unseen test split as the real yardstick.
     memorization = MemorizationReference.build(extract(suite.classifier, full.images[picked]).numpy(),
                                                extract(suite.classifier, full.held_out).numpy())
     results: dict[str, list[tuple[float, float, float]]] = {}
     rates: dict[str, float] = {}
-    augment_spec = {"policy": [p for p in args.policy.split(",") if p], "xflip": not args.no_xflip}
-    for name, augment in (("no augmentation", None), ("augmented", augment_spec)):
-        spec = _spec(data, args, augment)
+    for name in VARIANTS:
+        spec = _spec(data, args, augment_spec if name == "augmented" else None)
         run_dir = work / name.replace(" ", "-")
         if args.rescore is None:
-            start = time.perf_counter()
-            options = TrainingOptions(spec, RuntimeOptions(run_dir=str(run_dir), cache_dir=str(work / "cache"),
-                                                           device="cpu", threads=args.threads, tensorboard=False))
-            code = train(options)
-            assert int(code) == 0, f"{name}: exit code {code}"
-            print(f"{name}: trained {args.kimg} kimg in {time.perf_counter() - start:.0f}s", file=sys.stderr)
+            _train(name, spec, work, args)
         stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
         rates[name] = float(np.median([s["timing/images_per_second"] for s in stats]))
         results[name] = _score(run_dir, spec, args, suite, memorization)
@@ -118,8 +146,12 @@ def main() -> int:
     print("| kimg | FD, no augmentation | FD, augmented | FD ratio | memorisation, no augmentation | "
           "memorisation, augmented |")
     print("|---:|---:|---:|---:|---:|---:|")
-    plain, augmented = results["no augmentation"], results["augmented"]
-    for (kimg, fd_plain, mem_plain), (_, fd_aug, mem_aug) in zip(plain, augmented, strict=True):
+    # A run cut short (a time limit) is compared where both have a checkpoint.
+    augmented = {kimg: (fd, mem) for kimg, fd, mem in results["augmented"]}
+    for kimg, fd_plain, mem_plain in results["no augmentation"]:
+        if kimg not in augmented:
+            continue
+        fd_aug, mem_aug = augmented[kimg]
         print(f"| {kimg:g} | {fd_plain:.1f} | {fd_aug:.1f} | {fd_aug / fd_plain:.2f}x | {mem_plain:.3f} | "
               f"{mem_aug:.3f} |")
     print(f"\nthroughput: {rates['no augmentation']:.0f} img/s without, {rates['augmented']:.0f} img/s with "

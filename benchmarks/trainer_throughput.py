@@ -129,6 +129,7 @@ def checkpoint_stall(args: argparse.Namespace, workdir: Path, background: bool) 
     """(mean stall seconds, mean write seconds) for the DCGAN state with Adam moments."""
     torch.manual_seed(0)
     g, d = build_models(ModelSpec(architecture="dcgan", latent_dim=100, width=64), 32, 1, 0)
+    g, d = g.to(args.device), d.to(args.device)  # on a GPU the stall includes the copy to host memory
     opts = [torch.optim.Adam(m.parameters()) for m in (g, d)]
     for m, opt in zip((g, d), opts, strict=True):
         for p in m.parameters():

@@ -1,0 +1,79 @@
+"""What only a GPU shows: exact resume on CUDA in every precision, and the CUDA-only trainer metrics.
+
+`make test-gpu` runs these on a machine with an NVIDIA GPU. Without one every test fails: there is
+nothing to fall back to. CI has no GPU and does not run them (`make test` leaves tests/gpu out);
+they run without the shared conftest, so a machine with only the trainer's packages can run them.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+
+from ganforge.api import metrics as catalogue
+from ganforge.api.exit_codes import ExitCode
+from ganforge.api.training_job import GANTrainingJobSpec
+from ganforge.local.control_plane import free_port
+from ganforge.trainer import cli, loop
+from ganforge.trainer.config import RuntimeOptions, TrainingOptions
+from tests.integration.trainer.launch import assert_identical, load_checkpoint, tiny_spec, write_spec
+
+
+@pytest.fixture(autouse=True)
+def _cuda() -> None:
+    if not torch.cuda.is_available():
+        pytest.fail("no CUDA device: tests/gpu need an NVIDIA GPU", pytrace=False)
+
+
+RESUME_ON_CUDA: dict[str, dict[str, Any]] = {
+    "fp32": {"precision": "fp32"},
+    "bf16": {"precision": "bf16"},
+    # fp16 adds a GradScaler per network, whose scale and growth tracker must survive the restart.
+    "fp16": {"precision": "fp16"},
+    "bf16-channels-last-compile": {"precision": "bf16", "channelsLast": True, "compile": True},
+}
+
+
+@pytest.mark.parametrize("variant", list(RESUME_ON_CUDA))
+def test_run_extended_after_finishing_on_cuda_is_bitwise_identical(tmp_path: Path, variant: str) -> None:
+    """Deterministic mode on CUDA: stopping halfway and extending equals running straight, bit for bit."""
+    training: dict[str, Any] = {**RESUME_ON_CUDA[variant], "deterministic": True}
+
+    def run(run_dir: Path, total_kimg: float) -> None:
+        spec = tiny_spec(workers=1, total_kimg=total_kimg, training=training, resources={"gpusPerWorker": 1})
+        config = write_spec(tmp_path / f"job-{total_kimg}.yaml", spec)
+        code = cli.main(["--config", str(config), "--run-dir", str(run_dir), "--cache-dir", str(tmp_path / "cache"),
+                         "--threads", "1", "--no-tensorboard", "--device", "cuda"])
+        assert code == ExitCode.SUCCESS
+
+    run(tmp_path / "straight", 0.32)
+    run(tmp_path / "extended", 0.16)
+    run(tmp_path / "extended", 0.32)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "ckpt-000000000320")
+    b = load_checkpoint(tmp_path / "extended" / "checkpoints" / "ckpt-000000000320")
+    assert b["progress"]["step"] == 320 // 16
+    for key in ("G_ema", "G", "D", "opt_g", "opt_d", "scaler_g", "scaler_d", "progress", "ranks"):
+        assert_identical(a[key], b[key], key)
+    if training["precision"] == "fp16":
+        assert a["scaler_g"] and a["scaler_d"], "fp16 saved no GradScaler state"
+
+
+def test_a_cuda_run_exposes_gpu_memory_and_utilisation(tmp_path: Path) -> None:
+    spec = GANTrainingJobSpec.model_validate(tiny_spec(workers=1, total_kimg=0.128, resources={"gpusPerWorker": 1}))
+    port = free_port()
+    options = TrainingOptions(spec, RuntimeOptions(run_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
+                                                   device="cuda", threads=1, tensorboard=False, metrics_port=port),
+                              job_name="gpu")
+    assert loop.train(options) == ExitCode.SUCCESS
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {(s.name, s.labels.get("kind", "")): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert {series for metric in catalogue.CUDA_ONLY for series in metric.series} <= {name for name, _ in samples}
+    memory = {kind: samples[("ganforge_trainer_gpu_memory_bytes", kind)] for kind in ("allocated", "reserved", "peak")}
+    assert 0 < memory["allocated"] <= memory["peak"] and memory["allocated"] <= memory["reserved"], memory
+    assert 0.0 <= samples[("ganforge_trainer_gpu_utilization_ratio", "")] <= 1.0
