@@ -43,5 +43,5 @@ for width in $SMALL_DATA_WIDTHS; do
     --kimg "$SMALL_DATA_KIMG" --every "$SMALL_DATA_EVERY" --rescore "/tmp/small-data-$width" \
     --cache /tmp/small-data-cache
 done
-step bench-trainer 150 "$py" benchmarks/trainer_throughput.py --device cuda --steps 300 --warmup 30 --rounds 2
-step bench-data-parallel 80 "$py" benchmarks/data_parallel.py --device cuda --ranks 1 --steps 300 --rounds 2
+step bench-trainer 300 "$py" benchmarks/trainer_throughput.py --device cuda --steps 300 --warmup 30 --rounds 2
+step bench-data-parallel 200 "$py" benchmarks/data_parallel.py --device cuda --ranks 1 --steps 300 --rounds 2

@@ -96,6 +96,11 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
         {"model": {"loss": "wgan-gp", "regularization": {"gpLambda": 0}}},
     ),
     InvalidSpec(
+        "compile-channels-last-on-gpus",
+        "spec.training.channelsLast",
+        {"resources": {"gpusPerWorker": 1}, "training": {"compile": True, "channelsLast": True}},
+    ),
+    InvalidSpec(
         "sngan-below-16",
         "spec.dataset.resolution",
         {"dataset": {"resolution": 8}, "model": {"architecture": "sngan-resnet"}},

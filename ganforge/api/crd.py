@@ -30,6 +30,7 @@ from ganforge.api import inference_service as gis
 from ganforge.api.training_job import (
     API_GROUP,
     CHECKPOINT_URI_FORMS,
+    COMPILE_CHANNELS_LAST_ON_GPU,
     DATASET_URI_FORMS,
     DNS_1035_LABEL_PATTERN,
     FAKE_URI_PATTERN,
@@ -190,6 +191,13 @@ _JOB_RULES: dict[str, tuple[Rule, ...]] = {
             "self.resources.processesPerWorker == self.resources.gpusPerWorker",
             "spec.resources.processesPerWorker must equal spec.resources.gpusPerWorker: one process per GPU",
             ".resources.processesPerWorker",
+        ),
+        Rule(
+            "!(self.training.compile && self.training.channelsLast) || self.resources.gpusPerWorker == 0",
+            # The apiserver names fields from the object's root.
+            COMPILE_CHANNELS_LAST_ON_GPU.replace("training.", "spec.training.")
+            .replace("resources.", "spec.resources."),
+            ".training.channelsLast",
         ),
         Rule(
             "!has(self.dataset) || self.model.architecture != 'sngan-resnet' || self.dataset.resolution >= 16",

@@ -213,6 +213,17 @@ class AugmentSpec(ApiModel):
     )
 
 
+# torch.compile with channels_last fails in the first backward on CUDA: inductor's compiled
+# convolution_backward expects channels_last strides for the weight gradient of G's first transposed
+# convolution (a 1x1 input) and cuDNN returns contiguous ones (seen with torch 2.11 on an H200; CPUs
+# are unaffected). Rejected at apply rather than crashing every restart of the job.
+COMPILE_CHANNELS_LAST_ON_GPU = (
+    "training.channelsLast with training.compile is not supported on GPUs (resources.gpusPerWorker > 0): "
+    "torch.compile's backward of the generator's first transposed convolution fails in channels_last on "
+    "CUDA; turn one of them off"
+)
+
+
 class TrainingSpec(ApiModel):
     total_kimg: float = Field(200.0, gt=0.0, le=1e7, description="Stop after this many thousand real images.")
     batch_size: int = Field(64, ge=1, le=65536, description="Global batch size (all workers together).")
@@ -223,8 +234,8 @@ class TrainingSpec(ApiModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Base seed; each rank derives its own.")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Adam settings.")
     channels_last: bool = Field(
-        False, description="Use the channels_last memory format: faster convolutions with oneDNN on CPUs "
-        "and with tensor cores on GPUs."
+        False, description="Use the channels_last memory format: faster convolutions with oneDNN on CPUs. "
+        "Not with compile on GPUs."
     )
     compile: bool = Field(
         False, description="Wrap G and D in torch.compile (penalties on D's gradient run through the eager D)."
@@ -518,6 +529,8 @@ class GANTrainingJobSpec(ApiModel):
             )
         if self.model.loss == "wgan-gp" and self.model.regularization.gp_lambda <= 0:
             raise ValueError("model.regularization.gpLambda must be > 0 when model.loss is wgan-gp")
+        if self.training.compile and self.training.channels_last and self.resources.gpus_per_worker > 0:
+            raise ValueError(COMPILE_CHANNELS_LAST_ON_GPU)
         if self.dataset.resolution < 16 and self.model.architecture == "sngan-resnet":
             raise ValueError("dataset.resolution must be >= 16 for model.architecture sngan-resnet")
         for metric in ("mode_collapse", "label_adherence"):

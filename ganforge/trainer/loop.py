@@ -24,6 +24,7 @@ from ganforge.api import trainer_env
 from ganforge.api.checkpoint_format import REFERENCE_DIR, with_manifest
 from ganforge.api.exit_codes import ExitCode, describe
 from ganforge.api.tracking import TrackingRun, TrackingUnavailable, flatten, run_key
+from ganforge.api.training_job import COMPILE_CHANNELS_LAST_ON_GPU
 from ganforge.api.trajectory import trainer_view
 from ganforge.evaluation import EvaluationInterrupted
 from ganforge.evaluation.images import image_grid, save_image_grid, to_uint8
@@ -211,6 +212,8 @@ class _Run:
         self.G_fwd: nn.Module = self.G
         self.D_fwd: nn.Module = self.D
         if spec.training.compile:
+            if spec.training.channels_last and device.type == "cuda":  # also when --device cuda overrides the spec
+                raise ConfigError(COMPILE_CHANNELS_LAST_ON_GPU)
             self.G_fwd = torch.compile(self.G)  # type: ignore[assignment]
             self.D_fwd = torch.compile(self.D)  # type: ignore[assignment]
 

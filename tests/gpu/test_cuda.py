@@ -35,7 +35,8 @@ RESUME_ON_CUDA: dict[str, dict[str, Any]] = {
     "bf16": {"precision": "bf16"},
     # fp16 adds a GradScaler per network, whose scale and growth tracker must survive the restart.
     "fp16": {"precision": "fp16"},
-    "bf16-channels-last-compile": {"precision": "bf16", "channelsLast": True, "compile": True},
+    # Not with channelsLast: that pair fails on CUDA and is rejected (training_job.COMPILE_CHANNELS_LAST_ON_GPU).
+    "bf16-compile": {"precision": "bf16", "compile": True},
 }
 
 
