@@ -1,5 +1,6 @@
 """`ganforge report JOB --out report.html`: one self-contained HTML page about a training job
-(curves, throughput, reclaims, the latest samples) from the job's run directory.
+(curves, throughput, reclaims, the latest samples) from the job's run directory, and what
+Prometheus saw of it (`--prometheus URL`; on `ganforge local` its own Prometheus is found).
 
 On `ganforge local` the run directory is found through the job's checkpoint claim (its volume is
 a host directory); elsewhere copy the run directory out of the claim and pass `--run-dir` (the
@@ -9,15 +10,22 @@ job's status is still read when the cluster is reachable).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ganforge.api.storage import default_checkpoint_uri, parse_pvc_uri
 from ganforge.api.training_job import API_GROUP, PLURAL, VERSION
-from ganforge.observability.report import RunRecord, render
+from ganforge.observability.observed import PrometheusUnavailable, observed_charts
+from ganforge.observability.report import Observed, RunRecord, render
+
+PROMETHEUS_URL_ENV = "GANFORGE_PROMETHEUS_URL"
+# Prometheus is asked about the run's wall time and this much either side (scrapes lag reports).
+RANGE_MARGIN_SECONDS = 60.0
 
 
 def _job(name: str, namespace: str, kubeconfig: str | None) -> dict[str, Any] | None:
@@ -63,6 +71,31 @@ def job_run_dir(job: dict[str, Any], kubeconfig: str | None) -> Path:
     return Path(host, location.path, "run")
 
 
+def local_prometheus(kubeconfig: str | None) -> str | None:
+    """`ganforge local`'s Prometheus, from the cluster file beside its kubeconfig; None elsewhere."""
+    if not kubeconfig:
+        return None
+    try:
+        url = json.loads((Path(kubeconfig).parent / "cluster.json").read_text()).get("prometheus")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(url) if url else None
+
+
+def observe(url: str, namespace: str, job: str, record: RunRecord) -> Observed:
+    times = [float(r["time"]) for r in record.stats if "time" in r]
+    if not times:
+        return Observed(url, problem="the run's reports carry no wall time to ask Prometheus about")
+    try:
+        # Never past now: Prometheus evaluates a future instant with the last sample it has.
+        start, end = min(times) - RANGE_MARGIN_SECONDS, min(max(times) + RANGE_MARGIN_SECONDS, time.time())
+        charts = observed_charts(url, namespace, job, start, end)
+    except PrometheusUnavailable as error:
+        print(f"ganforge report: {error}; the page has the run directory's charts only", file=sys.stderr)
+        return Observed(url, problem=str(error))
+    return Observed(url, charts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ganforge report", description=__doc__.splitlines()[0])
     parser.add_argument("job", help="GANTrainingJob name")
@@ -71,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, help="the run directory (stats.jsonl, samples/, ...) instead of "
                                                      "finding it through the job's claim")
     parser.add_argument("--out", type=Path, default=None, help="HTML file to write (default <job>-report.html)")
+    parser.add_argument("--prometheus", default=os.environ.get(PROMETHEUS_URL_ENV),
+                        help=f"Prometheus base URL to add what it saw of the job (default ${PROMETHEUS_URL_ENV}, "
+                             "or ganforge local's own; '' for none)")
     args = parser.parse_args(argv)
     job = _job(args.job, args.namespace, args.kubeconfig)
     if args.run_dir is None and job is None:
@@ -84,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path(f"{args.job}-report.html")
     status = (job or {}).get("status")
     partial = out.with_name(out.name + ".tmp")
-    partial.write_text(render(record, f"GANTrainingJob {args.namespace}/{args.job}", status))
+    url = local_prometheus(args.kubeconfig) if args.prometheus is None else args.prometheus
+    observed = observe(url, args.namespace, args.job, record) if url else None
+    partial.write_text(render(record, f"GANTrainingJob {args.namespace}/{args.job}", status, observed))
     partial.replace(out)
     print(out)
     return 0

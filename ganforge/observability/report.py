@@ -1,7 +1,8 @@
 """One self-contained HTML page about a training run, for people who look rather than read:
 loss and quality curves, throughput, progress over wall time with every reclaim marked, and the
 latest sample grid, from the run directory the trainer writes (stats.jsonl, metrics.jsonl,
-events.jsonl, samples/) and the job's status when it is at hand.
+events.jsonl, samples/), the job's status when it is at hand, and what Prometheus saw of the job
+when one is named (the age of the newest checkpoint, checkpoint times, GPU memory and utilisation).
 
 The charts are inline SVG and the grid an inline PNG: the file opens anywhere, offline, and can be
 attached to a ticket.
@@ -153,7 +154,17 @@ def _series(records: list[dict[str, Any]], x_key: str, keys: Sequence[str], labe
     return out
 
 
-def render(record: RunRecord, title: str, status: dict[str, Any] | None = None) -> str:
+@dataclass(frozen=True)
+class Observed:
+    """What Prometheus saw of the job (ganforge.observability.observed): charts, or why there are none."""
+
+    url: str
+    charts: list[tuple[str, list[Series]]] = field(default_factory=list)
+    problem: str | None = None
+
+
+def render(record: RunRecord, title: str, status: dict[str, Any] | None = None,
+           observed: Observed | None = None) -> str:
     """The page, as HTML text."""
     stops = [e for e in record.events if e.get("event") in STOPPED]
     restarts = [e for e in record.events if e.get("event") in RESTARTED]
@@ -190,6 +201,14 @@ def render(record: RunRecord, title: str, status: dict[str, Any] | None = None) 
         encoded = base64.b64encode(record.grid.read_bytes()).decode()
         grid = (f'<figure><figcaption>Latest samples ({html.escape(record.grid.name)}, EMA generator on fixed '
                 f'latents)</figcaption><img alt="latest sample grid" src="data:image/png;base64,{encoded}"/></figure>')
+    prometheus = ""
+    if observed is not None:
+        shown = "".join(line_chart(name, series, "wall time (UTC)", time_marks, x_is_time=True)
+                        for name, series in observed.charts)
+        if observed.problem:
+            shown = f'<p class="empty">{html.escape(observed.problem)}</p>'
+        shown = shown or '<p class="empty">no series of this job in Prometheus</p>'
+        prometheus = f"<section><h2>As Prometheus saw it ({html.escape(observed.url)})</h2>{shown}</section>"
     timeline = "".join(
         f"<li>{datetime.fromtimestamp(e['time'], UTC):%Y-%m-%d %H:%M:%S} UTC: {html.escape(str(e['event']))} at kimg "
         f"{e['kimg']:.2f} (world size {e.get('world_size', '?')})</li>" for e in record.events)
@@ -206,6 +225,7 @@ th, td {{ text-align: left; padding: 2px 12px 2px 0; }} .tick, .axis, .legend {{
 <table>{table}</table>
 <section>{"".join(charts)}</section>
 <section>{grid}</section>
+{prometheus}
 <section><h2>Run events</h2><ul>{timeline or "<li>none recorded</li>"}</ul></section>
 </body></html>
 """

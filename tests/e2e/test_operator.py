@@ -153,11 +153,15 @@ def test_example_trains_survives_a_spot_reclaim_resumes_exports_and_is_served(
     run_dir = Path(volume) / "checkpoints" / "run"
     grids = sorted((run_dir / "samples").glob("fakes-*.png"))
     assert grids, f"no sample grid in {run_dir}"
-    # `ganforge report` finds the run through the job's claim and shows the reclaim.
+    # `ganforge report` finds the run through the job's claim and shows the reclaim, and what the
+    # cluster's Prometheus saw of the job's trainers (a chart appears only when it has data).
     report = tmp_path / "report.html"
-    assert report_cli.main([name, "-n", namespace, "--kubeconfig", str(operator), "--out", str(report)]) == 0
+    prometheus_url = local_cluster.prometheus.url
+    assert report_cli.main([name, "-n", namespace, "--kubeconfig", str(operator), "--out", str(report),
+                            "--prometheus", prometheus_url]) == 0
     page = report.read_text()
     assert "preempted at kimg" in page and "resumed from kimg" in page and "data:image/png;base64," in page
+    assert f"As Prometheus saw it ({prometheus_url})" in page and "Age of the newest checkpoint (s)" in page
     # Events are posted by the operator after the status write that they describe, so wait for them.
     eventually(lambda: {"GangCreated", "Preempted", "Exported", "Succeeded"} <= _event_reasons(local_core, namespace),
                60, "the job's GangCreated, Preempted, Exported and Succeeded events")

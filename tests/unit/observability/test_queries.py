@@ -10,7 +10,7 @@ import pytest
 
 from ganforge.api.metrics import known_series
 from ganforge.local import chart
-from ganforge.observability import dashboards
+from ganforge.observability import dashboards, observed
 from ganforge.observability.alerts import RUNBOOK_BASE_URL, alerts, recording_rules
 from ganforge.observability.dashboards import Panel
 from ganforge.observability.promql import series_names, unknown_series
@@ -31,6 +31,12 @@ def test_a_typo_in_a_metric_name_fails_the_lint() -> None:
     planted = dataclasses.replace(debug, panels=(typo, *debug.panels[1:]))
     assert unknown_series(planted.queries()) == [
         "ganforge_trainer_los in 'ganforge_trainer_los{job_name=~\"$job_name\"}'"]
+
+
+def test_every_report_query_reads_known_series() -> None:
+    queries = [chart.for_job("team-a", "fashion") for chart in observed.CHARTS]
+    assert all('namespace="team-a"' in q and 'job_name="fashion"' in q for q in queries), queries
+    assert unknown_series(queries) == []
 
 
 def test_a_query_that_does_not_parse_is_an_error() -> None:

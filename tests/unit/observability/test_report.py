@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ganforge.evaluation.images import save_image_grid
+from ganforge.local.report_cli import local_prometheus
 from ganforge.observability.report import RunRecord, render
 
 
@@ -57,3 +58,13 @@ def test_a_run_without_reports_or_directory_is_a_clear_error(tmp_path: Path) -> 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"stats\.jsonl has no reports yet"):
         RunRecord.read(tmp_path / "empty")
+
+
+def test_ganforge_locals_prometheus_is_found_beside_its_kubeconfig(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    assert local_prometheus(str(kubeconfig)) is None  # no cluster file: not ganforge local
+    (tmp_path / "cluster.json").write_text(json.dumps({"clusterId": "x", "prometheus": "http://127.0.0.1:9090"}))
+    assert local_prometheus(str(kubeconfig)) == "http://127.0.0.1:9090"
+    (tmp_path / "cluster.json").write_text("not json")
+    assert local_prometheus(str(kubeconfig)) is None
+    assert local_prometheus(None) is None
