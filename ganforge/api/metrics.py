@@ -131,7 +131,8 @@ TRAINER_LAST_CHECKPOINT_KIMG = Metric("ganforge_trainer_last_checkpoint_kimg", "
                                       "Progress in the newest checkpoint.", TRAINER_LABELS)
 TRAINER_LAST_CHECKPOINT_TIMESTAMP = Metric(
     "ganforge_trainer_last_checkpoint_timestamp_seconds", "gauge",
-    "Unix time the newest checkpoint was written (its age: time() minus this).", TRAINER_LABELS)
+    "Unix time the newest checkpoint was written, or this gang resumed from it if later: since then the "
+    "gang's work is in no checkpoint (time() minus this).", TRAINER_LABELS)
 TRAINER_CHECKPOINT_INTERVAL = Metric("ganforge_trainer_checkpoint_interval_kimg", "gauge",
                                      "spec.checkpoint.intervalKimg: how often a checkpoint is due.", TRAINER_LABELS)
 TRAINER_EVALUATION = Metric("ganforge_trainer_evaluation", "gauge", "Newest evaluation metric (e.g. fd_domain).",

@@ -43,8 +43,9 @@ def _job(metric: catalogue.Metric, suffix: str = "") -> str:
 
 
 CHARTS = (
+    # One line across gangs (each gang's pod is a series of its own); broken at reclaims by the chart.
     ObservedChart("Age of the newest checkpoint (s)",
-                  f"time() - {_job(catalogue.TRAINER_LAST_CHECKPOINT_TIMESTAMP)}", "age"),
+                  f"time() - max({_job(catalogue.TRAINER_LAST_CHECKPOINT_TIMESTAMP)})", "age"),
     # The histogram's mean per gang: each gang's trainer starts its counts afresh.
     ObservedChart("Checkpoint time per checkpoint, mean (s)",
                   f"sum by (phase) ({_job(catalogue.TRAINER_CHECKPOINT_SECONDS, '_sum')}) / "

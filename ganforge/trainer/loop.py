@@ -259,6 +259,8 @@ class _Run:
             prom = self.prom
             self.manager.on_written = prom.checkpoint_written
             self.manager.on_failed = lambda _error: prom.checkpoint_failed()
+            if self.manager.newest is not None:
+                prom.resumed_from(self.manager.newest)
         generator = torch.Generator().manual_seed(self.spec.training.seed + 0xF1ED)
         self.grid_columns = self.num_classes if self.num_classes and self.num_classes <= 16 else 8
         count = self.grid_columns * 8

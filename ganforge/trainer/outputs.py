@@ -181,6 +181,13 @@ class PrometheusExporter:
         self.last_checkpoint_kimg.labels(**self._l()).set(info.kimg)
         self.last_checkpoint_time.labels(**self._l()).set(_unix_time(info.created))
 
+    def resumed_from(self, info: CheckpointInfo) -> None:
+        """A new gang's checkpoint before its first write: the one it resumed from, and the resume as the
+        time from which its work is at risk (the wait for the gang is not work a preemption could lose),
+        so the checkpoint's age is there to alert on, and a long wait to be scheduled does not page."""
+        self.last_checkpoint_kimg.labels(**self._l()).set(info.kimg)
+        self.last_checkpoint_time.labels(**self._l()).set(max(_unix_time(info.created), time.time()))
+
     def checkpoint_failed(self) -> None:
         self.checkpoint_failures.labels(**self._l()).inc()
 

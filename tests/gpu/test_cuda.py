@@ -19,9 +19,9 @@ from ganforge.api import metrics as catalogue
 from ganforge.api.exit_codes import ExitCode
 from ganforge.api.training_job import GANTrainingJobSpec
 from ganforge.local.control_plane import free_port
-from ganforge.trainer import cli, loop
+from ganforge.trainer import loop
 from ganforge.trainer.config import RuntimeOptions, TrainingOptions
-from tests.integration.trainer.launch import assert_identical, load_checkpoint, tiny_spec, write_spec
+from tests.integration.trainer.launch import assert_identical, straight_and_extended, tiny_spec
 
 
 @pytest.fixture(autouse=True)
@@ -45,18 +45,9 @@ def test_run_extended_after_finishing_on_cuda_is_bitwise_identical(tmp_path: Pat
     """Deterministic mode on CUDA: stopping halfway and extending equals running straight, bit for bit."""
     training: dict[str, Any] = {**RESUME_ON_CUDA[variant], "deterministic": True}
 
-    def run(run_dir: Path, total_kimg: float) -> None:
-        spec = tiny_spec(workers=1, total_kimg=total_kimg, training=training, resources={"gpusPerWorker": 1})
-        config = write_spec(tmp_path / f"job-{total_kimg}.yaml", spec)
-        code = cli.main(["--config", str(config), "--run-dir", str(run_dir), "--cache-dir", str(tmp_path / "cache"),
-                         "--threads", "1", "--no-tensorboard", "--device", "cuda"])
-        assert code == ExitCode.SUCCESS
-
-    run(tmp_path / "straight", 0.32)
-    run(tmp_path / "extended", 0.16)
-    run(tmp_path / "extended", 0.32)
-    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "ckpt-000000000320")
-    b = load_checkpoint(tmp_path / "extended" / "checkpoints" / "ckpt-000000000320")
+    a, b = straight_and_extended(
+        tmp_path, lambda kimg: tiny_spec(workers=1, total_kimg=kimg, training=training, resources={"gpusPerWorker": 1}),
+        tmp_path / "cache", device="cuda")
     assert b["progress"]["step"] == 320 // 16
     for key in ("G_ema", "G", "D", "opt_g", "opt_d", "scaler_g", "scaler_d", "progress", "ranks"):
         assert_identical(a[key], b[key], key)

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 import yaml
 
+from ganforge.api.exit_codes import ExitCode
 from ganforge.local.control_plane import free_port
+from ganforge.trainer import cli
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -100,6 +102,24 @@ def read_progress(run_dir: Path) -> dict[str, Any] | None:
         return dict(json.loads((run_dir / "progress.json").read_text()))
     except (OSError, ValueError):
         return None
+
+
+def straight_and_extended(tmp_path: Path, spec_at: Callable[[float], dict[str, Any]], cache_dir: Path,
+                          device: str = "cpu", total_kimg: float = 0.32) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The final checkpoints of a run straight to `total_kimg` and of one stopped halfway and then
+    extended to it, each through `ganforge train` in this process: what exact-resume tests compare."""
+    def run(run_dir: Path, kimg: float) -> None:
+        config = write_spec(tmp_path / f"job-{kimg}.yaml", spec_at(kimg))
+        code = cli.main(["--config", str(config), "--run-dir", str(run_dir), "--cache-dir", str(cache_dir),
+                         "--threads", "1", "--no-tensorboard", "--device", device])
+        assert code == ExitCode.SUCCESS
+
+    run(tmp_path / "straight", total_kimg)
+    run(tmp_path / "extended", total_kimg / 2)
+    run(tmp_path / "extended", total_kimg)
+    name = f"ckpt-{round(total_kimg * 1000):012d}"
+    return (load_checkpoint(tmp_path / "straight" / "checkpoints" / name),
+            load_checkpoint(tmp_path / "extended" / "checkpoints" / name))
 
 
 def load_checkpoint(directory: Path) -> dict[str, Any]:

@@ -13,7 +13,13 @@ from ganforge.api.exit_codes import ExitCode
 from ganforge.api.training_job import GANTrainingJobSpec
 from ganforge.trainer import cli, loop, losses
 from ganforge.trainer.config import RuntimeOptions, TrainingOptions
-from tests.integration.trainer.launch import assert_identical, load_checkpoint, tiny_spec, write_spec
+from tests.integration.trainer.launch import (
+    assert_identical,
+    load_checkpoint,
+    straight_and_extended,
+    tiny_spec,
+    write_spec,
+)
 
 
 @pytest.mark.parametrize(
@@ -72,19 +78,12 @@ def test_run_extended_after_finishing_is_bitwise_identical(tmp_path: Path, cache
     model, training = RESUME_VARIANTS[variant]
     images_per_step = 16 * training.get("dStepsPerG", 1)
 
-    def run(run_dir: Path, total_kimg: float) -> None:
+    def spec_at(total_kimg: float) -> dict[str, Any]:
         spec = tiny_spec(workers=1, total_kimg=total_kimg, model=model, training=training)
         spec["model"]["width"] = 4
-        config = write_spec(tmp_path / f"job-{total_kimg}.yaml", spec)
-        code = cli.main(["--config", str(config), "--run-dir", str(run_dir), "--cache-dir", str(cache_dir),
-                         "--threads", "1", "--no-tensorboard", "--device", "cpu"])
-        assert code == ExitCode.SUCCESS
+        return spec
 
-    run(tmp_path / "straight", 0.32)
-    run(tmp_path / "extended", 0.16)
-    run(tmp_path / "extended", 0.32)
-    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "ckpt-000000000320")
-    b = load_checkpoint(tmp_path / "extended" / "checkpoints" / "ckpt-000000000320")
+    a, b = straight_and_extended(tmp_path, spec_at, cache_dir)
     assert b["progress"]["step"] == 320 // images_per_step
     if training.get("channelsLast"):
         assert a["G"]["net.0.weight"].is_contiguous(memory_format=torch.channels_last)
