@@ -67,7 +67,11 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port` now. Servers (Go's listeners, Python's HTTP servers)
+    bind with SO_REUSEADDR, so connections a stopped server left in TIME_WAIT do not keep them off
+    their port; checking without it would count the port as taken for a minute after every stop."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("0.0.0.0", port))
         except OSError:
