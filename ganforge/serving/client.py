@@ -1,20 +1,22 @@
 """Calling a served generator over the KServe v2 HTTP protocol that Triton speaks.
 
 Tensors travel with Triton's binary tensor extension (a JSON header, then the raw bytes), on one
-keep-alive `http.client` connection. This costs the client half the CPU of `tritonclient.http`
-per request of 64 images (benchmarks/serving.py), which matters where callers share a node with
-the server, as analysis pods do; any KServe v2 client (tritonclient included) can call the same
-endpoint.
+keep-alive connection (`http_connection`). This costs the client half the CPU of
+`tritonclient.http` per request of 64 images (benchmarks/serving.py), which matters where callers
+share a node with the server, as analysis pods do; any KServe v2 client (tritonclient included)
+can call the same endpoint.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ganforge.serving.http_connection import Answer, KeepAliveConnection
 
 HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary tensor extension's split point
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64)}
@@ -44,43 +46,36 @@ class GeneratorClient:
         host, _, port = url.rpartition(":")
         if not host or not port.isdigit():
             raise ServingError(f"{url!r} is not host:port")
-        self._url, self._host, self._port, self._timeout = url, host, int(port), timeout
-        self._connection = self._connect()
+        self._url = url
+        self._connection = KeepAliveConnection(host, int(port), timeout)
         try:
             self.model = self._describe(model_name)
         except BaseException:
             self.close()
             raise
 
-    def _connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
-
-    def _exchange(self, method: str, path: str, body: bytes | None = None,
-                  headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse, bytearray]:
+    def _exchange(self, method: str, path: str, body: bytes = b"",
+                  headers: dict[str, str] | None = None) -> Answer:
         """One request and its whole answer; sent once more on a fresh connection if the server had
-        closed this one. Timeouts and refused connections raise OSError, as the callers expect."""
-        for attempt in (1, 2):
+        closed this one. Timeouts raise OSError, as the callers expect."""
+        try:
+            return self._connection.request(method, path, body, headers)
+        except ConnectionError as error:  # the connection, not the model
             try:
-                self._connection.request(method, path, body=body, headers=headers or {})
-                response = self._connection.getresponse()
-                return response.status, response, _read(response)
-            except (http.client.HTTPException, ConnectionError) as error:  # the connection, not the model
-                self._connection.close()
-                self._connection = self._connect()
-                if attempt == 2:
-                    raise ServingError(f"{self._url}: connection lost twice ({error!r})") from None
-        raise AssertionError("unreachable")
+                return self._connection.request(method, path, body, headers)
+            except ConnectionError:
+                raise ServingError(f"{self._url}: connection lost twice ({error!r})") from None
 
     def _json(self, path: str) -> Any:
-        status, _, body = self._exchange("GET", path)
-        if status != 200:
-            raise ServingError(f"{self._url}{path}: HTTP {status}: {_error_text(body)}")
-        return json.loads(body) if body else {}
+        answer = self._exchange("GET", path)
+        if answer.status != 200:
+            raise ServingError(f"{self._url}{path}: HTTP {answer.status}: {_error_text(answer.body)}")
+        return json.loads(answer.body) if answer.body else {}
 
     def _describe(self, model_name: str) -> ServedModel:
-        status, _, _ = self._exchange("GET", f"/v2/models/{model_name}/ready")
-        if status != 200:
-            raise ServingError(f"model {model_name!r} at {self._url} is not ready (HTTP {status})")
+        ready = self._exchange("GET", f"/v2/models/{model_name}/ready")
+        if ready.status != 200:
+            raise ServingError(f"model {model_name!r} at {self._url} is not ready (HTTP {ready.status})")
         metadata = self._json(f"/v2/models/{model_name}")
         config = self._json(f"/v2/models/{model_name}/config")
         inputs = {item["name"]: item for item in metadata.get("inputs", [])}
@@ -99,12 +94,13 @@ class GeneratorClient:
         }).encode()
         body = b"".join([header, *(array.tobytes() for array in arrays.values())])
         path = f"/v2/models/{self.model.name}/infer"
-        status, headers, answer = self._exchange("POST", path, body, {
+        answer = self._exchange("POST", path, body, {
             HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"})
-        if status != 200:
+        if answer.status != 200:
             raise ServingError(f"inference on {self.model.name!r} at {self._url} failed: "
-                               f"HTTP {status}: {_error_text(answer)}")
-        return _output(answer, int(headers.getheader(HEADER_LENGTH) or len(answer)), "image")
+                               f"HTTP {answer.status}: {_error_text(answer.body)}")
+        header_length = answer.headers.get(HEADER_LENGTH.lower(), "")
+        return _output(answer.body, int(header_length) if header_length.isdigit() else len(answer.body), "image")
 
     def generate(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """float32 images [N, C, R, R] in [-1, 1], requested in chunks of the model's max batch size."""
@@ -137,18 +133,6 @@ def _error_text(body: bytes | bytearray) -> str:
         return body[:500].decode(errors="replace") or "(empty answer)"
 
 
-def _read(response: http.client.HTTPResponse) -> bytearray:
-    """The whole body, read into a writable buffer: the images are a view of it, not a copy."""
-    size = response.getheader("Content-Length")
-    if size is None or not size.isdigit():
-        return bytearray(response.read())
-    body = bytearray(int(size))
-    received = response.readinto(body)
-    if received != len(body):
-        raise http.client.IncompleteRead(bytes(body[:received]), len(body) - received)
-    return body
-
-
 def _output(answer: bytearray, length: int, name: str) -> np.ndarray:
     """Output `name` of an inference answer whose JSON header is `length` bytes long: the raw bytes
     after the header when the server used the binary extension, else the header's JSON `data`."""
@@ -167,7 +151,7 @@ def _output(answer: bytearray, length: int, name: str) -> np.ndarray:
             break
         offset += int(item["parameters"]["binary_data_size"])
     size = int(output["parameters"]["binary_data_size"])
-    if size != dtype.itemsize * int(np.prod(shape)) or offset + size > len(answer):
+    if size != dtype.itemsize * math.prod(shape) or offset + size > len(answer):
         raise ServingError(f"output {name!r}: {size} bytes announced for shape {shape}, "
                            f"{len(answer) - offset} received")
     return np.frombuffer(answer, dtype=dtype, count=size // dtype.itemsize, offset=offset).reshape(shape)
