@@ -15,7 +15,7 @@ p50 and p95 request latency, and ratios against onnxruntime direct.
   client's own CPU cost shows in the server's throughput.
 - torch eager: the PyTorch module itself, 1 intra-op thread, called from the client threads.
 
-    python benchmarks/serving.py --seconds 5 --rounds 3
+    python benchmarks/serving.py --seconds 5 --rounds 5
 """
 
 from __future__ import annotations
