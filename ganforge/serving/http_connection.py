@@ -5,8 +5,9 @@ another without TCP_NODELAY, so every request with a body meets Nagle's algorith
 and delayed ACK on the server; and it parses every answer's headers with the `email` package.
 Against Triton at batch 64 with four clients on two cores, moving from `http.client` to this
 connection cut the client's CPU per request from 0.47 to 0.32 ms and the server's from 8.8 to 8.5
-ms, and raised Triton from 0.84x to 0.88x of onnxruntime's throughput (benchmarks/serving.py). It speaks what a KServe v2 server and the proxies in front of it answer:
-Content-Length or chunked bodies, and `Connection: close`.
+ms, and raised Triton from 0.84x to 0.88x of onnxruntime's throughput (benchmarks/serving.py).
+It reads what a KServe v2 server and the proxies in front of it answer: Content-Length, chunked
+and close-delimited bodies, and `Connection: close`.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import urllib3
 from kubernetes import client
 
 from ganforge.operator.kube import api_client
+from tests.raw_http import read_request
 
 CONFIG_MAP = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plan", "namespace": "jobs"}}
 
@@ -42,8 +43,8 @@ class DroppingServer:
             except OSError:
                 return
             with connection:
-                request = _read_request(connection)
-                self.requests.append(request.split(" ", 2)[0])
+                request = read_request(connection)
+                self.requests.append(request[0].split(" ", 2)[0] if request else "")
                 if len(self.requests) <= self.drops:
                     continue
                 body = json.dumps(CONFIG_MAP).encode()
@@ -52,21 +53,6 @@ class DroppingServer:
 
     def close(self) -> None:
         self.listener.close()
-
-
-def _read_request(connection: socket.socket) -> str:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
-    while len(body) < length:
-        body += connection.recv(65536)
-    return head.decode()
 
 
 @pytest.fixture

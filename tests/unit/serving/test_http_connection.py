@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ganforge.serving.http_connection import MAX_HEADER_BYTES, ConnectionLost, KeepAliveConnection
+from tests.raw_http import read_request
 
 CLOSE = b""  # in a script: close the connection instead of answering
 
@@ -37,20 +38,13 @@ class ScriptedServer:
                 self._answer(conn)
 
     def _answer(self, conn: socket.socket) -> None:
-        buffer = b""
+        pending = b""
         while self.answers:
-            while b"\r\n\r\n" not in buffer:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                buffer += chunk
-            head, _, buffer = buffer.partition(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            while len(buffer) < length:
-                buffer += conn.recv(65536)
-            self.requests.append((head.decode(), buffer[:length]))
-            buffer = buffer[length:]
+            request = read_request(conn, pending)
+            if request is None:
+                return
+            head, body, pending = request
+            self.requests.append((head, body))
             answer = self.answers.pop(0)
             if answer is CLOSE:
                 return
