@@ -66,19 +66,10 @@ class KeepAliveConnection:
     # -- reading an answer ------------------------------------------------------------------------
 
     def _receive(self, method: str) -> Answer:
-        head = self._read_head()
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = status_line.partition(" ")
-        code = rest[:3]
-        if not version.startswith("HTTP/1.") or not code.isdigit():
-            raise ConnectionLost(f"not an HTTP/1.x answer: {status_line[:100]!r}")
-        headers = {}
-        for line in header_lines:
-            name, colon, value = line.partition(":")
-            if colon:
-                headers[name.strip().lower()] = value.strip()
-        status = int(code)
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        status, headers = self._read_status_and_headers()
+        while 100 <= status < 200:  # interim answers (100 Continue, 103 Early Hints) precede the real one
+            status, headers = self._read_status_and_headers()
+        if method == "HEAD" or status in (204, 304):
             return Answer(status, headers, bytearray())
         if "chunked" in headers.get("transfer-encoding", "").lower():
             return Answer(status, headers, self._read_chunked())
@@ -89,6 +80,19 @@ class KeepAliveConnection:
             return Answer(status, headers, self._read_exactly(int(length)))
         headers["connection"] = "close"  # the body runs to the end of the connection
         return Answer(status, headers, self._read_to_close())
+
+    def _read_status_and_headers(self) -> tuple[int, dict[str, str]]:
+        status_line, *header_lines = self._read_head().decode("latin-1").split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise ConnectionLost(f"not an HTTP/1.x answer: {status_line[:100]!r}")
+        headers = {}
+        for line in header_lines:
+            name, colon, value = line.partition(":")
+            if colon:
+                headers[name.strip().lower()] = value.strip()
+        return int(code), headers
 
     def _fill(self) -> None:
         """Receive more bytes into the pending buffer; the server closing the connection is an error."""

@@ -93,8 +93,9 @@ def test_requests_share_one_connection_and_carry_headers_and_body(serve: Serve) 
     connection.close()
 
 
-def test_chunked_body_with_extensions_and_trailers(serve: Serve) -> None:
-    chunked = (b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n"
+def test_chunked_body_with_extensions_and_trailers_after_an_interim_answer(serve: Serve) -> None:
+    chunked = (b"HTTP/1.1 100 Continue\r\n\r\n"
+               b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: yes\r\n\r\n")
     server = serve([chunked, ok(b"after")])
     connection = KeepAliveConnection("127.0.0.1", server.port, timeout=5)
