@@ -125,6 +125,12 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
                 {"training": {"augment": {"policy": ["blur"]}}}),
     InvalidSpec("augmentation-twice", "spec.training.augment.policy",
                 {"training": {"augment": {"policy": ["cutout", "cutout"]}}}),
+    InvalidSpec("adaptive-augmentation-without-policy", "spec.training.augment.adaptive",
+                {"training": {"augment": {"xflip": True, "adaptive": {"target": 0.6}}}}),
+    InvalidSpec("adaptive-augmentation-with-wgan-gp", "spec.training.augment.adaptive",
+                {"model": {"loss": "wgan-gp"}, "training": {"augment": {"policy": ["cutout"], "adaptive": {}}}}),
+    InvalidSpec("augmentation-probability-above-one", "spec.training.augment.probability",
+                {"training": {"augment": {"policy": ["cutout"], "probability": 1.5}}}),
     InvalidSpec("too-few-memorization-images", "spec.evaluation.memorizationTrainImages",
                 {"evaluation": {"memorizationTrainImages": 10}}),
     InvalidSpec(

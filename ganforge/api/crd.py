@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import types
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,8 @@ from pydantic_core import to_jsonable_python
 
 from ganforge.api import inference_service as gis
 from ganforge.api.training_job import (
+    ADAPTIVE_AUGMENT_NEEDS_LOGITS,
+    ADAPTIVE_AUGMENT_NEEDS_POLICY,
     API_GROUP,
     CHECKPOINT_URI_FORMS,
     COMPILE_CHANNELS_LAST_ON_GPU,
@@ -164,6 +167,11 @@ _NAME_IS_A_SERVICE_NAME = Rule(
     "Service names are derived from it",
 )
 
+def _spec_path(message: str) -> str:
+    """A pydantic message, whose field names start at spec, with the apiserver's from the root."""
+    return re.sub(r"\b(dataset|model|training|resources)\.", r"spec.\1.", message)
+
+
 # The pydantic validators of training_job.py, restated for the apiserver. Cross-field rules sit on
 # `spec`: the apiserver also checks rules against a `default: {}` before nested defaults fill it,
 # and spec (required, no default) is only ever checked once defaulting is done.
@@ -195,14 +203,24 @@ _JOB_RULES: dict[str, tuple[Rule, ...]] = {
         Rule(
             "!(self.training.compile && self.training.channelsLast) || self.resources.gpusPerWorker == 0",
             # The apiserver names fields from the object's root.
-            COMPILE_CHANNELS_LAST_ON_GPU.replace("training.", "spec.training.")
-            .replace("resources.", "spec.resources."),
+            _spec_path(COMPILE_CHANNELS_LAST_ON_GPU),
             ".training.channelsLast",
         ),
         Rule(
             "!has(self.dataset) || self.model.architecture != 'sngan-resnet' || self.dataset.resolution >= 16",
             "spec.dataset.resolution must be >= 16 for spec.model.architecture sngan-resnet",
             ".dataset.resolution",
+        ),
+        Rule(
+            "!has(self.training.augment.adaptive) || "
+            "(has(self.training.augment.policy) && size(self.training.augment.policy) > 0)",
+            _spec_path(ADAPTIVE_AUGMENT_NEEDS_POLICY),
+            ".training.augment.adaptive",
+        ),
+        Rule(
+            "!has(self.training.augment.adaptive) || self.model.loss != 'wgan-gp'",
+            _spec_path(ADAPTIVE_AUGMENT_NEEDS_LOGITS),
+            ".training.augment.adaptive",
         ),
         Rule(
             "self.model.loss != 'wgan-gp' || self.model.regularization.gpLambda > 0.0",

@@ -190,6 +190,18 @@ class OptimizerSpec(ApiModel):
     eps: float = Field(1e-8, gt=0.0, le=1.0, description="Adam epsilon.")
 
 
+class AdaptiveAugmentSpec(ApiModel):
+    """StyleGAN2-ADA's control of the augmentation probability p: D's outputs on real images tell
+    how far it overfits (r = the mean sign of its real logits: 0 when it cannot tell real from
+    fake, 1 when it has memorised every real image), and p moves towards the value that holds r at
+    `target` (up when above it, down when below)."""
+
+    target: float = Field(0.6, gt=0, lt=1, description="The overfitting heuristic r to hold (ADA: 0.6).")
+    speed_kimg: float = Field(
+        500.0, gt=0, le=100000, description="kimg over which p can travel from 0 to 1 (ADA: 500)."
+    )
+
+
 class AugmentSpec(ApiModel):
     """What D sees of every image, real and generated (DiffAugment, Zhao et al. 2020): the
     discriminator cannot memorise a small dataset, and G is trained through the same
@@ -202,6 +214,12 @@ class AugmentSpec(ApiModel):
         max_length=3,
     )
 
+    @property
+    def initial_probability(self) -> float:
+        if self.probability is not None:
+            return self.probability
+        return 0.0 if self.adaptive is not None else 1.0
+
     @field_validator("policy")
     @classmethod
     def _each_once(cls, value: list[str]) -> list[str]:
@@ -211,7 +229,20 @@ class AugmentSpec(ApiModel):
     xflip: bool = Field(
         False, description="Mirror each image D sees with probability 1/2 (for data whose mirror image is valid)."
     )
+    probability: float | None = Field(
+        None, ge=0, le=1,
+        description="Chance that each transform of the policy is applied to an image; with adaptive, "
+        "its value at the start of training. Unset: 1, or 0 with adaptive (as ADA starts).",
+    )
+    adaptive: AdaptiveAugmentSpec | None = Field(
+        None, description="Adjust the probability during training from how far D overfits (ADA); "
+        "needs a policy, and a loss whose D outputs logits (not wgan-gp).",
+    )
 
+
+ADAPTIVE_AUGMENT_NEEDS_POLICY = "training.augment.adaptive needs transforms to apply: set training.augment.policy"
+# ADA reads overfitting from the sign of D's real logits; a WGAN critic's output has no meaningful sign.
+ADAPTIVE_AUGMENT_NEEDS_LOGITS = "training.augment.adaptive needs logits from D: not with model.loss wgan-gp"
 
 # torch.compile with channels_last fails in the first backward on CUDA: inductor's compiled
 # convolution_backward expects channels_last strides for the weight gradient of G's first transposed
@@ -531,6 +562,11 @@ class GANTrainingJobSpec(ApiModel):
             raise ValueError("model.regularization.gpLambda must be > 0 when model.loss is wgan-gp")
         if self.training.compile and self.training.channels_last and self.resources.gpus_per_worker > 0:
             raise ValueError(COMPILE_CHANNELS_LAST_ON_GPU)
+        if self.training.augment.adaptive is not None:
+            if not self.training.augment.policy:
+                raise ValueError(ADAPTIVE_AUGMENT_NEEDS_POLICY)
+            if self.model.loss == "wgan-gp":
+                raise ValueError(ADAPTIVE_AUGMENT_NEEDS_LOGITS)
         if self.dataset.resolution < 16 and self.model.architecture == "sngan-resnet":
             raise ValueError("dataset.resolution must be >= 16 for model.architecture sngan-resnet")
         for metric in ("mode_collapse", "label_adherence"):

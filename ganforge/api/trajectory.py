@@ -21,6 +21,11 @@ TRAJECTORY_FIELDS: dict[str, tuple[str, ...] | None] = {
     "resources": ("workers", "processesPerWorker"),
 }
 
+# Trajectory fields added after jobs were made with their section: hashed only when they differ
+# from the value that reproduces the older behaviour, so a checkpoint from before they existed keeps
+# its fingerprint and resumes. (dotted path under spec -> that value)
+ADDED_LATER: dict[str, Any] = {"training.augment.probability": None, "training.augment.adaptive": None}
+
 # Also fixed, though not part of the computation: how many processes write the checkpoints, and
 # where they are (a new location would silently start over).
 PLACEMENT_FIELDS = ("spec.resources.gpusPerWorker", "spec.checkpoint.uri")

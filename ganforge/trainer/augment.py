@@ -69,20 +69,51 @@ TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 class Augment:
-    """The spec's augmentation as one callable; the identity when nothing is configured."""
+    """The spec's augmentation as one callable; the identity when nothing is configured.
 
-    def __init__(self, policy: Sequence[str], flip: bool) -> None:
+    x-flips (valid images themselves) always apply; each policy transform applies to each image
+    with `probability`, which the adaptive control may move between steps. At 0 a transform draws
+    nothing, at 1 it draws no choice: the random draws follow from the probability, which every
+    checkpoint carries."""
+
+    def __init__(self, policy: Sequence[str], flip: bool, probability: float = 1.0) -> None:
         unknown = [name for name in policy if name not in TRANSFORMS]
         if unknown:
             raise ValueError(f"unknown augmentation {unknown}; known: {sorted(TRANSFORMS)}")
-        self.steps = ([xflip] if flip else []) + [TRANSFORMS[name] for name in policy]
+        self.flip = flip
+        self.transforms = [TRANSFORMS[name] for name in policy]
+        self.probability = probability
 
     @property
     def enabled(self) -> bool:
-        return bool(self.steps)
+        return self.flip or bool(self.transforms)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
-        for step in self.steps:
-            x = step(x)
+        if self.flip:
+            x = xflip(x)
+        p = self.probability
+        for transform in self.transforms if p > 0 else ():
+            if p >= 1:
+                x = transform(x)
+            else:
+                chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p
+                x = torch.where(chosen, transform(x), x)
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class AdaptiveProbability:
+    """ADA's integral control (Karras et al. 2020): after every step, p moves by the step's images /
+    (speed_kimg x 1000) towards more augmentation when D's real logits are positive on more than
+    `target` of the images on balance (r = mean sign > target: D is overfitting), towards less
+    otherwise; p stays in [0, 1]."""
+
+    def __init__(self, target: float, speed_kimg: float, probability: float) -> None:
+        self.target = target
+        self.speed_images = speed_kimg * 1000
+        self.probability = probability
+
+    def update(self, real_sign: float, images: int) -> float:
+        direction = 1.0 if real_sign > self.target else -1.0 if real_sign < self.target else 0.0
+        self.probability = min(1.0, max(0.0, self.probability + direction * images / self.speed_images))
+        return self.probability

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from ganforge.api import storage
 from ganforge.api.training_job import GANTrainingJob, GANTrainingJobSpec
-from ganforge.api.trajectory import TRAJECTORY_FIELDS
+from ganforge.api.trajectory import ADDED_LATER, TRAJECTORY_FIELDS
 from ganforge.trainer.errors import ConfigError
 
 OPTIONS_FILE = "training_options.json"
@@ -99,6 +99,13 @@ def trajectory_hash(spec: GANTrainingJobSpec) -> str:
     for section, keys in TRAJECTORY_FIELDS.items():
         value = wire[section]
         picked[section] = value if keys is None else {k: v for k, v in value.items() if k in keys}
+    for path, unchanged in ADDED_LATER.items():
+        *parents, key = path.split(".")
+        holder = picked
+        for name in parents:
+            holder = holder.get(name, {})
+        if holder.get(key, unchanged) == unchanged:
+            holder.pop(key, None)
     canonical = json.dumps(picked, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

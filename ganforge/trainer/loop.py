@@ -30,7 +30,7 @@ from ganforge.evaluation import EvaluationInterrupted
 from ganforge.evaluation.images import image_grid, save_image_grid, to_uint8
 from ganforge.models import build_models
 from ganforge.trainer import losses
-from ganforge.trainer.augment import Augment
+from ganforge.trainer.augment import AdaptiveProbability, Augment
 from ganforge.trainer.batches import BatchSource
 from ganforge.trainer.checkpoint import CheckpointInfo, CheckpointManager, open_storage, software_versions, to_host
 from ganforge.trainer.config import TrainingOptions, write_options
@@ -73,8 +73,9 @@ from ganforge.trainer.sampler import InfiniteSampler
 
 log = logging.getLogger("ganforge.trainer")
 
-# Control slots appended to G's gradient buffer (summed over ranks every step).
-FLAG_STOP, FLAG_NONFINITE, FLAG_FATAL = 0, 1, 2
+# Control slots appended to G's gradient buffer (summed over ranks every step): three flags, and
+# D's mean sign on real images (each rank adds its share), which adaptive augmentation follows.
+FLAG_STOP, FLAG_NONFINITE, FLAG_FATAL, SLOT_REAL_SIGN = 0, 1, 2, 3
 MAX_CHECKPOINT_FAILURES = 3
 STAT_NAMES = ("loss/G", "loss/D", "d_output/real", "d_output/fake", "grad_norm/G", "grad_norm/D")
 
@@ -197,7 +198,7 @@ class _Run:
                 module.to(memory_format=torch.channels_last)
         opt = spec.training.optimizer
         betas = (opt.betas[0], opt.betas[1])
-        self.g_grads = FlatGradients(list(self.G.parameters()), extra=3, device=device)
+        self.g_grads = FlatGradients(list(self.G.parameters()), extra=4, device=device)
         self.d_grads = FlatGradients(list(self.D.parameters()), extra=0, device=device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=opt.g_lr, betas=betas, eps=opt.eps, foreach=True)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=opt.d_lr, betas=betas, eps=opt.eps, foreach=True)
@@ -207,7 +208,11 @@ class _Run:
         self.batches = BatchSource.for_device(data.images, data.labels, device)
         self.sampler = InfiniteSampler(len(data), self.ctx.rank, self.ctx.world_size, spec.training.seed,
                                        device=self.batches.index_device)
-        self.augment = Augment(spec.training.augment.policy, spec.training.augment.xflip)
+        augment = spec.training.augment
+        self.augment = Augment(augment.policy, augment.xflip, augment.initial_probability)
+        self.adaptive = (AdaptiveProbability(augment.adaptive.target, augment.adaptive.speed_kimg,
+                                             augment.initial_probability) if augment.adaptive is not None else None)
+        self.real_sign_sum, self.real_sign_steps = 0.0, 0
         self.phases = PhaseTimer(device)
         self.G_fwd: nn.Module = self.G
         self.D_fwd: nn.Module = self.D
@@ -226,6 +231,10 @@ class _Run:
         self.scaler_g.load_state_dict(state["scaler_g"])
         self.scaler_d.load_state_dict(state["scaler_d"])
         self.nimg, self.step = int(state["progress"]["nimg"]), int(state["progress"]["step"])
+        if "augment_probability" in state["progress"]:
+            self.augment.probability = float(state["progress"]["augment_probability"])
+            if self.adaptive is not None:
+                self.adaptive.probability = self.augment.probability
         ranks = state["ranks"]
         if len(ranks) == self.ctx.world_size:
             mine = ranks[self.ctx.rank]
@@ -328,7 +337,7 @@ class _Run:
         reg = spec.model.regularization
         kind = spec.model.loss
         bad = torch.zeros((), device=device)
-        d_real = d_fake = loss_d = torch.zeros((), device=device)
+        d_real = d_fake = loss_d = real_sign = torch.zeros((), device=device)
         fake = fake_labels = None
         for i in range(spec.training.d_steps_per_g):
             with self.phases.phase("data"):
@@ -368,6 +377,8 @@ class _Run:
             self.scaler_d.step(self.opt_d)
             self.scaler_d.update()
             bad = bad + (~torch.isfinite(loss_d.detach())).float()
+            if self.adaptive is not None:
+                real_sign = real_sign + d_real.detach().float().sign().mean()
 
         assert fake is not None
         self.D.requires_grad_(False)
@@ -384,11 +395,18 @@ class _Run:
         extra[FLAG_STOP] = 1.0 if preemption.requested else 0.0
         extra[FLAG_NONFINITE] = bad
         extra[FLAG_FATAL] = float(self.pending_fatal[0]) if self.pending_fatal else 0.0
+        extra[SLOT_REAL_SIGN] = real_sign / (spec.training.d_steps_per_g * self.ctx.world_size)
         with self.phases.phase("communication"):
             self.g_grads.all_reduce_mean(self.ctx)
         flags = extra.tolist()  # the one host sync per step: every rank reads the same flags
         if flags[FLAG_NONFINITE] > 0 or flags[FLAG_FATAL] > 0:
             return flags, torch.zeros(0)
+        if self.adaptive is not None:
+            # Every rank reads the same sum, so p moves identically everywhere.
+            images = spec.training.batch_size * spec.training.d_steps_per_g
+            self.augment.probability = self.adaptive.update(flags[SLOT_REAL_SIGN], images)
+            self.real_sign_sum += flags[SLOT_REAL_SIGN]
+            self.real_sign_steps += 1
         if self.scaler_g.is_enabled():
             self.scaler_g.unscale_(self.opt_g)
         g_norm = self.g_grads.grads.norm()
@@ -408,7 +426,7 @@ class _Run:
         }
         host: dict[str, Any] = to_host(state)
         host.update({
-            "progress": {"nimg": self.nimg, "step": self.step},
+            "progress": {"nimg": self.nimg, "step": self.step, "augment_probability": self.augment.probability},
             "ranks": ranks,
             "config_hash": self.options.config_hash,
             "world_size": self.ctx.world_size,
@@ -446,6 +464,8 @@ class _Run:
         # One all_reduce per report for every statistic.
         all_reduce_sum(self.ctx, packed)
         phases = self.phases.take(steps, seconds / max(steps, 1))  # every rank: the timer restarts
+        real_sign = self.real_sign_sum / self.real_sign_steps if self.real_sign_steps else None
+        self.real_sign_sum, self.real_sign_steps = 0.0, 0
         if not self.ctx.is_main:
             return
         values = (packed[:-1] / packed[-1].clamp(min=1)).tolist()
@@ -454,9 +474,16 @@ class _Run:
         stats["timing/images_per_second"] = self.images_per_second
         stats["timing/step_seconds"] = seconds / max(steps, 1)
         stats.update({f"timing/{phase}_seconds": value for phase, value in phases.items()})
+        if self.augment.transforms:
+            stats["augment/probability"] = self.augment.probability
+        if real_sign is not None:
+            stats["augment/real_sign"] = real_sign
         log.info("kimg %.2f step %d | G %.4f D %.4f | D(x) %.3f D(G(z)) %.3f | %.0f img/s", self.nimg / 1000,
                  self.step, stats["loss/G"], stats["loss/D"], stats["d_output/real"], stats["d_output/fake"],
                  self.images_per_second)
+        if real_sign is not None:
+            log.info("augmentation p %.3f (D's real sign %.2f, target %.2f)", self.augment.probability, real_sign,
+                     self.spec.training.augment.adaptive.target if self.spec.training.augment.adaptive else 0.0)
         self.stats_log.write({"kimg": self.nimg / 1000, "nimg": self.nimg, "step": self.step, "time": time.time(),
                               **stats})
         if self.tb is not None:

@@ -68,6 +68,9 @@ RESUME_VARIANTS = {
     "compile-r1": ({"regularization": {"r1Gamma": 1.0}}, {"compile": True}),
     "augment-lazy-r1": ({"regularization": {"r1Gamma": 1.0, "r1Interval": 2}},
                         {"augment": {"policy": ["color", "translation", "cutout"], "xflip": True}}),
+    # The adaptive probability is state: the resumed run must continue from where p had moved.
+    "augment-adaptive": ({}, {"augment": {"policy": ["translation", "cutout"], "probability": 0.5,
+                                          "adaptive": {"target": 0.5, "speedKimg": 0.2}}}),
 }
 
 
@@ -154,3 +157,31 @@ def test_tensorboard_gets_the_scalars_and_every_sample_grid(tmp_path: Path, cach
     assert [grid.step for grid in grids] == [0, 64, 128]
     assert (grids[0].width, grids[0].height) == (4 * 16, 8 * 16)
     assert [scalar.step for scalar in events.Scalars("loss/G")] == [32, 64, 96, 128]
+
+
+def test_adaptive_augmentation_moves_its_probability_with_d_and_checkpoints_it(tmp_path: Path,
+                                                                               cache_dir: Path) -> None:
+    spec = tiny_spec(workers=1, total_kimg=0.32, training={
+        "augment": {"policy": ["translation", "cutout"], "adaptive": {"target": 0.3, "speedKimg": 0.5}}})
+    spec["model"]["width"] = 4
+    code = cli.main(["--config", str(write_spec(tmp_path / "job.yaml", spec)), "--run-dir", str(tmp_path / "run"),
+                     "--cache-dir", str(cache_dir), "--threads", "1", "--no-tensorboard", "--device", "cpu"])
+    assert code == ExitCode.SUCCESS
+    stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    probabilities = [s["augment/probability"] for s in stats]
+    signs = [s["augment/real_sign"] for s in stats]
+    assert all(0.0 <= p <= 1.0 for p in probabilities) and all(-1.0 <= r <= 1.0 for r in signs)
+    # Each report spans two steps, each moving p by 16 / 500 towards the side D's real sign is on.
+    step = 16 / 500
+    previous = 0.0
+    for p, r in zip(probabilities, signs, strict=True):
+        assert abs(p - previous) <= 2 * step + 1e-9
+        # Two steps' signs average above the target only if one was above it: p did not fall twice.
+        if r > 0.3 + 1e-6 and previous + 2 * step <= 1.0:
+            assert p >= previous - 1e-9
+        if r < 0.3 - 1e-6 and previous - 2 * step >= 0.0:
+            assert p <= previous + 1e-9
+        previous = p
+    assert max(probabilities) > 0, "D's real sign never rose above the target in 20 steps"
+    final = load_checkpoint(tmp_path / "run" / "checkpoints" / "ckpt-000000000320")["progress"]
+    assert final["augment_probability"] == pytest.approx(probabilities[-1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ganforge.trainer.augment import Augment, cutout, translation, xflip
+from ganforge.trainer.augment import AdaptiveProbability, Augment, cutout, translation, xflip
 
 
 def _images(n: int = 64, channels: int = 1, size: int = 16) -> torch.Tensor:
@@ -62,3 +62,28 @@ def test_no_policy_is_the_identity_and_unknown_names_are_refused() -> None:
     assert not Augment([], flip=False).enabled and torch.equal(Augment([], flip=False)(x), x)
     with pytest.raises(ValueError, match="unknown augmentation"):
         Augment(["blur"], flip=False)
+
+
+def test_each_transform_applies_to_each_image_with_the_probability() -> None:
+    x = _images(2000) * 0.5 + 0.6  # strictly positive: an image with a zero was cut out
+    torch.manual_seed(5)
+    cut = (Augment(["cutout"], flip=False, probability=0.25)(x) == 0).flatten(1).any(dim=1)
+    assert 400 < int(cut.sum()) < 600
+    assert torch.equal(Augment(["cutout"], flip=False, probability=0.0)(x), x)
+    # At 1 no choice is drawn: the same draws as before probabilities existed.
+    torch.manual_seed(6)
+    always = Augment(["cutout"], flip=False, probability=1.0)(x)
+    torch.manual_seed(6)
+    assert torch.equal(always, cutout(x))
+
+
+def test_adaptive_probability_rises_while_d_overfits_and_falls_back_within_bounds() -> None:
+    control = AdaptiveProbability(target=0.6, speed_kimg=1.0, probability=0.0)
+    assert control.update(real_sign=0.2, images=100) == 0.0  # D not overfitting: p stays at its floor
+    for expected in (0.1, 0.2, 0.3):
+        assert control.update(real_sign=0.9, images=100) == pytest.approx(expected)
+    assert control.update(real_sign=0.6, images=100) == pytest.approx(0.3)  # on target: unchanged
+    assert control.update(real_sign=-0.5, images=250) == pytest.approx(0.05)
+    for _ in range(20):
+        control.update(real_sign=1.0, images=100)
+    assert control.probability == 1.0

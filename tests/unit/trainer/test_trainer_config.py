@@ -91,6 +91,17 @@ def test_trajectory_hash_ignores_duration_but_not_hyperparameters() -> None:
     assert trajectory_hash(spec) != trajectory_hash(faster)
 
 
+def test_fields_added_later_keep_older_fingerprints_while_at_their_old_behaviour() -> None:
+    """A checkpoint made before augment.probability and augment.adaptive existed resumes: the
+    fingerprint of a spec that leaves them alone is the one computed before they were added."""
+    document = {"dataset": {"uri": "fake://x", "format": "fake", "resolution": 32},
+                "training": {"augment": {"policy": ["cutout"]}}}
+    assert trajectory_hash(GANTrainingJobSpec.model_validate(document)) == "fb222fef55d50bb0"
+    for change in ({"probability": 0.5}, {"adaptive": {}}):
+        document["training"]["augment"] = {"policy": ["cutout"], **change}
+        assert trajectory_hash(GANTrainingJobSpec.model_validate(document)) != "fb222fef55d50bb0", change
+
+
 def test_uri_mapping() -> None:
     assert resolve_uri("pvc://ckpt/fashion/run1", "/mnt/pvc") == "/mnt/pvc/ckpt/fashion/run1"
     assert resolve_uri("file:///data/x", "/mnt/pvc") == "/data/x"
