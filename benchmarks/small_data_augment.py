@@ -1,16 +1,18 @@
-"""Small data: a DCGAN trained on 2k Fashion-MNIST images with and without augmentation of D's
-inputs, at equal kimg, judged against the whole training set.
+"""Small data: a DCGAN trained on 2k Fashion-MNIST images without augmentation of D's inputs, with it
+always applied, and with ADA's adaptive probability, at equal kimg, judged against the whole
+training set.
 
     python benchmarks/small_data_augment.py [--images 2000] [--kimg 384] [--every 64] [--width 32]
                                             [--threads 2] [--device cpu|cuda]
-                                            [--policy translation,cutout] [--no-xflip]
-                                            [--work DIR] [--train-only no-augmentation|augmented]
+                                            [--policy translation,cutout] [--xflip]
+                                            [--work DIR] [--train-only no-augmentation|augmented|adaptive]
                                             [--rescore DIR] [--cache DIR]
 
-The two runs can train in parallel (two processes with `--work DIR --train-only NAME`) and be scored
-together afterwards (`--rescore DIR`); `--cache` shares the domain classifier between work directories.
+The runs can train in parallel (one process each with `--work DIR --train-only NAME`) and be scored
+together afterwards (`--rescore DIR`, which scores the runs it finds); `--cache` shares the domain
+classifier between work directories.
 
-Both runs train the same model from the same seed on the same 2000 images (a seeded subset, as an
+All runs train the same model from the same seed on the same 2000 images (a seeded subset, as an
 npz); they differ only in spec.training.augment. Every `--every` kimg a checkpoint is kept, and each
 one's EMA generator is scored afterwards with FD in the domain classifier's space against all 60k
 training images (classifier and reference statistics from the full set, 5000 samples per point),
@@ -55,7 +57,13 @@ def _spec(data: Path, args: argparse.Namespace, augment: dict[str, Any] | None) 
     })
 
 
-VARIANTS = ("no augmentation", "augmented")
+VARIANTS = ("no augmentation", "augmented", "adaptive")
+
+
+def _augment(name: str, policy: dict[str, Any]) -> dict[str, Any] | None:
+    """Each variant's spec.training.augment: none; the policy always applied; the policy applied
+    with ADA's adaptive probability (starting at 0, target 0.6, 500 kimg from 0 to 1)."""
+    return {"no augmentation": None, "augmented": policy, "adaptive": {**policy, "adaptive": {}}}[name]
 
 
 def _score(run_dir: Path, spec: GANTrainingJobSpec, args: argparse.Namespace, suite: EvaluationSuite,
@@ -95,7 +103,8 @@ def main() -> int:
     parser.add_argument("--every", type=float, default=64.0)
     parser.add_argument("--width", type=int, default=32, help="spec.model.width (G and D)")
     parser.add_argument("--policy", default="translation,cutout", help="spec.training.augment.policy, comma-separated")
-    parser.add_argument("--no-xflip", action="store_true", help="augment without x-flips")
+    # Off by default: Fashion-MNIST's shoes all face one way, and flips teach G mirrored ones.
+    parser.add_argument("--xflip", action="store_true", help="augment with x-flips too")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -116,10 +125,10 @@ def main() -> int:
     partial = work / f"subset.{os.getpid()}.npz"
     np.savez(partial, images=full.images[picked, 0].numpy(), labels=full.labels[picked].numpy())
     partial.replace(data)
-    augment_spec = {"policy": [p for p in args.policy.split(",") if p], "xflip": not args.no_xflip}
+    augment_spec = {"policy": [p for p in args.policy.split(",") if p], "xflip": args.xflip}
     if args.train_only:
         name = args.train_only.replace("-", " ")
-        _train(name, _spec(data, args, augment_spec if name == "augmented" else None), work, args)
+        _train(name, _spec(data, args, _augment(name, augment_spec)), work, args)
         return 0
 
     suite = build_suite(EvaluationSpec(num_samples=args.samples, feature_extractors=["domain"], metrics=["fd"]),
@@ -130,8 +139,9 @@ def main() -> int:
                                                extract(suite.classifier, full.held_out).numpy())
     results: dict[str, list[tuple[float, float, float]]] = {}
     rates: dict[str, float] = {}
-    for name in VARIANTS:
-        spec = _spec(data, args, augment_spec if name == "augmented" else None)
+    variants = [v for v in VARIANTS if args.rescore is None or (work / v.replace(" ", "-")).is_dir()]
+    for name in variants:
+        spec = _spec(data, args, _augment(name, augment_spec))
         run_dir = work / name.replace(" ", "-")
         if args.rescore is None:
             _train(name, spec, work, args)
@@ -143,19 +153,26 @@ def main() -> int:
           f"samples vs all {len(full)} training images (lower is better). Memorisation: the share of samples closer "
           f"to one of the {args.images} training images than 95% of unseen test images come (0.05 = as novel as "
           "real data):\n")
-    print("| kimg | FD, no augmentation | FD, augmented | FD ratio | memorisation, no augmentation | "
-          "memorisation, augmented |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    # A run cut short (a time limit) is compared where both have a checkpoint.
-    augmented = {kimg: (fd, mem) for kimg, fd, mem in results["augmented"]}
+    others = [v for v in variants if v != "no augmentation"]
+    print("| kimg | FD, no augmentation | " + " | ".join(f"FD, {v} | FD ratio, {v}" for v in others)
+          + " | memorisation, " + ", ".join(variants) + " |")
+    print("|---:|---:|" + "---:|---:|" * len(others) + "---:|")
+    # A run cut short (a time limit) is compared where every run has a checkpoint.
+    scored = {v: {kimg: (fd, mem) for kimg, fd, mem in results[v]} for v in others}
     for kimg, fd_plain, mem_plain in results["no augmentation"]:
-        if kimg not in augmented:
+        if any(kimg not in scored[v] for v in others):
             continue
-        fd_aug, mem_aug = augmented[kimg]
-        print(f"| {kimg:g} | {fd_plain:.1f} | {fd_aug:.1f} | {fd_aug / fd_plain:.2f}x | {mem_plain:.3f} | "
-              f"{mem_aug:.3f} |")
-    print(f"\nthroughput: {rates['no augmentation']:.0f} img/s without, {rates['augmented']:.0f} img/s with "
-          f"augmentation (work directory {work})")
+        cells = " | ".join(f"{scored[v][kimg][0]:.1f} | {scored[v][kimg][0] / fd_plain:.2f}x" for v in others)
+        memorised = " / ".join(f"{m:.3f}" for m in [mem_plain, *(scored[v][kimg][1] for v in others)])
+        print(f"| {kimg:g} | {fd_plain:.1f} | {cells} | {memorised} |")
+    for name in variants:
+        stats = [json.loads(line) for line in (work / name.replace(" ", "-") / "stats.jsonl").read_text().splitlines()]
+        final = stats[-1]
+        adaptive = (f", final augmentation p {final['augment/probability']:.3f} (D's real sign "
+                    f"{final['augment/real_sign']:.2f})") if "augment/real_sign" in final else ""
+        print(f"{name}: {rates[name]:.0f} img/s, final D(x) {final['d_output/real']:.2f}, "
+              f"D(G(z)) {final['d_output/fake']:.2f}{adaptive}")
+    print(f"(work directory {work})")
     return 0
 
 

@@ -4,9 +4,10 @@
 #
 #   bash hack/gpu-checks.sh OUTDIR
 #
-# In order: the small-data augmentation runs start in the background (two widths, with and without
-# augmentation, a trainer process each on the one GPU) while tests/gpu run (exact resume on CUDA in
-# fp32, bf16 and fp16; the CUDA-only metrics); then the runs are scored; then the throughput
+# In order: the small-data augmentation runs start in the background (two widths; without
+# augmentation, with it always, and with ADA's adaptive probability; a trainer process each on the
+# one GPU) while tests/gpu run (exact resume on CUDA in fp32, bf16 and fp16; the CUDA-only
+# metrics); then the runs are scored; then the throughput
 # benchmarks run alone on the GPU, so nothing else shares it while they are timed.
 # Expects the real Fashion-MNIST in /usr/share/datasets/fashion-mnist, and the trainer's packages.
 set -uo pipefail
@@ -30,7 +31,7 @@ step() {  # step NAME TIMEOUT_SECONDS COMMAND...
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1
 # The trainings share the GPU; each is cut at the limit (SIGTERM: the trainer checkpoints and stops).
 for width in $SMALL_DATA_WIDTHS; do
-  for variant in no-augmentation augmented; do
+  for variant in no-augmentation augmented adaptive; do
     step "small-data-train-w$width-$variant" 240 "$py" benchmarks/small_data_augment.py --device cuda \
       --width "$width" --kimg "$SMALL_DATA_KIMG" --every "$SMALL_DATA_EVERY" --work "/tmp/small-data-$width" \
       --train-only "$variant" &

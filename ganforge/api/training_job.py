@@ -227,7 +227,9 @@ class AugmentSpec(ApiModel):
             raise ValueError(f"each transform at most once, got {value}")
         return value
     xflip: bool = Field(
-        False, description="Mirror each image D sees with probability 1/2 (for data whose mirror image is valid)."
+        False, description="Mirror each image D sees with probability 1/2. Only for data whose mirror images "
+        "are real images (not text, not Fashion-MNIST, whose shoes all face one way): a flip of half of what "
+        "D sees lets G's samples come out mirrored.",
     )
     probability: float | None = Field(
         None, ge=0, le=1,
