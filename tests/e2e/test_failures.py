@@ -9,6 +9,7 @@ reclaim, counted once as a preemption, is tests/e2e/test_operator.py's."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,9 @@ def test_a_suspended_job_stops_its_gang_and_resumes_from_its_checkpoint(
         operator: Path, local_api: ApiClient, local_core: client.CoreV1Api, local_namespace: str,
         tmp_path: Path) -> None:
     namespace, name = local_namespace, "pausable"
-    apply(operator, namespace, fast_job(name, training={"totalKimg": 3.2}), tmp_path)
+    # Long enough not to finish before the suspension lands (3.2 kimg once did, in 13 s); the
+    # resume shortens it to a little past the checkpoint it resumes from.
+    apply(operator, namespace, fast_job(name, training={"totalKimg": 50}), tmp_path)
 
     def status() -> dict[str, Any]:
         return status_of(local_api, namespace, "gantrainingjobs", name)
@@ -138,7 +141,9 @@ def test_a_suspended_job_stops_its_gang_and_resumes_from_its_checkpoint(
 
     eventually(lambda: not running_pods(), 120, "the gang to stop")
     suspended_at = status()
-    kubectl(operator, "-n", namespace, "patch", "gtj", name, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    total = suspended_at["checkpoint"]["kimg"] + 0.64
+    kubectl(operator, "-n", namespace, "patch", "gtj", name, "--type=merge", "-p",
+            json.dumps({"spec": {"suspend": False, "training": {"totalKimg": total}}}))
     done = eventually(lambda: (s := status()).get("phase") in ("Succeeded", "Failed") and s, 600, "the job to finish")
     assert done["phase"] == "Succeeded", done
     # Resumed, not restarted from zero, and counted neither as a failure nor as a preemption.
