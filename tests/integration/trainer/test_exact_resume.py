@@ -24,7 +24,10 @@ TOTAL_KIMG = 1.92  # 120 steps of 16 images
 
 
 def test_sigterm_then_resume_is_bitwise_identical(tmp_path: Path, cache_dir: Path) -> None:
-    config = write_spec(tmp_path / "job.yaml", tiny_spec(workers=2, total_kimg=TOTAL_KIMG))
+    # With adaptive augmentation: its probability is state every rank must resume identically.
+    augment = {"policy": ["translation", "cutout"], "adaptive": {"target": 0.3, "speedKimg": 0.5}}
+    config = write_spec(tmp_path / "job.yaml", tiny_spec(workers=2, total_kimg=TOTAL_KIMG,
+                                                         training={"augment": augment}))
 
     straight = Gang(config, tmp_path / "straight", 2, cache_dir)
     assert straight.wait() == [0, 0], straight.output()
@@ -55,6 +58,8 @@ def test_sigterm_then_resume_is_bitwise_identical(tmp_path: Path, cache_dir: Pat
     for key in ("G_ema", "G", "D", "opt_g", "opt_d", "scaler_g", "scaler_d", "progress", "ranks"):
         assert_identical(a[key], b[key], key)
     assert a["progress"]["step"] == 120
+    stats = [json.loads(line) for line in (tmp_path / "straight" / "stats.jsonl").read_text().splitlines()]
+    assert max(s["augment/probability"] for s in stats) > 0, "the augmentation probability never moved"
     # The manifest says what made the checkpoint: the data it saw and the software that wrote it.
     manifest = json.loads((tmp_path / "resumed" / "checkpoints" / final / "manifest.json").read_text())
     assert len(manifest["datasetHash"]) == 16
