@@ -214,12 +214,6 @@ class AugmentSpec(ApiModel):
         max_length=3,
     )
 
-    @property
-    def initial_probability(self) -> float:
-        if self.probability is not None:
-            return self.probability
-        return 0.0 if self.adaptive is not None else 1.0
-
     @field_validator("policy")
     @classmethod
     def _each_once(cls, value: list[str]) -> list[str]:
@@ -240,6 +234,13 @@ class AugmentSpec(ApiModel):
         None, description="Adjust the probability during training from how far D overfits (ADA); "
         "needs a policy, and a loss whose D outputs logits (not wgan-gp).",
     )
+
+    @property
+    def initial_probability(self) -> float:
+        """p at the start of training: the spec's, else always, or never with adaptive (as ADA starts)."""
+        if self.probability is not None:
+            return self.probability
+        return 0.0 if self.adaptive is not None else 1.0
 
 
 ADAPTIVE_AUGMENT_NEEDS_POLICY = "training.augment.adaptive needs transforms to apply: set training.augment.policy"

@@ -106,14 +106,12 @@ class AdaptiveProbability:
     """ADA's integral control (Karras et al. 2020): after every step, p moves by the step's images /
     (speed_kimg x 1000) towards more augmentation when D's real logits are positive on more than
     `target` of the images on balance (r = mean sign > target: D is overfitting), towards less
-    otherwise; p stays in [0, 1]."""
+    otherwise; p stays in [0, 1]. p itself is the Augment's: this only says where it goes next."""
 
-    def __init__(self, target: float, speed_kimg: float, probability: float) -> None:
+    def __init__(self, target: float, speed_kimg: float) -> None:
         self.target = target
         self.speed_images = speed_kimg * 1000
-        self.probability = probability
 
-    def update(self, real_sign: float, images: int) -> float:
+    def next(self, probability: float, real_sign: float, images: int) -> float:
         direction = 1.0 if real_sign > self.target else -1.0 if real_sign < self.target else 0.0
-        self.probability = min(1.0, max(0.0, self.probability + direction * images / self.speed_images))
-        return self.probability
+        return min(1.0, max(0.0, probability + direction * images / self.speed_images))

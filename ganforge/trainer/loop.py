@@ -210,8 +210,8 @@ class _Run:
                                        device=self.batches.index_device)
         augment = spec.training.augment
         self.augment = Augment(augment.policy, augment.xflip, augment.initial_probability)
-        self.adaptive = (AdaptiveProbability(augment.adaptive.target, augment.adaptive.speed_kimg,
-                                             augment.initial_probability) if augment.adaptive is not None else None)
+        self.adaptive = (AdaptiveProbability(augment.adaptive.target, augment.adaptive.speed_kimg)
+                         if augment.adaptive is not None else None)
         self.real_sign_sum, self.real_sign_steps = 0.0, 0
         self.phases = PhaseTimer(device)
         self.G_fwd: nn.Module = self.G
@@ -233,8 +233,6 @@ class _Run:
         self.nimg, self.step = int(state["progress"]["nimg"]), int(state["progress"]["step"])
         if "augment_probability" in state["progress"]:
             self.augment.probability = float(state["progress"]["augment_probability"])
-            if self.adaptive is not None:
-                self.adaptive.probability = self.augment.probability
         ranks = state["ranks"]
         if len(ranks) == self.ctx.world_size:
             mine = ranks[self.ctx.rank]
@@ -404,7 +402,7 @@ class _Run:
         if self.adaptive is not None:
             # Every rank reads the same sum, so p moves identically everywhere.
             images = spec.training.batch_size * spec.training.d_steps_per_g
-            self.augment.probability = self.adaptive.update(flags[SLOT_REAL_SIGN], images)
+            self.augment.probability = self.adaptive.next(self.augment.probability, flags[SLOT_REAL_SIGN], images)
             self.real_sign_sum += flags[SLOT_REAL_SIGN]
             self.real_sign_steps += 1
         if self.scaler_g.is_enabled():
@@ -481,9 +479,9 @@ class _Run:
         log.info("kimg %.2f step %d | G %.4f D %.4f | D(x) %.3f D(G(z)) %.3f | %.0f img/s", self.nimg / 1000,
                  self.step, stats["loss/G"], stats["loss/D"], stats["d_output/real"], stats["d_output/fake"],
                  self.images_per_second)
-        if real_sign is not None:
+        if real_sign is not None and self.adaptive is not None:
             log.info("augmentation p %.3f (D's real sign %.2f, target %.2f)", self.augment.probability, real_sign,
-                     self.spec.training.augment.adaptive.target if self.spec.training.augment.adaptive else 0.0)
+                     self.adaptive.target)
         self.stats_log.write({"kimg": self.nimg / 1000, "nimg": self.nimg, "step": self.step, "time": time.time(),
                               **stats})
         if self.tb is not None:

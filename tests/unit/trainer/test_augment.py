@@ -78,12 +78,16 @@ def test_each_transform_applies_to_each_image_with_the_probability() -> None:
 
 
 def test_adaptive_probability_rises_while_d_overfits_and_falls_back_within_bounds() -> None:
-    control = AdaptiveProbability(target=0.6, speed_kimg=1.0, probability=0.0)
-    assert control.update(real_sign=0.2, images=100) == 0.0  # D not overfitting: p stays at its floor
+    control = AdaptiveProbability(target=0.6, speed_kimg=1.0)
+    p = control.next(0.0, real_sign=0.2, images=100)
+    assert p == 0.0  # D not overfitting: p stays at its floor
     for expected in (0.1, 0.2, 0.3):
-        assert control.update(real_sign=0.9, images=100) == pytest.approx(expected)
-    assert control.update(real_sign=0.6, images=100) == pytest.approx(0.3)  # on target: unchanged
-    assert control.update(real_sign=-0.5, images=250) == pytest.approx(0.05)
+        p = control.next(p, real_sign=0.9, images=100)
+        assert p == pytest.approx(expected)
+    p = control.next(p, real_sign=0.6, images=100)
+    assert p == pytest.approx(0.3)  # on target: unchanged
+    p = control.next(p, real_sign=-0.5, images=250)
+    assert p == pytest.approx(0.05)
     for _ in range(20):
-        control.update(real_sign=1.0, images=100)
-    assert control.probability == 1.0
+        p = control.next(p, real_sign=1.0, images=100)
+    assert p == 1.0
