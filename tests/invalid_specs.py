@@ -68,6 +68,11 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
     InvalidSpec("unknown-precision", "spec.training.precision", {"training": {"precision": "fp8"}}),
     InvalidSpec("model-repository-not-a-claim", "spec.export.modelRepository",
                 {"export": {"modelRepository": "s3://bucket/models"}}),
+    # Served revisions must never share the fate of the job's checkpoint claim.
+    InvalidSpec("model-repository-on-checkpoint-claim", "spec.export.modelRepository",
+                {"export": {"modelRepository": "pvc://checkpoints/models"}}),
+    InvalidSpec("model-repository-on-default-checkpoint-claim", "spec.export.modelRepository",
+                {"checkpoint": DROP, "export": {"modelRepository": "pvc://invalid-job-checkpoints"}}),
     InvalidSpec("batch-not-divisible", "spec.training.batchSize", {"training": {"batchSize": 33}}),
     # 2 workers x 3 processes = 6 ranks do not split 32 images.
     InvalidSpec("batch-not-divisible-by-ranks", "spec.training.batchSize",
@@ -142,4 +147,13 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
     # Services are named after the job: a dot or a leading digit would fail every one of them.
     InvalidSpec("name-with-dot", "metadata.name", {}, name="fashion.gan"),
     InvalidSpec("name-leading-digit", "metadata.name", {}, name="1gan"),
+)
+
+# Model repositories whose claim only resembles the checkpoint claim: accepted. The jobs are
+# named apart-<index>, so without spec.checkpoint.uri their checkpoint claim is apart-<index>-checkpoints.
+MODEL_REPOSITORIES_APART: tuple[dict[str, Any], ...] = (
+    changed(VALID_SPEC, {"export": {"modelRepository": "pvc://checkpoints.v2/models"}}),
+    changed(VALID_SPEC, {"checkpoint": {"uri": DROP}, "export": {"modelRepository": "pvc://apart-1-checkpoints2"}}),
+    changed(VALID_SPEC, {"checkpoint": {"uri": "s3://checkpoints/run"},
+                         "export": {"modelRepository": "pvc://checkpoints/models"}}),
 )

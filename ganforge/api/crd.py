@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from ganforge.api import inference_service as gis
+from ganforge.api.storage import CHECKPOINT_CLAIM_SUFFIX
 from ganforge.api.training_job import (
     ADAPTIVE_AUGMENT_NEEDS_LOGITS,
     ADAPTIVE_AUGMENT_NEEDS_POLICY,
@@ -41,6 +42,7 @@ from ganforge.api.training_job import (
     KIND,
     LOCAL_URI_PATTERN,
     MAX_JOB_NAME_LENGTH,
+    MODEL_REPOSITORY_ON_CHECKPOINT_CLAIM,
     PLURAL,
     PVC_URI_PATTERN,
     QUANTITY_PATTERN,
@@ -183,6 +185,18 @@ _JOB_RULES: dict[str, tuple[Rule, ...]] = {
             "(pod and service names are derived from it)",
         ),
         _NAME_IS_A_SERVICE_NAME,
+        Rule(
+            # pvc://CLAIM/... splits into ["pvc:", "", CLAIM, ...]; without spec.checkpoint.uri the
+            # operator makes the claim <name>-checkpoints.
+            "!has(self.spec.export) || !has(self.spec.export.modelRepository) || "
+            "!self.spec.export.modelRepository.startsWith('pvc://') || "
+            "self.spec.export.modelRepository.split('/')[2] != "
+            "(has(self.spec.checkpoint) && has(self.spec.checkpoint.uri) ? "
+            "(self.spec.checkpoint.uri.startsWith('pvc://') ? self.spec.checkpoint.uri.split('/')[2] : '') : "
+            f"self.metadata.name + '{CHECKPOINT_CLAIM_SUFFIX}')",
+            MODEL_REPOSITORY_ON_CHECKPOINT_CLAIM,
+            ".spec.export.modelRepository",
+        ),
     ),
     "spec": (
         Rule(

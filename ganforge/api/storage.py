@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PVC_MOUNT_ROOT = "/mnt/pvc"
+CHECKPOINT_CLAIM_SUFFIX = "-checkpoints"
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ClaimLocation:
 
 def job_checkpoint_claim(job: str) -> str:
     """The claim the operator makes for a job without spec.checkpoint.uri."""
-    return f"{job}-checkpoints"
+    return f"{job}{CHECKPOINT_CLAIM_SUFFIX}"
 
 
 def default_checkpoint_uri(job: str) -> str:

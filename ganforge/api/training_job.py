@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from ganforge.api.conditions import ConditionFields
+from ganforge.api.storage import job_checkpoint_claim, parse_pvc_uri
 
 API_GROUP = "ganforge.io"
 VERSION = "v1alpha1"
@@ -705,9 +706,32 @@ class GANTrainingJobStatus(ApiModel):
     completion_time: str | None = Field(None, description="RFC 3339 time the job Succeeded or Failed.")
 
 
+MODEL_REPOSITORY_ON_CHECKPOINT_CLAIM = (
+    "spec.export.modelRepository must not be on the job's checkpoint claim (spec.checkpoint.uri, or "
+    "<name>-checkpoints without it): served revisions would go when that claim does"
+)
+
+
+def checkpoint_claim_of(job_name: str | None, spec: GANTrainingJobSpec) -> str | None:
+    """The claim holding a job's checkpoints; None when they are not on a claim (or, without
+    spec.checkpoint.uri, when the job's name is not known yet)."""
+    if spec.checkpoint.uri is None:
+        return job_checkpoint_claim(job_name) if job_name else None
+    return parse_pvc_uri(spec.checkpoint.uri).claim if spec.checkpoint.uri.startswith("pvc://") else None
+
+
 class GANTrainingJob(ApiModel):
     api_version: Literal["ganforge.io/v1alpha1"] = Field("ganforge.io/v1alpha1", description="API version.")
     kind: Literal["GANTrainingJob"] = Field("GANTrainingJob", description="Kind.")
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Kubernetes object metadata.")
     spec: GANTrainingJobSpec = Field(description="Desired training job.")
     status: GANTrainingJobStatus | None = Field(None, description="Observed state (written by the operator).")
+
+    @model_validator(mode="after")
+    def _model_repository_apart(self) -> GANTrainingJob:
+        # A claim the operator made for the checkpoints is deleted with the job when
+        # spec.checkpoint.retain is false; a model repository must outlive every job.
+        checkpoints = checkpoint_claim_of(self.metadata.name, self.spec)
+        if checkpoints is not None and parse_pvc_uri(self.spec.export.model_repository).claim == checkpoints:
+            raise ValueError(MODEL_REPOSITORY_ON_CHECKPOINT_CLAIM)
+        return self

@@ -59,7 +59,8 @@ def job_repository_uri(job: JobRef, spec: GANTrainingJobSpec) -> str:
 
 def export_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings, checkpoint_uri: str,
                attempt: int) -> dict[str, Any]:
-    mounts, volumes = claim_volumes(resolved_checkpoint_uri(job, spec), spec.export.model_repository)
+    # The export only reads the checkpoints: a defect in it cannot damage the only copy of the model.
+    mounts, volumes = claim_volumes(spec.export.model_repository, read_only=(resolved_checkpoint_uri(job, spec),))
     env = {trainer_env.PVC_ROOT: storage.PVC_MOUNT_ROOT, trainer_env.JOB_NAMESPACE: job.namespace,
            trainer_env.JOB_NAME: job.name, trainer_env.JOB_UID: job.uid, "OMP_NUM_THREADS": "1"}
     container = {

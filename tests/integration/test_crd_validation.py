@@ -15,7 +15,15 @@ from ganforge.api.training_job import (
     GANTrainingJobStatus,
     TrainingProgress,
 )
-from tests.invalid_specs import DROP, INVALID_SPECS, VALID_SPEC, InvalidSpec, changed, manifest
+from tests.invalid_specs import (
+    DROP,
+    INVALID_SPECS,
+    MODEL_REPOSITORIES_APART,
+    VALID_SPEC,
+    InvalidSpec,
+    changed,
+    manifest,
+)
 
 MANIFEST = Path(__file__).resolve().parents[2] / crd.MANIFEST_PATH
 
@@ -68,6 +76,9 @@ def test_valid_uris_are_accepted(kubectl, gtj_crd: str, namespace: str) -> None:
         assert result.returncode == 0, result.stderr
     without_checkpoint = changed(VALID_SPEC, {"checkpoint": {"uri": DROP}})
     assert kubectl.apply_document(manifest("no-checkpoint-uri", without_checkpoint, namespace)).returncode == 0
+    for index, spec in enumerate(MODEL_REPOSITORIES_APART):
+        result = kubectl.apply_document(manifest(f"apart-{index}", spec, namespace))
+        assert result.returncode == 0, result.stderr
 
 
 IMMUTABLE_CHANGES = [

@@ -4,11 +4,13 @@ fp32 and fp16; and what happens to bad input (a corrupt checkpoint, a truncated 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 
@@ -82,7 +84,13 @@ def test_onnx_matches_pytorch(tmp_path: Path, architecture: str, num_classes: in
     assert set(inputs) == ({"z", "label"} if num_classes else {"z"})
     assert inputs["z"].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     metadata = {p.key: p.value for p in model.metadata_props}
-    assert metadata["ganforge.job.uid"] == "uid-1" and metadata["ganforge.checkpoint.kimg"] == "1.280"
+    assert (metadata["ganforge.job.namespace"], metadata["ganforge.job.name"], metadata["ganforge.job.uid"]) == (
+        "ns", "job", "uid-1")
+    assert metadata["ganforge.checkpoint.kimg"] == "1.280" and metadata["ganforge.precision"] == precision
+    assert metadata["ganforge.version.torch"] == torch.__version__
+    assert metadata["ganforge.version.onnx"] == onnx.__version__
+    assert metadata["ganforge.version.onnxruntime"] == onnxruntime.__version__
+    assert metadata["ganforge.version.ganforge"] == importlib.metadata.version("ganforge")
     assert metadata["ganforge.datasetHash"] == "d" * 64 and json.loads(metadata["ganforge.metrics"]) == {
         "fd_domain": 12.5}
     assert metadata["ganforge.checkpoint.sha256"] == hashlib.sha256(

@@ -24,7 +24,7 @@ from ganforge.api.training_job import (
     GANTrainingJobStatus,
 )
 from tests import invalid_gis_specs
-from tests.invalid_specs import INVALID_SPECS, VALID_SPEC, InvalidSpec, manifest
+from tests.invalid_specs import INVALID_SPECS, MODEL_REPOSITORIES_APART, VALID_SPEC, InvalidSpec, manifest
 
 REPO = Path(__file__).resolve().parents[3]
 DEFINITIONS = list(crd.DEFINITIONS.values())
@@ -284,6 +284,11 @@ def test_yaml_round_trips_to_the_manifest(definition: CrdDefinition) -> None:
 
 def test_the_valid_base_spec_is_valid() -> None:
     GANTrainingJob.model_validate(manifest("valid-job", VALID_SPEC))
+
+
+@pytest.mark.parametrize("index", range(len(MODEL_REPOSITORIES_APART)))
+def test_a_model_repository_apart_from_the_checkpoint_claim_is_valid(index: int) -> None:
+    GANTrainingJob.model_validate(manifest(f"apart-{index}", MODEL_REPOSITORIES_APART[index]))
 
 
 @pytest.mark.parametrize("case", INVALID_SPECS, ids=[case.id for case in INVALID_SPECS])

@@ -276,8 +276,10 @@ def test_training_done_goes_exporting_then_one_export_pod_with_both_claims() -> 
     args = export["spec"]["containers"][0]["args"]
     assert args[args.index("--checkpoint") + 1] == CHECKPOINT["uri"]
     assert args[args.index("--repository") + 1] == "pvc://ganforge-models/gan"
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in export["spec"]["volumes"]}
-    assert claims == {"gan-checkpoints", "ganforge-models"}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in export["spec"]["volumes"]}
+    read_only = {claims[m["name"]]: m.get("readOnly", False) for m in export["spec"]["containers"][0]["volumeMounts"]}
+    # The export writes only the model repository; the checkpoints, the only copy of the model, stay untouched.
+    assert read_only == {"gan-checkpoints": True, "ganforge-models": False}
     assert not plan.delete  # finished workers are kept for their logs
 
     plan, _ = run(status, [*done, export_pod(1)])
