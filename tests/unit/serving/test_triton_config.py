@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from ganforge.api.inference_service import TritonSpec
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from ganforge.api.inference_service import TritonProfile, TritonSpec
 from ganforge.serving.model_repository import ModelFacts, render_config
 
 CONDITIONAL = ModelFacts(latent_dim=64, num_classes=10, channels=1, resolution=32)
@@ -35,3 +39,23 @@ def test_warmup_feeds_zeros_at_batch_one_and_at_the_max_batch() -> None:
 def test_an_unconditional_model_has_no_label_input() -> None:
     config = render_config(ModelFacts(16, 0, 3, 64), "onnxruntime", TritonSpec())
     assert "label" not in config and "dims: [ 3, 64, 64 ]" in config
+
+
+@pytest.mark.parametrize("profile", ["onnxruntime", "python-onnxruntime"])
+def test_both_profiles_parse_as_a_triton_model_config_with_batching_and_warmup(profile: TritonProfile) -> None:
+    # Triton's own ModelConfig message: a misspelt field or a wrong nesting fails the parse, as it
+    # would fail the model's load.
+    config = text_format.Parse(render_config(CONDITIONAL, profile, TritonSpec(max_batch_size=16, threads=2)),
+                               model_config_pb2.ModelConfig())
+    assert config.max_batch_size == 16 and config.HasField("dynamic_batching")
+    assert config.dynamic_batching.max_queue_delay_microseconds == TritonSpec().max_queue_delay_microseconds
+    assert [(w.name, w.batch_size) for w in config.model_warmup] == [("warmup-1", 1), ("warmup-16", 16)]
+    for warmup in config.model_warmup:
+        assert set(warmup.inputs) == {"z", "label"} and all(i.zero_data for i in warmup.inputs.values())
+    assert [(g.count, g.kind) for g in config.instance_group] == [(1, model_config_pb2.ModelInstanceGroup.KIND_CPU)]
+    assert config.parameters["intra_op_thread_count"].string_value == "2"
+    if profile == "onnxruntime":
+        assert config.platform == "onnxruntime_onnx" and config.default_model_filename == "model.onnx"
+        assert config.parameters["inter_op_thread_count"].string_value == "1"
+    else:
+        assert config.backend == "python" and not config.platform
