@@ -2,8 +2,9 @@
 
 One small conditional job trains and exports; a GANInferenceService serves it through real Triton
 while a client calls the stable Service without pause. Then the service is pointed at a truncated
-model file, a sha256 that does not match and a revision that does not exist: each is refused with a
-condition naming the file or the mismatch, never receives traffic, and the client sees no failure.
+model file, a model file Triton cannot load (listed in a manifest that verifies), a sha256 that
+does not match and a revision that does not exist: each is refused with a condition naming the
+file, the mismatch or Triton's exit, never receives traffic, and the client sees no failure.
 Services whose job does not exist or failed say so.
 """
 
@@ -37,14 +38,18 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
 
 
-def _corrupt_copy(revision: Path, target: Path) -> str:
-    """A copy of a revision whose model.onnx is cut short; its manifest differs from the original only
-    in a note, so its sha256 is new while model.onnx's entry still says the full size."""
+def _altered_copy(revision: Path, target: Path, onnx_bytes: bytes, *, listed: bool, note: str) -> str:
+    """A copy of a revision with another model.onnx. `listed`: its manifest lists the new file (the
+    copy verifies); else the entry still describes the original (verification refuses it). The
+    manifest gets a note either way, so its sha256 (the revision's identity) is new."""
     shutil.copytree(revision, target)
     onnx_file = target / "model" / "1" / "model.onnx"
-    onnx_file.write_bytes(onnx_file.read_bytes()[:1000])
+    onnx_file.write_bytes(onnx_bytes)
     manifest = json.loads((target / "manifest.json").read_text())
-    manifest["note"] = "a copy whose model.onnx was cut short"
+    if listed:
+        manifest["files"]["model/1/model.onnx"] = {"bytes": len(onnx_bytes),
+                                                    "sha256": hashlib.sha256(onnx_bytes).hexdigest()}
+    manifest["note"] = note
     raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
     (target / "manifest.json").write_bytes(raw)
     return hashlib.sha256(raw).hexdigest()
@@ -89,10 +94,16 @@ def test_bad_revisions_and_sources_never_disturb_the_stable_endpoint(
     caller.start()
     try:
         repository = Path(str(claim_host_path(local_core, namespace, "ganforge-models")))
-        truncated_sha = _corrupt_copy(repository / "tiny" / stable, repository / "tiny" / "truncated")
+        model = (repository / "tiny" / stable / "model" / "1" / "model.onnx").read_bytes()
+        truncated_sha = _altered_copy(repository / "tiny" / stable, repository / "tiny" / "truncated", model[:1000],
+                                      listed=False, note="model.onnx cut short")
+        # Verifies (the manifest lists this file), but it is no ONNX model: Triton cannot load it.
+        unloadable_sha = _altered_copy(repository / "tiny" / stable, repository / "tiny" / "unloadable",
+                                       b"not an ONNX model\n" * 64, listed=True, note="model.onnx replaced")
         bad_sources = [
             ({"uri": "pvc://ganforge-models/tiny/truncated", "sha256": truncated_sha},
              "model/1/model.onnx: 1000 bytes, the manifest says"),
+            ({"uri": "pvc://ganforge-models/tiny/unloadable", "sha256": unloadable_sha}, "tritonserver exited"),
             ({"uri": artifact["uri"], "sha256": "0" * 64}, f"sha256 is {artifact['sha256']}, expected 000"),
             ({"uri": "pvc://ganforge-models/tiny/r9999999999", "sha256": "9" * 64}, "does not exist"),
         ]
@@ -120,6 +131,6 @@ def test_bad_revisions_and_sources_never_disturb_the_stable_endpoint(
     finally:
         caller.stop.set()
         caller.join(timeout=30)
-    print(f"\nstable endpoint during three refused revisions: {caller.requests} requests, "
+    print(f"\nstable endpoint during four refused revisions: {caller.requests} requests, "
           f"{len(caller.failures)} failures")
     assert caller.requests > 50 and not caller.failures, caller.failures[:3]
