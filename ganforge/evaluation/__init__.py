@@ -155,13 +155,22 @@ def evaluate_images(
             for key, value in memorization[extractor.name].score(feats, should_stop).items():
                 out[f"{key}_{extractor.name}"] = value
     if classifier is not None and reference.num_classes and ({"mode_collapse", "label_adherence"} & wanted):
-        predicted = torch.cat([classifier.predict(as_unit_float(b)).cpu() for b in images.split(batch_size)])
+        predicted = _predicted_classes(classifier, images, batch_size, should_stop)
         if "mode_collapse" in wanted:
             out["class_coverage"], out["class_entropy"] = class_coverage(predicted.numpy(), reference.num_classes)
         if "label_adherence" in wanted and labels is not None:
             out.update(_label_adherence(predicted, labels.cpu(), features_by_space.get(classifier.name),
                                         reference.class_moments.get(classifier.name), classifier.name))
     return EvaluationResult(out, int(images.shape[0]), time.perf_counter() - start)
+
+
+def _predicted_classes(classifier: DomainFeatures, images: torch.Tensor, batch_size: int,
+                       should_stop: StopCheck) -> torch.Tensor:
+    predicted = []
+    for batch in images.split(batch_size):
+        check_stop(should_stop)
+        predicted.append(classifier.predict(as_unit_float(batch)).cpu())
+    return torch.cat(predicted)
 
 
 def _label_adherence(predicted: torch.Tensor, requested: torch.Tensor, features: np.ndarray | None,

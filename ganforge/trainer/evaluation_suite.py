@@ -40,6 +40,19 @@ log = logging.getLogger(__name__)
 CLASSIFIER_STEPS = 300
 
 
+@torch.no_grad()
+def generate_in_batches(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
+                        should_stop: StopCheck = never) -> torch.Tensor:
+    """generator(z, labels) as uint8 on the CPU, `batch_size` samples at a time; raises
+    EvaluationInterrupted within one batch of `should_stop()` turning true."""
+    images = []
+    for start in range(0, len(z), batch_size):
+        check_stop(should_stop)
+        batch_labels = labels[start : start + batch_size] if labels is not None else None
+        images.append(to_uint8(generator(z[start : start + batch_size], batch_labels)).cpu())
+    return torch.cat(images)
+
+
 @dataclass
 class EvaluationSuite:
     spec: EvaluationSpec

@@ -27,7 +27,7 @@ from ganforge.api.tracking import TrackingRun, TrackingUnavailable, flatten, run
 from ganforge.api.training_job import COMPILE_CHANNELS_LAST_ON_GPU
 from ganforge.api.trajectory import trainer_view
 from ganforge.evaluation import EvaluationInterrupted
-from ganforge.evaluation.images import image_grid, save_image_grid, to_uint8
+from ganforge.evaluation.images import image_grid, save_image_grid
 from ganforge.models import build_models
 from ganforge.trainer import losses
 from ganforge.trainer.augment import AdaptiveProbability, Augment
@@ -56,6 +56,7 @@ from ganforge.trainer.errors import (
     TrainerError,
     error_for_code,
 )
+from ganforge.trainer.evaluation_suite import build_suite, generate_in_batches
 from ganforge.trainer.gang_channel import GangChannel
 from ganforge.trainer.job_status import JobStatusReporter
 from ganforge.trainer.outputs import (
@@ -294,8 +295,6 @@ class _Run:
         ev = self.spec.evaluation
         if not self.ctx.is_main or not ev.metrics or not ev.feature_extractors:
             return
-        from ganforge.trainer.evaluation_suite import build_suite
-
         start = time.perf_counter()
         self.suite = build_suite(ev, data, Path(self.rt.cache_dir), self.ctx.device)
         if self.manager is not None:
@@ -517,11 +516,17 @@ class _Run:
     def _samples(self) -> None:
         if not self.ctx.is_main:
             return
-        with torch.no_grad():
-            images = to_uint8(self.G_ema(self.grid_z, self.grid_labels))
+        try:
+            # Row by row: at high resolution on a CPU a grid takes seconds, which a stopping gang
+            # (waiting for rank 0 at the next step) cannot spare.
+            images = generate_in_batches(self.G_ema, self.grid_z, self.grid_labels, self.grid_columns,
+                                         self._stop_requested)
+        except EvaluationInterrupted:
+            log.warning("sample grid at kimg %.2f skipped: the gang is stopping", self.nimg / 1000)
+            return
         save_image_grid(images, self.run_dir / "samples" / f"fakes-{self.nimg:012d}.png", self.grid_columns)
         if self.tb is not None:
-            self.tb.image("samples/fakes", image_grid(images.cpu(), self.grid_columns), self.nimg)
+            self.tb.image("samples/fakes", image_grid(images, self.grid_columns), self.nimg)
 
     def _stop_requested(self) -> bool:
         """This rank or a peer was asked to stop, or a peer failed: rank 0's own work (evaluation)

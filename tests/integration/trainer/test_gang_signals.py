@@ -38,6 +38,35 @@ def test_sigterm_to_another_rank_interrupts_rank_0s_evaluation(tmp_path: Path, c
     assert (tmp_path / "run" / "checkpoints" / checkpoint_name(11 * 16) / "manifest.json").is_file()
 
 
+def test_sigterm_during_the_final_evaluation_keeps_the_final_checkpoint_and_the_next_gang_finishes(
+        tmp_path: Path, cache_dir: Path) -> None:
+    # Training ends at kimg 0.32; only the final evaluation runs, long enough to be interrupted.
+    evaluation = {"metrics": ["fd"], "featureExtractors": ["effnetlite0"], "effnetResolution": 64,
+                  "numSamples": 50000, "intervalKimg": 100.0, "atStart": False}
+    config = write_spec(tmp_path / "job.yaml", tiny_spec(workers=2, total_kimg=0.32, evaluation=evaluation))
+    gang = Gang(config, tmp_path / "run", 2, cache_dir, extra=["--grace-seconds", "60"])
+    gang.wait_for(lambda: "evaluating at kimg 0.32" in gang.logs[0].read_text(errors="replace"), timeout=240)
+    time.sleep(1.0)
+    gang.procs[1].send_signal(signal.SIGTERM)
+    # Preempted, not finished and not failed: the job must neither lose the evaluation nor count a failure.
+    codes = gang.wait(timeout=20)
+    assert codes == [ExitCode.PREEMPTED, ExitCode.PREEMPTED], gang.output()
+    assert "preempted after the final checkpoint" in gang.logs[0].read_text(errors="replace")
+    progress = read_progress(tmp_path / "run")
+    assert progress is not None and progress["state"] == "preempted" and round(progress["kimg"] * 1000) == 320
+    assert (tmp_path / "run" / "checkpoints" / checkpoint_name(320) / "manifest.json").is_file()
+
+    # The next gang (with a shorter evaluation: evaluation settings may change mid-run) resumes at
+    # the end, trains no step, evaluates and finishes.
+    evaluation["numSamples"] = 500
+    write_spec(config, tiny_spec(workers=2, total_kimg=0.32, evaluation=evaluation))
+    again = Gang(config, tmp_path / "run", 2, cache_dir)
+    assert again.wait(timeout=240) == [ExitCode.SUCCESS, ExitCode.SUCCESS], again.output()
+    progress = read_progress(tmp_path / "run")
+    assert progress is not None and progress["state"] == "finished" and progress["step"] == 20, progress
+    assert "fd_effnetlite0" in progress["metrics"], progress
+
+
 def test_a_failure_on_rank_0_alone_ends_every_rank_within_seconds(tmp_path: Path, cache_dir: Path) -> None:
     spec = tiny_spec(workers=2, total_kimg=100.0, training={"sampleIntervalKimg": 0.32})
     config = write_spec(tmp_path / "job.yaml", spec)
