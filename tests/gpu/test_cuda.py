@@ -19,8 +19,10 @@ from ganforge.api import metrics as catalogue
 from ganforge.api.exit_codes import ExitCode
 from ganforge.api.training_job import GANTrainingJobSpec
 from ganforge.local.control_plane import free_port
-from ganforge.trainer import loop
+from ganforge.trainer import batches, loop
+from ganforge.trainer.batches import BatchSource
 from ganforge.trainer.config import RuntimeOptions, TrainingOptions
+from ganforge.trainer.sampler import InfiniteSampler
 from tests.integration.trainer.launch import assert_identical, straight_and_extended, tiny_spec
 
 
@@ -53,6 +55,51 @@ def test_run_extended_after_finishing_on_cuda_is_bitwise_identical(tmp_path: Pat
         assert_identical(a[key], b[key], key)
     if training["precision"] == "fp16":
         assert a["scaler_g"] and a["scaler_d"], "fp16 saved no GradScaler state"
+
+
+def test_a_run_streamed_from_pinned_host_memory_equals_the_resident_run_and_resumes_bit_for_bit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset beyond its share of GPU memory streams from the host: batches, training and exact
+    resume must be those of the resident path."""
+    def spec_at(kimg: float) -> dict[str, Any]:
+        return tiny_spec(workers=1, total_kimg=kimg, training={"deterministic": True},
+                         resources={"gpusPerWorker": 1})
+
+    for name in ("resident", "streamed"):
+        (tmp_path / name).mkdir()
+    resident, _ = straight_and_extended(tmp_path / "resident", spec_at, tmp_path / "cache", device="cuda")
+    monkeypatch.setattr(batches, "DEVICE_SHARE", 0.0)  # every dataset exceeds it
+    streamed, extended = straight_and_extended(tmp_path / "streamed", spec_at, tmp_path / "cache", device="cuda")
+    for key in ("G_ema", "G", "D", "opt_g", "opt_d", "progress", "ranks"):
+        assert_identical(streamed[key], extended[key], key)
+        assert_identical(resident[key], streamed[key], key)
+
+
+def test_indices_and_batches_reach_the_gpu_without_a_host_sync() -> None:
+    """The per-step hot path: an epoch's indices cross once (pinned, non-blocking), resident batches
+    are gathered on the device, streamed ones copied asynchronously; none of it waits for the GPU."""
+    cuda = torch.device("cuda", 0)
+    images = torch.randint(0, 256, (1000, 1, 16, 16), dtype=torch.uint8)
+    labels = torch.arange(1000) % 10
+    on_device = InfiniteSampler(1000, 0, 1, seed=3, device=cuda)
+    on_host = InfiniteSampler(1000, 0, 1, seed=3)
+    resident = BatchSource(images, labels, cuda, resident=True)
+    streamed = BatchSource(images, labels, cuda, resident=False)
+    taken: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call below raises
+    try:
+        for _ in range(40):  # 2560 indices: two epoch boundaries
+            indices = on_device.next_indices(64)
+            taken.append((indices, resident.take(indices, with_labels=True)[0],
+                          streamed.take(on_host.next_indices(64), with_labels=True)[0]))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    reference = InfiniteSampler(1000, 0, 1, seed=3)
+    for indices, from_device, from_host in taken:
+        expected = reference.next_indices(64)
+        assert indices.device.type == "cuda" and torch.equal(indices.cpu(), expected)
+        assert torch.equal(from_device.cpu(), images[expected]) and torch.equal(from_host.cpu(), images[expected])
 
 
 def test_a_cuda_run_exposes_gpu_memory_and_utilisation(tmp_path: Path) -> None:

@@ -56,3 +56,19 @@ def test_mismatched_state_is_rejected() -> None:
     assert isinstance(sampler.next_indices(3), torch.Tensor)
     with pytest.raises(ValueError):
         InfiniteSampler(1, 0, 2, seed=0)
+
+
+def test_an_epoch_is_drawn_once_however_many_batches_it_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a GPU the drawn epoch is what crosses to the device (pinned, non-blocking): once per epoch,
+    # never per step. tests/gpu checks the device side.
+    drawn: list[int] = []
+    real_randperm = torch.randperm
+
+    def counting_randperm(n: int, **kwargs: object) -> torch.Tensor:
+        drawn.append(n)
+        return real_randperm(n, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "randperm", counting_randperm)
+    sampler = InfiniteSampler(100, 0, 2, seed=5)
+    _draw(sampler, 50, 3)  # 150 indices: epochs 0, 1 and 2 of 50 each
+    assert drawn == [100, 100, 100]
