@@ -66,6 +66,7 @@ RESUME_VARIANTS = {
     "wgan-gp-2dsteps": ({"loss": "wgan-gp"}, {"dStepsPerG": 2}),
     "bf16": ({}, {"precision": "bf16"}),
     "compile-r1": ({"regularization": {"r1Gamma": 1.0}}, {"compile": True}),
+    "compile-wgan-gp": ({"loss": "wgan-gp"}, {"compile": True}),
     "augment-lazy-r1": ({"regularization": {"r1Gamma": 1.0, "r1Interval": 2}},
                         {"augment": {"policy": ["color", "translation", "cutout"], "xflip": True}}),
     # The adaptive probability is state: the resumed run must continue from where p had moved.

@@ -119,3 +119,17 @@ def test_evaluate_images_standalone_on_uint8_and_float() -> None:
     assert same.metrics["memorization_pixels"] == 1.0  # every sample is a training image
     assert noise.metrics["fd_pixels"] > 1.0
     assert same.num_samples == 300
+
+
+def test_fd_compares_equal_sample_counts() -> None:
+    """FD is biased by the sample count: with more generated samples than the reference holds, only
+    as many as the reference has enter it (here the first 300, identical to the reference)."""
+    gen = torch.Generator().manual_seed(1)
+    reals = torch.randint(0, 256, (300, 1, 4, 4), dtype=torch.uint8, generator=gen)
+    ref = ReferenceStatistics("hash", 0, {"pixels": FeatureStatistics.from_features(_Flatten()(
+        reals.float() / 127.5 - 1))})
+    assert ref.features["pixels"].count == 300
+    others = torch.zeros(700, 1, 4, 4, dtype=torch.uint8)  # far from the reference: FD would be large
+    result = evaluate_images(torch.cat([reals, others]), ref, [_Flatten()], metrics=["fd"])
+    assert result.num_samples == 1000 and result.metrics["fd_pixels"] == pytest.approx(0.0, abs=1e-6)
+    assert evaluate_images(torch.cat([others, reals]), ref, [_Flatten()], metrics=["fd"]).metrics["fd_pixels"] > 1.0
