@@ -69,6 +69,10 @@ INVALID_GIS_SPECS: tuple[InvalidGisSpec, ...] = (
     InvalidGisSpec("too-many-replicas", ("spec.triton.replicas",), {"triton": {"replicas": 101}}),
     InvalidGisSpec("bad-cpu", ("spec.triton.cpu",), {"triton": {"cpu": "two"}}),
     InvalidGisSpec("bad-memory", ("spec.triton.memory",), {"triton": {"memory": "2 GB"}}),
+    InvalidGisSpec("bad-model-volume-size", ("spec.triton.modelVolume.sizeLimit",),
+                   {"triton": {"modelVolume": {"sizeLimit": "lots"}}}),
+    InvalidGisSpec("unknown-model-volume-medium", ("spec.triton.modelVolume.medium",),
+                   {"triton": {"modelVolume": {"medium": "HugePages"}}}),
     InvalidGisSpec("zero-batch", ("spec.triton.maxBatchSize",), {"triton": {"maxBatchSize": 0}}),
     InvalidGisSpec(
         "negative-queue-delay",

@@ -348,7 +348,8 @@ INFERENCE_SERVICE = CrdDefinition(
         ),
         AGE_COLUMN,
     ),
-    patterns={"spec.triton.cpu": QUANTITY_PATTERN, "spec.triton.memory": QUANTITY_PATTERN},
+    patterns={"spec.triton.cpu": QUANTITY_PATTERN, "spec.triton.memory": QUANTITY_PATTERN,
+              "spec.triton.modelVolume.sizeLimit": QUANTITY_PATTERN},
     sets=("spec.rollout.steps",),
 )
 

@@ -102,6 +102,27 @@ class ModelSource(ApiModel):
         return self
 
 
+class ModelVolumeSpec(ApiModel):
+    """The volume of Triton's own model repository in each pod: the verified revision's model
+    directory is copied there before Triton starts, so Triton never reads the shared claim."""
+
+    medium: Literal["Disk", "Memory"] = Field(
+        "Disk", description="Disk: the node's ephemeral storage; Memory: tmpfs, which counts against the pod's "
+        "memory (faster loads, no disk use).",
+    )
+    size_limit: str | None = Field(
+        None, description="Largest size of the model directory (Kubernetes quantity); a pod beyond it is evicted. "
+        "null = no limit.",
+    )
+
+    @field_validator("size_limit")
+    @classmethod
+    def _quantity(cls, value: str | None) -> str | None:
+        if value is not None and not _matches(QUANTITY_PATTERN, value):
+            raise ValueError(f"not a Kubernetes quantity: {value!r}")
+        return value
+
+
 class TritonSpec(ApiModel):
     """The Triton pods of each revision."""
 
@@ -125,6 +146,9 @@ class TritonSpec(ApiModel):
         le=64,
         description="Inference threads per model instance; instances x threads is the CPU a pod uses, "
         "so keep it within the pod's cpu request to avoid oversubscribing cores.",
+    )
+    model_volume: ModelVolumeSpec = Field(
+        default_factory=ModelVolumeSpec, description="Where each pod keeps the model Triton loads.",
     )
 
     @field_validator("cpu", "memory")

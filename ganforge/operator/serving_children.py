@@ -27,6 +27,7 @@ from ganforge.api.inference_service import (
     TRITON_HTTP_PORT,
     TRITON_METRICS_PORT,
     GANInferenceServiceSpec,
+    ModelVolumeSpec,
     RevisionStatus,
 )
 from ganforge.api.training_job import GANTrainingJobSpec
@@ -114,6 +115,11 @@ def revision_service(service: ServiceRef, revision: str) -> dict[str, Any]:
             "spec": {"selector": revision_selector(service, revision), "ports": _ports()}}
 
 
+def _model_volume(volume: ModelVolumeSpec) -> dict[str, str]:
+    empty_dir = {"medium": "Memory"} if volume.medium == "Memory" else {}
+    return {**empty_dir, "sizeLimit": volume.size_limit} if volume.size_limit else empty_dir
+
+
 def triton_deployment(service: ServiceRef, spec: GANInferenceServiceSpec, model_name: str, revision: str,
                       uri: str, sha256: str, settings: OperatorSettings) -> dict[str, Any]:
     location = storage.parse_pvc_uri(uri)
@@ -156,7 +162,7 @@ def triton_deployment(service: ServiceRef, spec: GANInferenceServiceSpec, model_
     pod_spec: dict[str, Any] = {
         "initContainers": [prepare], "containers": [server],
         "terminationGracePeriodSeconds": PRE_STOP_SECONDS + TRITON_EXIT_TIMEOUT_SECONDS + 10,
-        "volumes": [{"name": "models", "emptyDir": {}},
+        "volumes": [{"name": "models", "emptyDir": _model_volume(triton.model_volume)},
                     {"name": "repository", "persistentVolumeClaim": {"claimName": location.claim, "readOnly": True}}],
     }
     if settings.on_demand_node_selector:

@@ -100,6 +100,10 @@ def test_a_new_revision_gets_a_deployment_and_becomes_stable_once_ready() -> Non
     assert applied(plan, "Service")["fashion"]["spec"]["selector"][naming.REVISION_LABEL] == REV1
     assert status.revisions[0].state == "Loading" and status.phase == "Progressing"
 
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert volumes["models"]["emptyDir"] == {}  # the node's disk, no limit: Kubernetes' defaults
+    assert volumes["repository"]["persistentVolumeClaim"] == {"claimName": "ganforge-models", "readOnly": True}
+
     plan, status = run(status, source(SHA1), {REV1: deployment(ready=1)})
     assert status.stable_revision == REV1 and status.phase == "Ready"
     stable = applied(plan, "Service")["fashion"]
@@ -194,3 +198,14 @@ def test_the_revision_history_is_bounded_but_never_loses_the_stable_one() -> Non
     names = [r.name for r in status.revisions]
     assert len(names) == 10 and REV1 in names and names[-1] == "r" + "f" * 10
     assert status.stable_revision == REV1 and condition(status, "Ready")[0] == "True"
+
+
+def test_the_model_volume_can_be_memory_backed_and_bounded() -> None:
+    gis = spec(triton={"modelVolume": {"medium": "Memory", "sizeLimit": "512Mi"}})
+    plan, _ = run(GANInferenceServiceStatus(), source(SHA1), gis=gis)
+    pod_spec = applied(plan, "Deployment")[f"fashion-{REV1}"]["spec"]["template"]["spec"]
+    [models] = [v for v in pod_spec["volumes"] if v["name"] == "models"]
+    assert models["emptyDir"] == {"medium": "Memory", "sizeLimit": "512Mi"}
+    # Triton reads only this volume; the init step writes it.
+    assert [m["mountPath"] for m in pod_spec["containers"][0]["volumeMounts"]] == ["/models"]
+
