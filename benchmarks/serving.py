@@ -21,6 +21,7 @@ p50 and p95 request latency, and ratios against onnxruntime direct.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -35,12 +36,12 @@ import numpy as np
 import torch
 import tritonclient.http as triton_http
 
-from ganforge.api.inference_service import TritonSpec
+from ganforge.api.inference_service import TritonProfile, TritonSpec
 from ganforge.api.training_job import ModelSpec
 from ganforge.local.triton import triton_serving
 from ganforge.models import build_generator
 from ganforge.serving.client import GeneratorClient
-from ganforge.serving.export import to_onnx
+from ganforge.serving.export import PARITY_BOUNDS, to_onnx
 from ganforge.serving.model_repository import ModelFacts, prepare_model_directory, write_revision
 
 
@@ -118,6 +119,37 @@ def measure(call: Callable[[np.ndarray], np.ndarray], batch: int, clients: int, 
                        client_cpu / len(every) * 1000, server_cpu / len(every) * 1000)
 
 
+LOCAL = "Triton (local profile)"
+NATIVE = "Triton (cluster profile, native onnxruntime backend)"
+
+
+def ganforge_client(url: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Calls through `GeneratorClient`, one keep-alive connection per client thread, as a real client keeps one."""
+    local = threading.local()
+
+    def call(z: np.ndarray) -> np.ndarray:
+        if not hasattr(local, "client"):
+            local.client = GeneratorClient(url, "bench")
+        return local.client.generate(z)
+
+    return call
+
+
+def reference_client(url: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Calls through `tritonclient.http`, one client per thread."""
+    local = threading.local()
+
+    def call(z: np.ndarray) -> np.ndarray:
+        if not hasattr(local, "client"):
+            local.client = triton_http.InferenceServerClient(url=url)
+        request = triton_http.InferInput("z", list(z.shape), "FP32")
+        request.set_data_from_numpy(z)
+        out: np.ndarray = local.client.infer("bench", [request]).as_numpy("image")
+        return out
+
+    return call
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="wall time per backend and setting")
@@ -126,6 +158,10 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=0, help="Triton model instances (default: one per core)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--max-batch", type=int, default=64, help="Triton max_batch_size (the example service's)")
+    parser.add_argument("--native-backend", type=Path,
+                        help="a Triton backend directory holding onnxruntime/libtriton_onnxruntime.so: adds "
+                             "the cluster profile (platform onnxruntime_onnx) served by it "
+                             "(hack/triton-onnxruntime-backend.sh builds one)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cores = os.cpu_count() or 1
@@ -150,57 +186,55 @@ def main() -> int:
             out: np.ndarray = generator(torch.from_numpy(z)).numpy()
         return out
 
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as running:
         root = Path(scratch)
-        revision = write_revision(root / "repository", onnx_bytes, facts, {}, {}, "python-onnxruntime")
         serving = TritonSpec(max_batch_size=args.max_batch, instances=args.instances or cores, threads=1,
                              max_queue_delay_microseconds=1000)
-        model_dir = root / "models" / "bench"
-        prepare_model_directory(revision.path, revision.sha256, model_dir, "python-onnxruntime", serving)
-        with triton_serving(model_dir) as served:
-            url = served.url
-            # One keep-alive connection per client thread, as a real client keeps one.
-            local = threading.local()
-
-            def triton(z: np.ndarray) -> np.ndarray:
-                if not hasattr(local, "client"):
-                    local.client = GeneratorClient(url, "bench")
-                return local.client.generate(z)
-
-            def triton_with_tritonclient(z: np.ndarray) -> np.ndarray:
-                if not hasattr(local, "tritonclient"):
-                    local.tritonclient = triton_http.InferenceServerClient(url=url)
-                request = triton_http.InferInput("z", list(z.shape), "FP32")
-                request.set_data_from_numpy(z)
-                out: np.ndarray = local.tritonclient.infer("bench", [request]).as_numpy("image")
-                return out
-
-            backends = {"onnxruntime direct": direct, "Triton (local profile)": triton,
-                        "Triton, tritonclient": triton_with_tritonclient, "torch eager": eager}
-            tree = process_tree(served.process.pid)
-            server_pids = {"Triton (local profile)": tree, "Triton, tritonclient": tree}
-            print(f"{cores} cores; {args.seconds:g} s per cell and backend, {args.rounds} rounds (medians); "
-                  "DCGAN latent 64, width 32, 32x32x1\n")
-            print("| batch | clients | backend | img/s | p50 ms | p95 ms | img/s vs ORT (per-round ratios) "
-                  "| CPU ms/request: clients + server |")
-            print("|---:|---:|---|---:|---:|---:|---:|---:|")
-            for batch in args.batches:
-                for clients in (1, 4):
-                    rounds = [{name: measure(call, batch, clients, args.seconds, facts.latent_dim,
-                                             server_pids.get(name))
-                               for name, call in backends.items()} for _ in range(args.rounds)]
-                    for name in backends:
-                        runs = [one[name] for one in rounds]
-                        ratios = [one[name].images_per_second / one["onnxruntime direct"].images_per_second
-                                  for one in rounds]
-                        print(f"| {batch} | {clients} | {name} | "
-                              f"{statistics.median(r.images_per_second for r in runs):.0f} | "
-                              f"{statistics.median(r.p50_ms for r in runs):.2f} | "
-                              f"{statistics.median(r.p95_ms for r in runs):.2f} | "
-                              f"**{statistics.median(ratios):.2f}x** ({' / '.join(f'{x:.2f}' for x in ratios)}) | "
-                              f"{statistics.median(r.client_cpu_ms for r in runs):.2f} + "
-                              f"{statistics.median(r.server_cpu_ms for r in runs):.2f} |",
-                              flush=True)
+        profiles: dict[str, tuple[TritonProfile, Path | None]] = {LOCAL: ("python-onnxruntime", None)}
+        if args.native_backend is not None:
+            profiles[NATIVE] = ("onnxruntime", args.native_backend)
+        backends: dict[str, Callable[[np.ndarray], np.ndarray]] = {"onnxruntime direct": direct}
+        server_pids: dict[str, list[int]] = {}
+        for name, (profile, backend_directory) in profiles.items():
+            revision = write_revision(root / profile / "repository", onnx_bytes, facts, {}, {}, profile)
+            model_dir = root / profile / "models" / "bench"
+            prepare_model_directory(revision.path, revision.sha256, model_dir, profile, serving)
+            served = running.enter_context(triton_serving(model_dir, backend_directory=backend_directory))
+            backends[name] = ganforge_client(served.url)
+            server_pids[name] = process_tree(served.process.pid)
+            if name == LOCAL:
+                backends["Triton, tritonclient"] = reference_client(served.url)
+                server_pids["Triton, tritonclient"] = server_pids[name]
+        backends["torch eager"] = eager
+        # Every server answers what onnxruntime computes, before any of them is timed.
+        z = np.random.default_rng(0).standard_normal((args.max_batch, facts.latent_dim), dtype=np.float32)
+        for name, call in backends.items():
+            difference = float(np.abs(call(z) - direct(z)).max())
+            print(f"{name}: max |output - onnxruntime direct| = {difference:.2g}")
+            if difference > PARITY_BOUNDS["fp32"]:
+                raise SystemExit(f"{name} does not compute what onnxruntime does (max difference {difference:.2g})")
+        print(f"\n{cores} cores; {args.seconds:g} s per cell and backend, {args.rounds} rounds (medians); "
+              "DCGAN latent 64, width 32, 32x32x1\n")
+        print("| batch | clients | backend | img/s | p50 ms | p95 ms | img/s vs ORT (per-round ratios) "
+              "| CPU ms/request: clients + server |")
+        print("|---:|---:|---|---:|---:|---:|---:|---:|")
+        for batch in args.batches:
+            for clients in (1, 4):
+                rounds = [{name: measure(call, batch, clients, args.seconds, facts.latent_dim,
+                                         server_pids.get(name))
+                           for name, call in backends.items()} for _ in range(args.rounds)]
+                for name in backends:
+                    runs = [one[name] for one in rounds]
+                    ratios = [one[name].images_per_second / one["onnxruntime direct"].images_per_second
+                              for one in rounds]
+                    print(f"| {batch} | {clients} | {name} | "
+                          f"{statistics.median(r.images_per_second for r in runs):.0f} | "
+                          f"{statistics.median(r.p50_ms for r in runs):.2f} | "
+                          f"{statistics.median(r.p95_ms for r in runs):.2f} | "
+                          f"**{statistics.median(ratios):.2f}x** ({' / '.join(f'{x:.2f}' for x in ratios)}) | "
+                          f"{statistics.median(r.client_cpu_ms for r in runs):.2f} + "
+                          f"{statistics.median(r.server_cpu_ms for r in runs):.2f} |",
+                          flush=True)
     return 0
 
 

@@ -27,16 +27,20 @@ class TritonProcess:
 
 
 @contextmanager
-def triton_serving(model_dir: Path, ready_timeout: float = 120) -> Iterator[TritonProcess]:
+def triton_serving(model_dir: Path, ready_timeout: float = 120,
+                   backend_directory: Path | None = None) -> Iterator[TritonProcess]:
     """tritonserver in explicit model-control mode with only `model_dir` (its name is the model's)
-    loaded, ready when the model is; stopped on exit. Its log is `<model_dir>.triton.log`."""
+    loaded, ready when the model is; stopped on exit. Its log is `<model_dir>.triton.log`.
+    `backend_directory`: where Triton looks for backends instead of its own (one with an
+    `onnxruntime/` backend serves the cluster profile; the PyPI tritonserver has none)."""
     http, grpc, metrics = free_port(), free_port(), free_port()
     log_path = model_dir.with_name(f"{model_dir.name}.triton.log")
+    backends = [f"--backend-directory={backend_directory}"] if backend_directory is not None else []
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [str(tools.tool_path("tritonserver")), f"--model-repository={model_dir.parent}",
              "--model-control-mode=explicit", f"--load-model={model_dir.name}", f"--http-port={http}",
-             f"--grpc-port={grpc}", f"--metrics-port={metrics}", *CPU_FLAGS],
+             f"--grpc-port={grpc}", f"--metrics-port={metrics}", *CPU_FLAGS, *backends],
             stdout=log, stderr=subprocess.STDOUT)
     served = TritonProcess(process, f"127.0.0.1:{http}", f"http://127.0.0.1:{metrics}/metrics", log_path)
     try:
