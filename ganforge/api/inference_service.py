@@ -21,12 +21,12 @@ from ganforge.api.training_job import (
     DNS_LABEL_PATTERN,
     MAX_JOB_NAME_LENGTH,
     MAX_URI_LENGTH,
-    QUANTITY_PATTERN,
     STATUS_CONFIG,
     ApiModel,
     ObjectMeta,
     RolloutPolicy,
     require_pvc_uri,
+    require_quantity,
 )
 from ganforge.api.training_job import VERSION as VERSION
 
@@ -118,9 +118,7 @@ class ModelVolumeSpec(ApiModel):
     @field_validator("size_limit")
     @classmethod
     def _quantity(cls, value: str | None) -> str | None:
-        if value is not None and not _matches(QUANTITY_PATTERN, value):
-            raise ValueError(f"not a Kubernetes quantity: {value!r}")
-        return value
+        return require_quantity(value) if value is not None else None
 
 
 class TritonSpec(ApiModel):
@@ -154,9 +152,7 @@ class TritonSpec(ApiModel):
     @field_validator("cpu", "memory")
     @classmethod
     def _quantity(cls, value: str) -> str:
-        if not _matches(QUANTITY_PATTERN, value):
-            raise ValueError(f"not a Kubernetes quantity: {value!r}")
-        return value
+        return require_quantity(value)
 
 
 # Gateway API (standard channel): the route that splits a service's traffic between revisions.

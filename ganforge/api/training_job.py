@@ -62,6 +62,12 @@ def require_pvc_uri(uri: str) -> str:
     return uri
 
 
+def require_quantity(value: str) -> str:
+    if not _matches(QUANTITY_PATTERN, value):  # whole string: `$` alone accepts a trailing newline
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    return value
+
+
 def dataset_uri_ok(uri: str) -> bool:
     return _matches(LOCAL_URI_PATTERN, uri) or _matches(FAKE_URI_PATTERN, uri)
 
@@ -326,9 +332,7 @@ class ResourcesSpec(ApiModel):
     @field_validator("cpu", "memory")
     @classmethod
     def _quantity(cls, value: str) -> str:
-        if not _matches(QUANTITY_PATTERN, value):  # whole string: `$` alone accepts a trailing newline
-            raise ValueError(f"not a Kubernetes quantity: {value!r}")
-        return value
+        return require_quantity(value)
 
 
 class CheckpointSpec(ApiModel):

@@ -147,14 +147,11 @@ def trainer_rbac(job: JobRef) -> list[dict[str, Any]]:
 def claim_volumes(*uris: str, read_only: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumeMounts, volumes) that mount every claim these URIs name, once each, at its
     place under the pvc:// mount root; read-only where the claim is named only by `read_only` URIs."""
-    claims: list[str] = []
-    for uri in (*uris, *read_only):
-        location = claim_location(uri)
-        if location is not None and location.claim not in claims:
-            claims.append(location.claim)
-    writable = {location.claim for location in map(claim_location, uris) if location is not None}
-    mounts = [{"name": f"claim-{i}", "mountPath": f"{naming.PVC_ROOT}/{c}", **({} if c in writable else
-              {"readOnly": True})} for i, c in enumerate(claims)]
+    writable = [location.claim for location in map(claim_location, uris) if location is not None]
+    readable = [location.claim for location in map(claim_location, read_only) if location is not None]
+    claims = list(dict.fromkeys([*writable, *readable]))  # once each, in order
+    mounts = [{"name": f"claim-{i}", "mountPath": f"{naming.PVC_ROOT}/{c}",
+               **({} if c in writable else {"readOnly": True})} for i, c in enumerate(claims)]
     volumes = [{"name": f"claim-{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(claims)]
     return mounts, volumes
 
