@@ -23,8 +23,23 @@ TRAJECTORY_FIELDS: dict[str, tuple[str, ...] | None] = {
 
 # Trajectory fields added after jobs were made with their section: hashed only when they differ
 # from the value that reproduces the older behaviour, so a checkpoint from before they existed keeps
-# its fingerprint and resumes. (dotted path under spec -> that value)
+# its fingerprint and resumes. This is how a new field joins the fingerprint.
+# (dotted path under spec -> that value)
 ADDED_LATER: dict[str, Any] = {"training.augment.probability": None, "training.augment.adaptive": None}
+
+ANY_VALUE = object()  # the field existed but that fingerprint left it out: every value matches
+
+# Fields that joined the fingerprint without ADDED_LATER, so trainers before each step wrote other
+# fingerprints; a checkpoint with one of those still resumes while the spec holds the values that
+# fingerprint implied. Oldest first; each step: the fields it added -> that value.
+EARLIER_FINGERPRINTS: tuple[dict[str, Any], ...] = (
+    # Until compile, deterministic and lazy R1 (2026-12-03): compile was never hashed.
+    {"training.compile": ANY_VALUE, "training.deterministic": False, "model.regularization.r1Interval": 1},
+    # Until several processes per worker.
+    {"resources.processesPerWorker": None},
+    # Until augmentation.
+    {"training.augment": {"policy": [], "xflip": False}},
+)
 
 # Also fixed, though not part of the computation: how many processes write the checkpoints, and
 # where they are (a new location would silently start over).

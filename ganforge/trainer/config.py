@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from ganforge.api import storage
 from ganforge.api.training_job import GANTrainingJob, GANTrainingJobSpec
-from ganforge.api.trajectory import ADDED_LATER, TRAJECTORY_FIELDS
+from ganforge.api.trajectory import ADDED_LATER, ANY_VALUE, EARLIER_FINGERPRINTS, TRAJECTORY_FIELDS
 from ganforge.trainer.errors import ConfigError
 
 OPTIONS_FILE = "training_options.json"
@@ -45,6 +45,10 @@ class TrainingOptions:
     @property
     def config_hash(self) -> str:
         return trajectory_hash(self.spec)
+
+    @property
+    def accepted_config_hashes(self) -> list[str]:
+        return accepted_trajectory_hashes(self.spec)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,18 +98,47 @@ def load_spec_file(path: str | Path) -> tuple[GANTrainingJobSpec, str | None]:
 
 
 def trajectory_hash(spec: GANTrainingJobSpec) -> str:
+    """The resume fingerprint this trainer writes."""
+    return _digest(_trajectory(spec))
+
+
+def accepted_trajectory_hashes(spec: GANTrainingJobSpec) -> list[str]:
+    """Every fingerprint a checkpoint of this spec may carry: this trainer's, then those earlier
+    trainers wrote, for as long as the spec holds the values each implied."""
+    picked = _trajectory(spec)
+    hashes = [_digest(picked)]
+    for added in reversed(EARLIER_FINGERPRINTS):
+        if not all(_drop(picked, path, value) for path, value in added.items()):
+            break  # the spec uses a field the earlier trainers did not have
+        hashes.append(_digest(picked))
+    return hashes
+
+
+def _trajectory(spec: GANTrainingJobSpec) -> dict[str, Any]:
     wire = spec.to_wire()
     picked: dict[str, Any] = {}
     for section, keys in TRAJECTORY_FIELDS.items():
         value = wire[section]
         picked[section] = value if keys is None else {k: v for k, v in value.items() if k in keys}
     for path, unchanged in ADDED_LATER.items():
-        *parents, key = path.split(".")
-        holder = picked
-        for name in parents:
-            holder = holder.get(name, {})
-        if holder.get(key, unchanged) == unchanged:
-            holder.pop(key, None)
+        _drop(picked, path, unchanged)
+    return picked
+
+
+def _drop(picked: dict[str, Any], path: str, unchanged: Any) -> bool:
+    """Leaves the field at `path` out when it holds `unchanged` (or is absent); False if it holds
+    another value."""
+    *parents, key = path.split(".")
+    holder = picked
+    for name in parents:
+        holder = holder.get(name, {})
+    if key in holder and unchanged is not ANY_VALUE and holder[key] != unchanged:
+        return False
+    holder.pop(key, None)
+    return True
+
+
+def _digest(picked: dict[str, Any]) -> str:
     canonical = json.dumps(picked, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -174,7 +174,7 @@ class _Run:
         if found is None:
             return None
         state, info = found
-        if state["config_hash"] != self.options.config_hash and not self.rt.allow_config_change:
+        if state["config_hash"] not in self.options.accepted_config_hashes and not self.rt.allow_config_change:
             raise ConfigError(
                 f"checkpoint {info.uri} was made with a different spec (config hash {state['config_hash']}, "
                 f"now {self.options.config_hash}); use a new checkpoint location or --allow-config-change"

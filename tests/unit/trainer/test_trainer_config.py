@@ -11,7 +11,14 @@ from ganforge.api.exit_codes import ExitCode
 from ganforge.api.training_job import GANTrainingJobSpec
 from ganforge.api.trajectory import PLACEMENT_FIELDS, immutable_paths
 from ganforge.trainer import cli
-from ganforge.trainer.config import OPTIONS_FILE, load_spec_file, parse_spec, resolve_uri, trajectory_hash
+from ganforge.trainer.config import (
+    OPTIONS_FILE,
+    accepted_trajectory_hashes,
+    load_spec_file,
+    parse_spec,
+    resolve_uri,
+    trajectory_hash,
+)
 from ganforge.trainer.errors import ConfigError
 
 BASE = {"dataset": {"uri": "fake://x", "format": "fake", "resolution": 16}, "resources": {"workers": 2}}
@@ -93,13 +100,55 @@ def test_trajectory_hash_ignores_duration_but_not_hyperparameters() -> None:
 
 def test_fields_added_later_keep_older_fingerprints_while_at_their_old_behaviour() -> None:
     """A checkpoint made before augment.probability and augment.adaptive existed resumes: the
-    fingerprint of a spec that leaves them alone is the one computed before they were added."""
+    fingerprint of a spec that leaves them alone is the one computed before they were added (the
+    ADDED_LATER way: the written fingerprint itself is unchanged)."""
     document = {"dataset": {"uri": "fake://x", "format": "fake", "resolution": 32},
                 "training": {"augment": {"policy": ["cutout"]}}}
     assert trajectory_hash(GANTrainingJobSpec.model_validate(document)) == "fb222fef55d50bb0"
     for change in ({"probability": 0.5}, {"adaptive": {}}):
         document["training"]["augment"] = {"policy": ["cutout"], **change}
         assert trajectory_hash(GANTrainingJobSpec.model_validate(document)) != "fb222fef55d50bb0", change
+
+
+# Fingerprints the trainers of earlier versions wrote (each computed by running that version's
+# trajectory_hash): before compile/deterministic/lazy R1 joined, before processesPerWorker, before
+# augmentation, and today's.
+PLAIN = {"dataset": {"uri": "fake://x", "format": "fake", "resolution": 32}}
+RICH = {"dataset": {"uri": "fake://x", "format": "fake", "resolution": 32, "conditional": True},
+        "model": {"architecture": "sngan-resnet", "loss": "hinge",
+                  "regularization": {"r1Gamma": 1.0, "spectralNorm": True}},
+        "training": {"precision": "bf16", "compile": True, "batchSize": 32, "dStepsPerG": 2},
+        "resources": {"workers": 2}}
+WRITTEN_BY_EARLIER_TRAINERS = {
+    "plain": (PLAIN, ["57cc47f471bd83f9", "ce2a58bea14c3638", "9d429871d18d4992", "aea54efe38bb5067"]),
+    "rich": (RICH, ["3abf57e55b22af65", "bec5fc954c47ca2c", "8a710780fc0059dc", "5c1bba8ad966c942"]),
+}
+
+
+@pytest.mark.parametrize("name", WRITTEN_BY_EARLIER_TRAINERS)
+def test_checkpoints_of_earlier_trainers_resume_under_the_same_spec(name: str) -> None:
+    """An upgraded trainer resumes a running job's checkpoints: it accepts every fingerprint an
+    earlier version wrote for the same spec, and writes its own."""
+    document, written = WRITTEN_BY_EARLIER_TRAINERS[name]
+    spec = GANTrainingJobSpec.model_validate(document)
+    assert trajectory_hash(spec) == written[0]
+    assert accepted_trajectory_hashes(spec) == written
+
+
+def test_earlier_fingerprints_are_accepted_only_while_the_spec_means_what_they_meant() -> None:
+    """A field an earlier trainer lacked, set to a value it could not have run, rules that
+    trainer's fingerprints out (and every older one)."""
+    plain = WRITTEN_BY_EARLIER_TRAINERS["plain"][1]
+    uses = {
+        "deterministic": ({"training": {"deterministic": True}}, 3),
+        "lazy R1": ({"model": {"regularization": {"r1Gamma": 1.0, "r1Interval": 4}}}, 3),
+        "two processes per worker": ({"resources": {"processesPerWorker": 2, "gpusPerWorker": 0}}, 2),
+        "augmentation": ({"training": {"augment": {"policy": ["cutout"]}}}, 1),
+    }
+    for what, (change, newer) in uses.items():
+        accepted = accepted_trajectory_hashes(GANTrainingJobSpec.model_validate({**PLAIN, **change}))
+        assert len(accepted) == newer, what
+        assert not set(accepted) & set(plain), what
 
 
 def test_uri_mapping() -> None:
