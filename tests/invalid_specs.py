@@ -66,6 +66,8 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
     InvalidSpec("unknown-architecture", "spec.model.architecture", {"model": {"architecture": "stylegan3"}}),
     InvalidSpec("unknown-loss", "spec.model.loss", {"model": {"loss": "lsgan"}}),
     InvalidSpec("unknown-precision", "spec.training.precision", {"training": {"precision": "fp8"}}),
+    InvalidSpec("onnx-opset-before-15", "spec.export.onnxOpset", {"export": {"onnxOpset": 14}}),
+    InvalidSpec("onnx-opset-after-22", "spec.export.onnxOpset", {"export": {"onnxOpset": 23}}),
     InvalidSpec("model-repository-not-a-claim", "spec.export.modelRepository",
                 {"export": {"modelRepository": "s3://bucket/models"}}),
     # Served revisions must never share the fate of the job's checkpoint claim.

@@ -416,7 +416,11 @@ class ExportSpec(ApiModel):
     enabled: bool = Field(
         True, description="After training, export the EMA generator to ONNX (the job goes Exporting, then Succeeded)."
     )
-    onnx_opset: int = Field(17, ge=13, le=22, description="ONNX opset of the exported generator.")
+    onnx_opset: int = Field(
+        17, ge=15, le=22,
+        description="ONNX opset of the exported generator. 15 is the earliest every architecture converts to "
+        "(SNGAN's BatchNormalization has no earlier form in the ONNX converter).",
+    )
     precision: Literal["fp32", "fp16"] = Field(
         "fp32", description="Precision of the exported generator; fp16 keeps float32 inputs and outputs."
     )

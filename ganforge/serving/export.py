@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
+import onnx.version_converter
 import onnxruntime as ort
 import torch
 from torch import nn
@@ -152,24 +153,45 @@ def onnxruntime_images(model: bytes, inputs: Mapping[str, np.ndarray]) -> np.nda
     return out
 
 
+# torch.onnx's exporter writes this opset; asked for an earlier one, it converts down, and where
+# onnx has no converter for an operator it keeps this one with only a warning. So the export
+# converts down itself, after the exporter's optimisations removed the operators (Identity) that
+# would block it, and checks what it got.
+EXPORTER_OPSET = 18
+
+
 def to_onnx(generator: nn.Module, facts: ModelFacts, opset: int) -> onnx.ModelProto:
-    """torch.export-based ONNX export with a dynamic batch axis."""
+    """torch.export-based ONNX export with a dynamic batch axis, at exactly `opset`."""
     example = parity_inputs(facts, 2)
     args: tuple[torch.Tensor, ...] = tuple(torch.from_numpy(value) for value in example.values())
     batch = torch.export.Dim("batch", min=1, max=65536)
     dynamic = {name: {0: batch} for name in example}
     with warnings.catch_warnings():
-        # The exporter warns about opsets below its native one and about torchvision ops it skips.
+        # The exporter warns about torchvision ops it skips.
         warnings.simplefilter("ignore")
         program = torch.onnx.export(_OnnxInterface(generator), args, input_names=list(example),
-                                    output_names=["image"], dynamic_shapes=dynamic, opset_version=opset,
-                                    dynamo=True, verbose=False)
+                                    output_names=["image"], dynamic_shapes=dynamic,
+                                    opset_version=max(opset, EXPORTER_OPSET), dynamo=True, verbose=False)
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.onnx"
         program.save(str(path))
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
+    if opset < EXPORTER_OPSET:
+        try:
+            model = onnx.version_converter.convert_version(model, opset)
+        except Exception as error:  # onnx raises a bare RuntimeError for an operator it cannot convert
+            raise ExportError(f"spec.export.onnxOpset: this generator cannot be written at opset {opset} "
+                              f"({str(error).splitlines()[-1]}); choose {EXPORTER_OPSET} or later") from None
+    if (written := default_opset(model)) != opset:
+        raise ExportError(f"spec.export.onnxOpset: asked for opset {opset}, the exporter wrote {written}")
+    return model
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The version of the default (ai.onnx) operator set the model imports."""
+    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -252,7 +274,7 @@ def export_checkpoint(checkpoint: Path, repository: Path, *, opset: int = 17, pr
                        "name": checkpoint.name},
         "datasetHash": manifest.get("datasetHash", ""),
         "metrics": manifest.get("metrics", {}),
-        "onnx": {"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        "onnx": {"opset": default_opset(model),
                  "precision": precision},
         "parity": {"samples": PARITY_SAMPLES, "maxAbsDiff": difference, "bound": bound},
         "versions": versions,

@@ -16,14 +16,16 @@ import torch
 
 from ganforge.api.checkpoint_format import REFERENCE_DIR, with_manifest
 from ganforge.api.inference_service import TritonSpec
-from ganforge.api.training_job import GANTrainingJobSpec
+from ganforge.api.training_job import ExportSpec, GANTrainingJobSpec
 from ganforge.evaluation import ReferenceStatistics
 from ganforge.evaluation.metrics import FeatureStatistics
 from ganforge.models import build_models
 from ganforge.serving.export import (
+    EXPORTER_OPSET,
     PARITY_BOUNDS,
     ExportError,
     JobIdentity,
+    default_opset,
     export_checkpoint,
     load_generator,
     onnxruntime_images,
@@ -75,6 +77,7 @@ def test_onnx_matches_pytorch(tmp_path: Path, architecture: str, num_classes: in
     assert revision.name == f"r{revision.sha256[:10]}" and revision.path.is_dir()
     facts = verify_revision(revision.path, revision.sha256)
     assert facts["parity"]["maxAbsDiff"] <= PARITY_BOUNDS[precision]  # type: ignore[index]
+    assert facts["onnx"] == {"opset": 17, "precision": precision}
     print(f"\n{architecture} classes={num_classes} {precision}: max |ort - torch| = {result.parity_max_abs_diff:.3g}")
 
     onnx_path = revision.path / "model" / "1" / "model.onnx"
@@ -106,6 +109,24 @@ def test_onnx_matches_pytorch(tmp_path: Path, architecture: str, num_classes: in
         assert np.abs(out).max() <= 1.0
         assert np.abs(out - torch_images(generator, batch)).max() <= PARITY_BOUNDS[precision]  # type: ignore[index]
     assert (revision.path / "reference" / "reference.json").is_file()
+
+
+@pytest.mark.parametrize("architecture", ["dcgan", "sngan-resnet"])
+def test_every_opset_the_spec_allows_is_written_exactly(tmp_path: Path, architecture: str) -> None:
+    """The exporter writes opset 18 and, asked for less, converts down; where it cannot, it kept
+    18 with only a warning. The export converts itself and checks: the model carries the asked opset."""
+    checkpoint = write_checkpoint(tmp_path / "ckpt", architecture, 4)
+    field = ExportSpec.model_fields["onnx_opset"]
+    lowest, highest = (next(m for m in field.metadata if hasattr(m, bound)) for bound in ("ge", "le"))
+    for opset in (lowest.ge, 16, EXPORTER_OPSET, highest.le):
+        result = export_checkpoint(checkpoint, tmp_path / "repo", opset=opset)
+        model = onnx.load(str(result.revision.path / "model" / "1" / "model.onnx"))
+        assert default_opset(model) == opset, architecture
+        assert verify_revision(result.revision.path, result.revision.sha256)["onnx"]["opset"] == opset  # type: ignore[index]
+    # Below what the spec allows, SNGAN's BatchNormalization has no converter: a clear refusal.
+    if architecture == "sngan-resnet":
+        with pytest.raises(ExportError, match=r"spec\.export\.onnxOpset: .* opset 14 .*BatchNormalization"):
+            export_checkpoint(checkpoint, tmp_path / "repo", opset=14)
 
 
 def test_exporting_again_reuses_the_identical_revision(tmp_path: Path) -> None:
