@@ -191,7 +191,7 @@ def to_onnx(generator: nn.Module, facts: ModelFacts, opset: int) -> onnx.ModelPr
 
 def default_opset(model: onnx.ModelProto) -> int:
     """The version of the default (ai.onnx) operator set the model imports."""
-    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return int(max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")))
 
 
 def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
