@@ -134,6 +134,7 @@ class LocalStorage:
     def write_checkpoint(self, name: str, files: dict[str, bytes]) -> None:
         tmp = self.root / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
         target = self.root / name
+        replaced = None
         try:
             tmp.mkdir(parents=True)
             # The manifest goes last so that even a non-atomic copy of the directory is detectable.
@@ -143,7 +144,6 @@ class LocalStorage:
                     handle.flush()
                     os.fsync(handle.fileno())
             _fsync_dir(tmp)
-            replaced = None
             if target.exists():
                 # Same progress written again (a finished run restarted): the old one steps aside
                 # under a name prepare() restores, so there is no moment without a checkpoint.
@@ -155,6 +155,8 @@ class LocalStorage:
                 shutil.rmtree(replaced, ignore_errors=True)
         except OSError as error:
             shutil.rmtree(tmp, ignore_errors=True)
+            if replaced is not None and not target.exists():
+                os.rename(replaced, target)  # the new one never took the name: the old one has it back
             raise CheckpointStorageError(f"writing checkpoint {target} failed: {error.strerror or error}") from None
 
     def delete(self, name: str) -> None:

@@ -3,7 +3,9 @@ from __future__ import annotations
 import errno
 import importlib.util
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from ganforge.trainer import checkpoint as checkpoint_module
 from ganforge.trainer.checkpoint import (
     MANIFEST,
     REPLACED_PREFIX,
+    TMP_PREFIX,
     CheckpointCorrupt,
     CheckpointManager,
     FsspecStorage,
@@ -227,6 +230,27 @@ def test_rewriting_a_checkpoint_of_the_same_name_never_leaves_none(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(100)]
     loaded = fresh.load_latest()
     assert loaded is not None and loaded[1].nimg == 100
+
+
+def test_a_same_name_rewrite_that_fails_to_take_the_name_keeps_the_old_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manager = CheckpointManager(LocalStorage(tmp_path), keep_last=3)
+    _save(manager, 100, 1.0)
+    rename = os.rename
+
+    def failing_for_the_new_one(source: Any, destination: Any) -> None:
+        if Path(source).name.startswith(TMP_PREFIX):
+            raise OSError(errno.EIO, "Input/output error")
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", failing_for_the_new_one)
+    with pytest.raises(CheckpointStorageError, match="Input/output error"):
+        _save(manager, 100, 3.0)
+    monkeypatch.setattr(os, "rename", rename)
+    # Under its own name at once, not only after the next prepare(): an export may read it now.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(100)]
+    loaded = CheckpointManager(LocalStorage(tmp_path), keep_last=3).load_latest()
+    assert loaded is not None and torch.equal(loaded[0]["G"]["w"], torch.full((4, 4), 1.0))
 
 
 def test_an_object_store_keeps_a_complete_checkpoint_of_the_same_name() -> None:
