@@ -53,12 +53,20 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def pick_device(requested: str, gpus_per_worker: int, local_rank: int) -> torch.device:
+def pick_device(requested: str, gpus_per_worker: int, local_rank: int | None, rank: int = 0) -> torch.device:
+    """The rank's device: GPU LOCAL_RANK of those the pod sees. Without LOCAL_RANK (one rank per
+    node, launched by hand) the rank's GPU is its global rank modulo the node's GPUs."""
     if requested == "cpu" or (requested == "auto" and (gpus_per_worker == 0 or not torch.cuda.is_available())):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ConfigError(f"--device {requested}: CUDA is not available on this node")
-    index = local_rank % torch.cuda.device_count()
+    count = torch.cuda.device_count()
+    if local_rank is not None and local_rank >= count:
+        # Two ranks on one GPU would train, slower and short of memory, without saying so.
+        raise ConfigError(f"LOCAL_RANK={local_rank} but this node shows {count} GPU(s) to the process "
+                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): "
+                          "one rank per GPU needs as many GPUs as ranks per pod")
+    index = local_rank if local_rank is not None else rank % count
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
 
@@ -69,10 +77,13 @@ def init_distributed(device_request: str, gpus_per_worker: int, timeout_seconds:
     collectives become no-ops, so a plain `ganforge train` needs no rendezvous."""
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
-    local_rank = _env_int("LOCAL_RANK", rank)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
-    device = pick_device(device_request, gpus_per_worker, local_rank)
+    given_local_rank = _env_int("LOCAL_RANK", -1) if os.environ.get("LOCAL_RANK") else None
+    if given_local_rank is not None and given_local_rank < 0:
+        raise ConfigError(f"LOCAL_RANK={given_local_rank} is negative")
+    local_rank = rank if given_local_rank is None else given_local_rank
+    device = pick_device(device_request, gpus_per_worker, given_local_rank, rank)
     if world_size == 1:
         return DistContext(0, 1, 0, device, False)
     for name in ("MASTER_ADDR", "MASTER_PORT"):
