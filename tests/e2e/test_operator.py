@@ -165,8 +165,9 @@ def test_example_trains_survives_a_spot_reclaim_resumes_exports_and_is_served(
     # Events are posted by the operator after the status write that they describe, so wait for them.
     eventually(lambda: {"GangCreated", "Preempted", "Exported", "Succeeded"} <= _event_reasons(local_core, namespace),
                60, "the job's GangCreated, Preempted, Exported and Succeeded events")
-    serve_the_example(operator, local_api, local_core, namespace, final, tmp_path)
+    images = serve_the_example(operator, local_api, local_core, namespace, final, tmp_path)
     assert_prometheus_saw_it(local_cluster.prometheus.url, local_core)
+    delete_the_job_and_keep_serving(operator, local_api, local_core, namespace, name, final, images)
 
 
 # What the alerts and dashboards read that this flow cannot produce, and where it is checked.
@@ -217,8 +218,9 @@ def _operator_metrics(core: client.CoreV1Api) -> dict[tuple[str, tuple[tuple[str
 
 
 def serve_the_example(kubeconfig: Path, api: ApiClient, core: client.CoreV1Api, namespace: str,
-                      job_status: dict[str, Any], tmp_path: Path) -> None:
-    """The trained job's export, served by the example GANInferenceService through real Triton."""
+                      job_status: dict[str, Any], tmp_path: Path) -> np.ndarray:
+    """The trained job's export, served by the example GANInferenceService through real Triton;
+    returns the images of latents(seed=7, 16) it answered."""
     artifact = job_status["artifact"]
     assert artifact["uri"].startswith("pvc://ganforge-models/fashion-mnist-dcgan/r"), artifact
     exported = next(c for c in job_status["conditions"] if c["type"] == "Exported")
@@ -262,6 +264,31 @@ def serve_the_example(kubeconfig: Path, api: ApiClient, core: client.CoreV1Api, 
                              str(grid), "--namespace", namespace, "--kubeconfig", str(kubeconfig)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and grid.stat().st_size > 0, result.stderr
+    return images
+
+
+def delete_the_job_and_keep_serving(kubeconfig: Path, api: ApiClient, core: client.CoreV1Api, namespace: str,
+                                    name: str, job_status: dict[str, Any], served: np.ndarray) -> None:
+    """Deleting the job, checkpoint claim and all (retain: false), takes nothing that serves: the
+    model repository is its own claim. The service reports its source gone and answers as before."""
+    kubectl(kubeconfig, "patch", "gtj", name, "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"checkpoint": {"retain": False}}}))
+    kubectl(kubeconfig, "delete", "gtj", name, "-n", namespace, "--wait=true", "--timeout=120s")
+    eventually(lambda: not [c for c in core.list_namespaced_persistent_volume_claim(namespace).items
+                            if c.metadata.name == f"{name}-checkpoints"], 120, "the checkpoint claim to go")
+    service = yaml.safe_load(EXAMPLE_SERVICE.read_text())["metadata"]["name"]
+    status = eventually(
+        lambda: (s := _service_status(api, namespace, service)) and any(
+            c["type"] == "Degraded" and c["status"] == "True" and c.get("reason") == "SourceNotFound"
+            for c in s.get("conditions", [])) and s, 60, "the service to report its source gone")
+    assert status["stableRevision"] == job_status["artifact"]["revision"], status
+    artifact = job_status["artifact"]
+    revision = Path(str(claim_host_path(core, namespace, "ganforge-models"))) / name / artifact["revision"]
+    assert hashlib.sha256((revision / "manifest.json").read_bytes()).hexdigest() == job_status["artifact"]["sha256"]
+    stable = f"{core.read_namespaced_service(service, namespace).spec.cluster_ip}:{TRITON_HTTP_PORT}"
+    with answering_client(stable, service) as generator:
+        z, labels = latents(generator.model, 16, seed=7)
+        assert np.array_equal(generator.generate(z, labels), served)
 
 
 def test_failures_count_against_backoff_limit_and_bad_data_fails_at_once(
