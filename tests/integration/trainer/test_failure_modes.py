@@ -76,3 +76,25 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
     state, info = found
     assert info.nimg == 480 and info.step == 30
     assert all(bool(torch.isfinite(t).all()) for t in state["G"].values() if t.is_floating_point())
+
+
+def test_checkpoints_that_all_fail_to_verify_fail_the_run_instead_of_starting_over(
+    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tiny_spec(workers=1, total_kimg=0.32, checkpoint={"intervalKimg": 0.16})
+    config = write_spec(tmp_path / "job.yaml", spec)
+    assert _run(config, tmp_path / "run", cache_dir) == ExitCode.SUCCESS
+    checkpoints = tmp_path / "run" / "checkpoints"
+    written = sorted(p.name for p in checkpoints.iterdir())
+    for directory in checkpoints.iterdir():  # every checkpoint's state flipped in one byte
+        state = directory / "state.pt"
+        data = bytearray(state.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        state.write_bytes(bytes(data))
+    progress = (tmp_path / "run" / "progress.json").read_text()
+    code = _run(config, tmp_path / "run", cache_dir)
+    assert code == ExitCode.NO_USABLE_CHECKPOINT
+    assert "checkpoint(s) at" in (err := capsys.readouterr().err) and "none verifies" in err, err
+    # Nothing moved, nothing trained from zero over the run's outputs.
+    assert sorted(p.name for p in checkpoints.iterdir()) == written
+    assert (tmp_path / "run" / "progress.json").read_text() == progress

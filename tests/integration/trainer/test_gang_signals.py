@@ -11,6 +11,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from ganforge.api.exit_codes import ExitCode
 from ganforge.trainer.checkpoint import checkpoint_name
 from tests.integration.trainer.launch import Gang, read_progress, tiny_spec, write_spec
@@ -67,16 +69,37 @@ def test_sigterm_during_the_final_evaluation_keeps_the_final_checkpoint_and_the_
     assert "fd_effnetlite0" in progress["metrics"], progress
 
 
-def test_a_failure_on_rank_0_alone_ends_every_rank_within_seconds(tmp_path: Path, cache_dir: Path) -> None:
-    spec = tiny_spec(workers=2, total_kimg=100.0, training={"sampleIntervalKimg": 0.32})
+def _replace_with_a_file(path: Path) -> None:
+    shutil.rmtree(path)
+    path.write_text("not a directory")
+
+
+def _replace_with_a_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+# What only rank 0 writes, and how its disk goes bad under it: the sample grids, the stats log, and
+# (written in the step, not in the background) the checkpoints.
+# (Rank 0's exit code says which; the others exit as a distributed error naming it.)
+RANK_0_ONLY_WRITES = {
+    "sample grids": ({"training": {"sampleIntervalKimg": 0.32}}, "samples", _replace_with_a_file,
+                     ExitCode.INTERNAL_ERROR),
+    "stats": ({}, "stats.jsonl", _replace_with_a_directory, ExitCode.INTERNAL_ERROR),
+    "synchronous checkpoint": ({"checkpoint": {"intervalKimg": 0.32, "background": False}}, "checkpoints",
+                               _replace_with_a_file, ExitCode.CHECKPOINT_STORAGE_ERROR),
+}
+
+
+@pytest.mark.parametrize("what", RANK_0_ONLY_WRITES)
+def test_a_failure_on_rank_0_alone_ends_every_rank_within_seconds(tmp_path: Path, cache_dir: Path, what: str) -> None:
+    sections, target, break_it, rank_0_code = RANK_0_ONLY_WRITES[what]
+    spec = tiny_spec(workers=2, total_kimg=100.0, **sections)
     config = write_spec(tmp_path / "job.yaml", spec)
     gang = Gang(config, tmp_path / "run", 2, cache_dir)
     gang.wait_for(lambda: (read_progress(tmp_path / "run") or {}).get("step", 0) >= 2)
-    # The disk under rank 0's sample grids goes bad: only rank 0 writes them.
-    samples = tmp_path / "run" / "samples"
-    shutil.rmtree(samples)
-    samples.write_text("not a directory")
+    break_it(tmp_path / "run" / target)
     # Within a minute, not the 30 min collective timeout: the wait fails otherwise.
     codes = gang.wait(timeout=60)
-    assert codes[0] == ExitCode.INTERNAL_ERROR and codes[1] == ExitCode.DISTRIBUTED_ERROR, gang.output()
-    assert "rank 0 failed with exit code 1" in gang.logs[1].read_text(errors="replace"), gang.output()
+    assert codes[0] == rank_0_code and codes[1] == ExitCode.DISTRIBUTED_ERROR, gang.output()
+    assert f"rank 0 failed with exit code {int(rank_0_code)}" in gang.logs[1].read_text(errors="replace"), gang.output()
