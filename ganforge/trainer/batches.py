@@ -1,10 +1,12 @@
 """Where the uint8 dataset lives, and how a batch of it reaches the device.
 
 A dataset that fits comfortably in GPU memory is copied there once, and a batch is one
-index_select on the GPU: nothing crosses PCIe per step. A larger one stays in host memory: a
-batch is gathered there, in pinned memory, and copied asynchronously, so the copy overlaps the
-previous step's kernels. Either way a batch is a pure function of the sampler's indices, so the
-exact-resume guarantee does not depend on where the data lives.
+index_select on the GPU: nothing crosses PCIe per step. A larger one stays in (pageable) host
+memory: a batch is gathered there straight into a pinned buffer and copied asynchronously, so the
+copy overlaps the previous step's kernels. Only a batch's worth is pinned, never the dataset: a
+node's ranks together would otherwise lock their whole datasets into RAM. Either way a batch is a
+pure function of the sampler's indices, so the exact-resume guarantee does not depend on where the
+data lives.
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ class BatchSource:
         home = device if resident else torch.device("cpu")
         self.images = images.to(home)
         self.labels = labels.to(home) if labels is not None else None
-        if not resident and device.type == "cuda":
-            self.images = self.images.pin_memory()
 
     @classmethod
     def for_device(cls, images: torch.Tensor, labels: torch.Tensor | None, device: torch.device) -> BatchSource:
@@ -47,15 +47,15 @@ class BatchSource:
 
     def take(self, indices: torch.Tensor, with_labels: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """uint8 images (and labels) at `indices`, on the training device."""
-        images = self.images.index_select(0, indices)
-        labels = self.labels.index_select(0, indices) if (with_labels and self.labels is not None) else None
-        if not self.resident:
-            images = self._to_device(images)
-            labels = self._to_device(labels) if labels is not None else None
-        return images, labels
+        labels = self.labels if with_labels else None
+        if self.resident:
+            return self.images.index_select(0, indices), None if labels is None else labels.index_select(0, indices)
+        return self._gather(self.images, indices), None if labels is None else self._gather(labels, indices)
 
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            # The caching host allocator keeps a pinned block until its copy has completed.
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor.to(self.device)
+    def _gather(self, source: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return source.index_select(0, indices).to(self.device)
+        # The caching host allocator hands this block out again only once its copy has completed.
+        staging = torch.empty((len(indices), *source.shape[1:]), dtype=source.dtype, pin_memory=True)
+        torch.index_select(source, 0, indices, out=staging)
+        return staging.to(self.device, non_blocking=True)

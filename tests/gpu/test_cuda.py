@@ -85,6 +85,7 @@ def test_indices_and_batches_reach_the_gpu_without_a_host_sync() -> None:
     on_host = InfiniteSampler(1000, 0, 1, seed=3)
     resident = BatchSource(images, labels, cuda, resident=True)
     streamed = BatchSource(images, labels, cuda, resident=False)
+    assert not streamed.images.is_pinned()  # only each batch's staging buffer is pinned
     taken: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any synchronising call below raises
