@@ -201,6 +201,10 @@ def _environment(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettin
     return [{"name": key, "value": value} for key, value in values.items()]
 
 
+# /dev/shm of a pod whose ranks share GPUs over NCCL (NCCL's own advice for containers: 1 GiB).
+NCCL_SHM_SIZE = "1Gi"
+
+
 def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings, gang: int, rank: int,
                config_sha: str) -> dict[str, Any]:
     claim_mounts, claim_sources = claim_volumes(spec.dataset.uri, resolved_checkpoint_uri(job, spec))
@@ -212,6 +216,11 @@ def worker_pod(job: JobRef, spec: GANTrainingJobSpec, settings: OperatorSettings
         # Checkpoints go to a remote URI; outputs stay in the pod (never on the node's own disk).
         mounts.append({"name": "run", "mountPath": LOCAL_RUN_ROOT})
         volumes.append({"name": "run", "emptyDir": {}})
+    if spec.resources.gpus_per_worker > 1:
+        # NCCL moves data between a pod's GPUs through /dev/shm, which container runtimes cap at
+        # 64 MiB. Memory-backed: what it uses counts against the pod's memory limit.
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": NCCL_SHM_SIZE}})
     if settings.trainer_cache_claim is not None:
         mounts.append({"name": "cache", "mountPath": naming.CACHE_MOUNT})
         volumes.append({"name": "cache", "persistentVolumeClaim": {"claimName": settings.trainer_cache_claim}})

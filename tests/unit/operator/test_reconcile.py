@@ -101,6 +101,12 @@ def test_a_pod_with_one_rank_per_gpu_gets_the_pet_layout_and_no_rank_of_its_own(
         assert not {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"} & set(env)
         assert env["PET_NPROC_PER_NODE"] == "4" and env["PET_NNODES"] == "2" and env["PET_NODE_RANK"] == str(rank)
         assert env["PET_MASTER_ADDR"] == env["MASTER_ADDR"] == "gan-w0.gan" and env["PET_MASTER_PORT"] == "29500"
+        # NCCL between the pod's GPUs needs more /dev/shm than a container runtime's 64 MiB.
+        volumes = {v["name"]: v for v in manifest["spec"]["volumes"]}
+        assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
+        assert {"name": "shm", "mountPath": "/dev/shm"} in manifest["spec"]["containers"][0]["volumeMounts"]
+    plan, _ = run(GANTrainingJobStatus(), [], spec(gpusPerWorker=1))
+    assert not [v for m in plan.create if m["kind"] == "Pod" for v in m["spec"]["volumes"] if v["name"] == "shm"]
 
 
 def test_gpu_requests_equal_limits() -> None:
