@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ganforge.api import trainer_env
 from ganforge.api.checkpoint_format import REFERENCE_DIR, with_manifest
@@ -109,6 +110,19 @@ def _setup_logging(rank: int) -> None:
             level=logging.INFO,
             format=f"%(asctime)s rank={rank} %(levelname)s %(name)s: %(message)s",
         )
+
+
+def keep_pointwise_spectral_norm_eager(module: nn.Module) -> None:
+    """Runs the spectrally normalised 1x1 convolutions (SNGAN's shortcuts) outside torch.compile.
+
+    Compiled, such a layer saves its power-iteration vector for backward without the copy eager
+    mode makes, so D's second call in a step (real, then fake) updates a tensor the first call's
+    backward still needs, and the step fails ("modified by an inplace operation"; torch 2.15; 3x3
+    and 4x4 kernels are unaffected). The eager D shares these modules: it runs them as before."""
+    for layer in module.modules():
+        if (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1)
+                and parametrize.is_parametrized(layer, "weight")):
+            layer.forward = torch.compiler.disable(layer.forward)  # type: ignore[method-assign]
 
 
 class _Run:
@@ -222,6 +236,7 @@ class _Run:
                 raise ConfigError(COMPILE_CHANNELS_LAST_ON_GPU)
             self.G_fwd = torch.compile(self.G)  # type: ignore[assignment]
             self.D_fwd = torch.compile(self.D)  # type: ignore[assignment]
+            keep_pointwise_spectral_norm_eager(self.D)
 
     def _apply_checkpoint(self, state: dict[str, Any]) -> dict[str, Any]:
         self.G.load_state_dict(state["G"])

@@ -109,6 +109,9 @@ def straight_and_extended(tmp_path: Path, spec_at: Callable[[float], dict[str, A
     """The final checkpoints of a run straight to `total_kimg` and of one stopped halfway and then
     extended to it, each through `ganforge train` in this process: what exact-resume tests compare."""
     def run(run_dir: Path, kimg: float) -> None:
+        # Each run compiles afresh, as its own process would: dynamo's caches (and its recompile
+        # limits) outlive a run in this process.
+        torch._dynamo.reset()
         config = write_spec(tmp_path / f"job-{kimg}.yaml", spec_at(kimg))
         code = cli.main(["--config", str(config), "--run-dir", str(run_dir), "--cache-dir", str(cache_dir),
                          "--threads", "1", "--no-tensorboard", "--device", device])

@@ -67,6 +67,10 @@ RESUME_VARIANTS = {
     "bf16": ({}, {"precision": "bf16"}),
     "compile-r1": ({"regularization": {"r1Gamma": 1.0}}, {"compile": True}),
     "compile-wgan-gp": ({"loss": "wgan-gp"}, {"compile": True}),
+    # Spectral norm's power iteration (buffers updated in the forward) and the lazy R1 pass under dynamo.
+    "compile-sngan-hinge-sn-lazy-r1": ({"architecture": "sngan-resnet", "loss": "hinge",
+                                        "regularization": {"spectralNorm": True, "r1Gamma": 1.0, "r1Interval": 2}},
+                                       {"compile": True}),
     "augment-lazy-r1": ({"regularization": {"r1Gamma": 1.0, "r1Interval": 2}},
                         {"augment": {"policy": ["color", "translation", "cutout"], "xflip": True}}),
     # The adaptive probability is state: the resumed run must continue from where p had moved.
