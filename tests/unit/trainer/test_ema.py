@@ -57,3 +57,20 @@ def test_the_multi_tensor_update_equals_the_per_tensor_lerp_bit_for_bit() -> Non
     update_ema(ema, model, beta=0.37)
     for got, want in zip(ema.parameters(), expected, strict=True):
         assert torch.equal(got, want)
+
+
+def test_one_multi_tensor_launch_updates_every_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU hot path: one foreach kernel for all of G's parameters, not one launch per tensor."""
+    model = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.Linear(7, 2))
+    ema = copy.deepcopy(model)
+    calls: list[int] = []
+    foreach_lerp = torch._foreach_lerp_
+
+    def counted(tensors: list[torch.Tensor], *args: object) -> None:
+        calls.append(len(tensors))
+        foreach_lerp(tensors, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "_foreach_lerp_", counted)
+    monkeypatch.setattr(torch.Tensor, "lerp_", lambda *_: pytest.fail("a per-tensor lerp_"))
+    update_ema(ema, model, beta=0.5)
+    assert calls == [len(list(model.parameters()))]
