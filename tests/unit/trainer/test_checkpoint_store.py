@@ -253,6 +253,34 @@ def test_a_same_name_rewrite_that_fails_to_take_the_name_keeps_the_old_checkpoin
     assert loaded is not None and torch.equal(loaded[0]["G"]["w"], torch.full((4, 4), 1.0))
 
 
+def test_an_object_store_that_fails_now_and_then_is_retried_on_write_list_and_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every object-store call the checkpoints make fails once (a throttled or reset request) and
+    then works: the checkpoint is written, found and loaded all the same."""
+    monkeypatch.setattr(checkpoint_module, "READ_RETRY_SECONDS", 0.0)
+    storage = open_storage(f"memory://ganforge-test/flaky-{os.getpid()}", pvc_root="/unused")
+    assert isinstance(storage, FsspecStorage)
+    failed: list[str] = []
+    for method in ("pipe", "ls", "cat_file"):
+        real = getattr(storage.fs, method)
+        seen: set[str] = set()
+
+        def once_failing(path: str, *args: Any, _real: Any = real, _seen: set[str] = seen, _name: str = method,
+                         **kwargs: Any) -> Any:
+            if path not in _seen:
+                _seen.add(path)
+                failed.append(_name)
+                raise OSError(errno.ECONNRESET, "Connection reset by peer")
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(storage.fs, method, once_failing)
+    manager = CheckpointManager(storage, keep_last=3)
+    _save(manager, 100, 1.0)
+    loaded = CheckpointManager(storage, keep_last=3).load_latest()
+    assert loaded is not None and loaded[1].nimg == 100 and torch.equal(loaded[0]["G"]["w"], torch.full((4, 4), 1.0))
+    assert {"pipe", "ls", "cat_file"} <= set(failed), failed
+
+
 def test_an_object_store_keeps_a_complete_checkpoint_of_the_same_name() -> None:
     storage = open_storage("memory://ganforge-test/same-name", pvc_root="/unused")
     manager = CheckpointManager(storage, keep_last=3)
