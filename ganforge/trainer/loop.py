@@ -118,7 +118,8 @@ def keep_pointwise_spectral_norm_eager(module: nn.Module) -> None:
     Compiled, such a layer saves its power-iteration vector for backward without the copy eager
     mode makes, so D's second call in a step (real, then fake) updates a tensor the first call's
     backward still needs, and the step fails ("modified by an inplace operation"; torch 2.15; 3x3
-    and 4x4 kernels are unaffected). The eager D shares these modules: it runs them as before."""
+    and 4x4 kernels are unaffected). The eager D shares these modules: it runs them as before.
+    The wrapper is bound to each layer: a deep copy of D would still call the original's layers."""
     for layer in module.modules():
         if (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1)
                 and parametrize.is_parametrized(layer, "weight")):
