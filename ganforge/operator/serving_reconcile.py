@@ -109,6 +109,7 @@ class _Health:
     ready_replicas: int = 0
     replicas: int = 0
     failure: str = ""  # why the revision cannot serve; "" = none seen
+    unscheduled: str = ""  # why a pod of it waits for a node (a missing claim, no room), as the scheduler says
 
 
 def _revision_health(revision: str, observed: ServingObserved, stable: bool) -> _Health:
@@ -123,6 +124,11 @@ def _revision_health(revision: str, observed: ServingObserved, stable: bool) -> 
     for pod in observed.pods:
         if pod["metadata"].get("labels", {}).get(naming.REVISION_LABEL) != revision:
             continue
+        # Waiting is not failing (the claim or the room may yet come, as under GitOps ordering);
+        # the scheduler's reason goes into the revision's message for `kubectl describe`.
+        for condition in pod.get("status", {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                health.unscheduled = str(condition.get("message") or condition.get("reason") or "")[:300]
         # The init step fails only when the revision does not verify; retrying cannot fix that.
         for terminated in _exits(pod, "initContainerStatuses"):
             health.failure = (terminated.get("message") or f"init step exited {terminated['exitCode']}").strip()
@@ -224,6 +230,8 @@ def reconcile_service(service: serving_children.ServiceRef, spec: GANInferenceSe
             plan.events.append(Event("Warning", REVISION_FAILED, f"revision {revision.name}: {health.failure}"))
         else:
             revision.message = f"{health.ready_replicas}/{spec.triton.replicas} pods ready"
+            if health.unscheduled:
+                revision.message += f"; not scheduled: {health.unscheduled}"
             if health.ready_replicas >= spec.triton.replicas:
                 if revision.state == "Loading":
                     plan.events.append(Event("Normal", REVISION_READY, f"revision {revision.name}: "

@@ -161,6 +161,24 @@ def test_a_revision_never_ready_within_the_deadline_fails() -> None:
     assert status.stable_revision is None and status.phase == "Degraded"
 
 
+def test_a_revision_whose_pod_cannot_be_scheduled_says_why_and_keeps_waiting() -> None:
+    """A missing model-repository claim (or no room on any node) keeps the pod Pending: the
+    scheduler's reason shows in the revision and Progressing; it is not a failure, since the claim
+    may yet be created."""
+    _, status = run(GANInferenceServiceStatus(), source(SHA1))
+    pending = {"metadata": {"name": f"fashion-{REV1}-x", "labels": {naming.REVISION_LABEL: REV1}},
+               "status": {"phase": "Pending", "conditions": [
+                   {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": '0/2 nodes are available: persistentvolumeclaim "ganforge-models" not found.'}]}}
+    _, status = run(status, source(SHA1), {REV1: deployment(0)}, pods=[pending])
+    revision = status.revisions[0]
+    assert revision.state == "Loading", revision
+    assert revision.message == ('0/1 pods ready; not scheduled: 0/2 nodes are available: persistentvolumeclaim '
+                                '"ganforge-models" not found.')
+    assert condition(status, "Progressing")[0] == "True"
+    assert 'persistentvolumeclaim "ganforge-models" not found' in condition(status, "Progressing")[2]
+
+
 def test_source_problems_are_conditions_and_change_nothing_that_serves() -> None:
     _, status = run(GANInferenceServiceStatus(), source(SHA1))
     _, status = run(status, source(SHA1), {REV1: deployment(1)})
