@@ -180,10 +180,18 @@ def _reason_for(exit_code: int) -> str:
         return "UserCodeFailed"
 
 
-def _waiting_reason(status: Mapping[str, Any]) -> str:
+def unscheduled(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A pod status's PodScheduled=False condition: the scheduler's reason and message why it
+    waits for a node (no room, a claim that does not exist); None once scheduled."""
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return condition.get("reason") or "Unschedulable"
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
+def _waiting_reason(status: Mapping[str, Any]) -> str:
+    if (condition := unscheduled(status)) is not None:
+        return condition.get("reason") or "Unschedulable"
     for container in status.get("containerStatuses") or []:
         waiting = (container.get("state") or {}).get("waiting")
         if waiting:

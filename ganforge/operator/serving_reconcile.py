@@ -36,6 +36,7 @@ from ganforge.api.inference_service import (
 )
 from ganforge.operator import naming, serving_children, traffic
 from ganforge.operator import rollout as rollout_steps
+from ganforge.operator.observe import unscheduled
 from ganforge.operator.reconcile import CONDITION_MESSAGE_LIMIT, DeleteObject, Event, Plan, rfc3339, upsert_condition
 from ganforge.operator.settings import OperatorSettings
 
@@ -126,9 +127,8 @@ def _revision_health(revision: str, observed: ServingObserved, stable: bool) -> 
             continue
         # Waiting is not failing (the claim or the room may yet come, as under GitOps ordering);
         # the scheduler's reason goes into the revision's message for `kubectl describe`.
-        for condition in pod.get("status", {}).get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                health.unscheduled = str(condition.get("message") or condition.get("reason") or "")[:300]
+        if (condition := unscheduled(pod.get("status", {}))) is not None:
+            health.unscheduled = str(condition.get("message") or condition.get("reason") or "Unschedulable")
         # The init step fails only when the revision does not verify; retrying cannot fix that.
         for terminated in _exits(pod, "initContainerStatuses"):
             health.failure = (terminated.get("message") or f"init step exited {terminated['exitCode']}").strip()

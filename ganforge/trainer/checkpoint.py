@@ -11,6 +11,7 @@ but none verifies, the run stops rather than silently start over from zero.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -156,7 +157,10 @@ class LocalStorage:
         except OSError as error:
             shutil.rmtree(tmp, ignore_errors=True)
             if replaced is not None and not target.exists():
-                os.rename(replaced, target)  # the new one never took the name: the old one has it back
+                # The new one never took the name: the old one has it back (or, if even that
+                # fails, at the next prepare()), and the write's own error is what is reported.
+                with contextlib.suppress(OSError):
+                    os.rename(replaced, target)
             raise CheckpointStorageError(f"writing checkpoint {target} failed: {error.strerror or error}") from None
 
     def delete(self, name: str) -> None:

@@ -79,11 +79,12 @@ def init_distributed(device_request: str, gpus_per_worker: int, timeout_seconds:
     rank = _env_int("RANK", 0)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
-    given_local_rank = _env_int("LOCAL_RANK", -1) if os.environ.get("LOCAL_RANK") else None
-    if given_local_rank is not None and given_local_rank < 0:
-        raise ConfigError(f"LOCAL_RANK={given_local_rank} is negative")
-    local_rank = rank if given_local_rank is None else given_local_rank
-    device = pick_device(device_request, gpus_per_worker, given_local_rank, rank)
+    # Without LOCAL_RANK (a launch by hand, one rank per node) the global rank stands in.
+    given = bool(os.environ.get("LOCAL_RANK"))
+    local_rank = _env_int("LOCAL_RANK", rank)
+    if local_rank < 0:
+        raise ConfigError(f"LOCAL_RANK={local_rank} is negative")
+    device = pick_device(device_request, gpus_per_worker, local_rank if given else None, rank)
     if world_size == 1:
         return DistContext(0, 1, 0, device, False)
     for name in ("MASTER_ADDR", "MASTER_PORT"):

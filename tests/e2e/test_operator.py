@@ -281,10 +281,10 @@ def delete_the_job_and_keep_serving(kubeconfig: Path, api: ApiClient, core: clie
         lambda: (s := _service_status(api, namespace, service)) and any(
             c["type"] == "Degraded" and c["status"] == "True" and c.get("reason") == "SourceNotFound"
             for c in s.get("conditions", [])) and s, 60, "the service to report its source gone")
-    assert status["stableRevision"] == job_status["artifact"]["revision"], status
     artifact = job_status["artifact"]
+    assert status["stableRevision"] == artifact["revision"], status
     revision = Path(str(claim_host_path(core, namespace, "ganforge-models"))) / name / artifact["revision"]
-    assert hashlib.sha256((revision / "manifest.json").read_bytes()).hexdigest() == job_status["artifact"]["sha256"]
+    assert hashlib.sha256((revision / "manifest.json").read_bytes()).hexdigest() == artifact["sha256"]
     stable = f"{core.read_namespaced_service(service, namespace).spec.cluster_ip}:{TRITON_HTTP_PORT}"
     with answering_client(stable, service) as generator:
         z, labels = latents(generator.model, 16, seed=7)
